@@ -1,0 +1,11 @@
+"""charrnn: character-level recurrent language models, trained and sampled from the command line.
+
+The library is the product; `charrnn.cli` is one client of it:
+
+    from charrnn.config import load_config
+    from charrnn.data import open_corpus
+    from charrnn.train import train
+    result = train(load_config("configs/tiny.toml"), open_corpus("corpus.txt"))
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""Self-contained, safe checkpoints.
+
+    save_checkpoint("runs/x/last.pt", state)     # atomic: temp file, fsync, rename
+    state = load_checkpoint("runs/x/last.pt")    # torch.load(weights_only=True)
+    model, vocab, options = model_from_checkpoint(state)
+
+A checkpoint holds only tensors and plain containers: weights, optimizer state, config,
+vocabulary, text options, step, RNG states, the training hidden state and best validation
+loss. `weights_only=True` refuses anything else, so loading a file from someone else can
+never run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .config import Config, config_from_dict
+from .errors import CharRNNError, CheckpointError, ConfigError
+from .model import CharRNN
+from .prepare import TextOptions
+from .vocab import Vocab
+
+FORMAT_VERSION = 1
+KIND = "charrnn"
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write `state` to `path` so that `path` is always either the old file or the new one."""
+    path = Path(path)
+    state = {"kind": KIND, "format_version": FORMAT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint is not
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(f"could not write {path}: {e.strerror or e}; "
+                                  f"the previous checkpoint is kept") from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Make the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"not a checkpoint file: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"refused to load {path}: it holds Python objects beyond tensors and plain data, "
+            f"which could run code; only charrnn checkpoints are loaded") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError):
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated, or not a charrnn checkpoint)") from None
+    if not isinstance(state, dict) or state.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not a charrnn checkpoint")
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer charrnn (format {version}, this "
+                              f"one reads up to {FORMAT_VERSION}); upgrade charrnn to load it")
+    return state
+
+
+def config_of(state: dict) -> Config:
+    try:
+        return config_from_dict(state["config"])
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint has an unusable config: {e}") from None
+
+
+def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:
+    """Rebuild the model (on CPU, in eval mode), its vocabulary and text options."""
+    try:
+        vocab = Vocab.from_dict(state["vocab"])
+        options = TextOptions(**state["text_options"])
+        cfg = config_of(state)
+        model = CharRNN.from_config(len(vocab), cfg.model)
+        model.load_state_dict(state["model"])
+    except CharRNNError as e:
+        raise CheckpointError(f"checkpoint is inconsistent: {e}") from None
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint is inconsistent or incomplete: {e}") from None
+    return model.eval(), vocab, options
+
+
+def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
+    """A checkpoint file from a file, a run directory (best.pt, else last.pt) or, with no
+    target, the latest run under `runs_dir`."""
+    if target is None:
+        latest = Path(runs_dir) / "latest"
+        if not latest.exists():
+            raise CheckpointError(f"no runs found ({latest} does not exist); train a model "
+                                  f"first or pass a run directory or checkpoint")
+        target = latest
+    target = Path(target)
+    if target.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (target / name).is_file():
+                return target / name
+        raise CheckpointError(f"run directory {target} has no checkpoint (best.pt or last.pt)")
+    if not target.exists():
+        raise CheckpointError(f"checkpoint or run directory not found: {target}")
+    return target

@@ -1,0 +1,289 @@
+"""The `charrnn` command: prepare, train, sample. Each command parses its options, calls one
+library function and reports; errors the user can fix exit with one line, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import CharRNNError
+
+
+def _user_errors(func):
+    """Turn library errors into click errors (one line, exit status 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CharRNNError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _text_options(encoding, lower, unidecode, keep_crlf):
+    from .prepare import TextOptions
+    return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
+
+
+def text_option_flags(func):
+    for decorator in reversed([
+        click.option("--encoding", default="utf-8", show_default=True,
+                     help="Encoding of the input files."),
+        click.option("--lower", is_flag=True, help="Lowercase the text."),
+        click.option("--unidecode", is_flag=True,
+                     help="Transliterate to ASCII first (e.g. é -> e, « -> <<)."),
+        click.option("--keep-crlf", is_flag=True,
+                     help="Keep Windows line endings (by default \\r\\n becomes \\n)."),
+    ]):
+        func = decorator(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charrnn")
+def main():
+    """Train character-level RNN language models on any text and sample from them.
+
+    \b
+      charrnn prepare corpus.txt
+      charrnn train corpus.txt
+      charrnn sample --temperature 0.5
+    """
+
+
+# ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False),
+              help="Output directory  [default: data/<corpus stem>]")
+@click.option("--val-frac", default=0.1, show_default=True, type=float,
+              help="Fraction of the text, from the end, held out for validation.")
+@click.option("--test-frac", default=0.0, show_default=True, type=float,
+              help="Fraction held out for testing, after the validation split.")
+@click.option("--glob", default="*", show_default=True,
+              help="Which files to take from directories given as input (recursively).")
+@click.option("--vocab", "vocab_file", type=click.Path(),
+              help="Reuse this vocab.json instead of building one (for fine-tuning).")
+@click.option("--unk", help="With --vocab: map characters outside it to this character.")
+@text_option_flags
+@_user_errors
+def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, lower,
+            unidecode, keep_crlf):
+    """Build the vocabulary and encoded train/val splits from text files.
+
+    INPUTS are files, directories (searched recursively, see --glob) or - for standard input.
+
+    \b
+      charrnn prepare corpus.txt              # -> data/corpus/
+      charrnn prepare books/ --glob '*.txt' -o data/books
+      cat *.txt | charrnn prepare - -o data/all
+    """
+    from .prepare import prepare as run_prepare
+    from .prepare import summary
+    from .vocab import Vocab
+
+    if unk is not None and vocab_file is None:
+        raise click.UsageError("--unk only applies with --vocab")
+    if unk is not None and len(unk) != 1:
+        raise click.BadParameter("must be a single character", param_hint="--unk")
+    if out is None:
+        out = Path("data") / ("stdin" if inputs[0] == "-" else Path(inputs[0]).stem or "corpus")
+    vocab = Vocab.load(vocab_file) if vocab_file else None
+    options = _text_options(encoding, lower, unidecode, keep_crlf)
+    meta = run_prepare(list(inputs), out, val_frac=val_frac, test_frac=test_frac,
+                       options=options, glob=glob, vocab=vocab, unk=unk,
+                       progress=sys.stderr.isatty())
+    mb = sum(s["bytes"] for s in meta["sources"]) / 1e6
+    click.echo(f"prepared {len(meta['sources'])} file(s), {mb:,.1f} MB in {meta['seconds']:.1f}s "
+               f"-> {out}/")
+    for line in summary(meta, Vocab.load(Path(out) / "vocab.json")):
+        click.echo(line)
+
+
+# ----------------------------------------------------------------------------------------
+
+# flag -> config key, for the common knobs
+TRAIN_FLAGS = {
+    "model": "model.cell", "hidden_size": "model.hidden_size", "num_layers": "model.num_layers",
+    "dropout": "model.dropout", "embed_dim": "model.embed_dim",
+    "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
+    "grad_clip": "train.grad_clip", "seed": "train.seed", "device": "train.device",
+    "precision": "train.precision", "compile": "train.compile", "max_steps": "train.max_steps",
+    "max_epochs": "train.max_epochs", "max_time": "train.max_time",
+}
+
+
+@main.command()
+@click.argument("corpus", required=False)
+@click.option("-c", "--config", "config_file", type=click.Path(),
+              help="A TOML config file (see configs/).")
+@click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell.")
+@click.option("--hidden-size", type=int, help="Units per recurrent layer.")
+@click.option("--num-layers", type=int, help="Stacked recurrent layers.")
+@click.option("--dropout", type=float, help="Dropout between layers and before the head.")
+@click.option("--embed-dim", type=int, help="Learned embedding size (0 = one-hot input).")
+@click.option("--seq-len", type=int, help="Characters per chunk (backpropagation length).")
+@click.option("--batch-size", type=int, help="Parallel streams (B).")
+@click.option("--lr", type=float, help="Peak learning rate (AdamW).")
+@click.option("--grad-clip", type=float, help="Clip the global gradient norm (0 = off).")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="auto = bf16 autocast on GPUs that support it, else fp32.")
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
+@click.option("--max-steps", type=int, help="Stop after this many steps in total.")
+@click.option("--max-epochs", type=float, help="Stop after this many passes over the data.")
+@click.option("--max-time", help="Stop after this long, e.g. 90s, 10m, 1h30m.")
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Set any config value, e.g. --set train.eval_every=200 (repeatable).")
+@click.option("--out", "runs_dir", default="runs", show_default=True, type=click.Path(),
+              help="Where run directories go.")
+@click.option("--name", help="Run directory name  [default: <time>-<corpus>]")
+@click.option("--resume", "resume_dir", type=click.Path(),
+              help="Continue the run in this directory from its last.pt.")
+@click.option("--data-dir", default="data", show_default=True, type=click.Path(),
+              help="Where a raw text CORPUS is prepared.")
+@click.option("--val-frac", default=0.1, show_default=True, type=float,
+              help="Validation fraction when preparing a raw text CORPUS.")
+@text_option_flags
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@_user_errors
+def train(corpus, config_file, assignments, runs_dir, name, resume_dir, data_dir, val_frac,
+          encoding, lower, unidecode, keep_crlf, quiet, **flags):
+    """Train a model on CORPUS: a text file (prepared on the fly) or a prepared directory.
+
+    Each run writes runs/<name>/ with config.toml, metrics.jsonl, best.pt and last.pt, and
+    points runs/latest at it. Ctrl-C saves last.pt; --resume continues from it.
+
+    \b
+      charrnn train corpus.txt
+      charrnn train corpus.txt -c configs/cpu.toml --max-time 10m
+      charrnn train data/corpus --hidden-size 512 --set train.eval_every=200
+      charrnn train --resume runs/latest --max-steps 20000
+    """
+    from .config import load_config, nest, parse_set
+    from .data import open_corpus
+    from .train import resume, train as run_train
+
+    overrides = {TRAIN_FLAGS[k]: v for k, v in flags.items() if v is not None}
+    for assignment in assignments:
+        key, value = parse_set(assignment)
+        overrides[key] = value
+    echo = (lambda *a, **k: None) if quiet else click.echo
+    options = _text_options(encoding, lower, unidecode, keep_crlf)
+
+    if resume_dir is not None:
+        if config_file:
+            raise click.UsageError("--resume takes the run's own config; drop -c/--config")
+        # Validate the overrides on their own before comparing them with the checkpoint.
+        load_config(overrides=overrides)
+        data = open_corpus(corpus, data_dir, options, val_frac, echo=echo) if corpus else None
+        result = resume(resume_dir, nest(overrides) if overrides else {}, data, echo=echo,
+                        progress=not quiet)
+    else:
+        if corpus is None:
+            raise click.UsageError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
+        cfg = load_config(config_file, overrides)
+        data = open_corpus(corpus, data_dir, options, val_frac,
+                           progress=sys.stderr.isatty() and not quiet, echo=echo)
+        result = run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo,
+                           progress=not quiet)
+    if result.run_dir is None:  # not the main process under torchrun
+        return
+    best = (f"best val loss {result.best_val_loss:.4f} nats/char "
+            f"({result.best_val_loss / 0.6931471805599453:.4f} bpc)")
+    echo(f"stopped at step {result.step} ({result.reason}); {best}; {result.run_dir}/")
+    if result.reason == "interrupted":
+        sys.exit(128 + (result.signal or 2))
+    if result.reason == "diverged":
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("target", required=False)
+@click.option("-t", "--temperature", default=1.0, show_default=True, type=float,
+              help="Lower is more conservative; 0 always takes the likeliest character.")
+@click.option("-n", "--length", default=500, show_default=True, type=int,
+              help="Characters to generate.")
+@click.option("-p", "--prime", default="", help="Text to start from (printed first).")
+@click.option("--prime-file", type=click.Path(dir_okay=False),
+              help="Read the prime from a file.")
+@click.option("--top-k", default=0, show_default=True, type=int,
+              help="Draw only from the k likeliest characters (0 = all).")
+@click.option("--seed", type=int, help="Random seed, for the same text every time.")
+@click.option("--num-samples", default=1, show_default=True, type=int,
+              help="Independent samples, generated together as one batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--unidecode", is_flag=True, help="Transliterate the prime to ASCII first.")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
+              help="Where to look for the latest run when TARGET is not given.")
+@_user_errors
+def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
+           unidecode, runs_dir):
+    """Generate text from a trained model, streamed as it comes.
+
+    TARGET is a checkpoint file or a run directory (its best.pt, else last.pt); by default
+    the latest run under ./runs.
+
+    \b
+      charrnn sample --temperature 0.5
+      charrnn sample runs/latest -p "ROMEO:" -n 2000 --seed 1
+      charrnn sample model.pt --num-samples 8 --top-k 10
+    """
+    from .checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+    from .device import resolve_device
+    from .sample import Sampler
+
+    if length < 0:
+        raise click.BadParameter(f"must be >= 0, got {length}", param_hint="--length")
+    if temperature < 0:
+        raise click.BadParameter(f"must be >= 0, got {temperature}", param_hint="--temperature")
+    if top_k < 0:
+        raise click.BadParameter(f"must be >= 1 (or 0 for all), got {top_k}", param_hint="--top-k")
+    if num_samples < 1:
+        raise click.BadParameter(f"must be >= 1, got {num_samples}", param_hint="--num-samples")
+    if prime_file:
+        try:
+            prime = Path(prime_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CharRNNError(f"cannot read --prime-file {prime_file}: {e}") from None
+    path = find_checkpoint(target, runs_dir)
+    model, vocab, options = model_from_checkpoint(load_checkpoint(path))
+    prime = options.apply(prime)
+    if unidecode:
+        from unidecode import unidecode as to_ascii
+        prime = to_ascii(prime)
+    missing = vocab.missing(prime)
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:20])
+        hint = ("; the model was trained on transliterated text: add --unidecode"
+                if options.unidecode and not unidecode else "; change the prime")
+        raise CharRNNError(f"the prime has characters the model does not know: {shown}{hint}")
+    sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
+    out = click.get_text_stream("stdout")
+    if num_samples == 1:
+        out.write(prime)
+        for pieces in sampler.generate(length, prime):
+            out.write(pieces[0])
+            out.flush()
+        out.write("\n")
+        return
+    texts = [[] for _ in range(num_samples)]
+    for pieces in sampler.generate(length, prime, num_samples):
+        for t, piece in zip(texts, pieces):
+            t.append(piece)
+    for i, t in enumerate(texts):
+        out.write(f"--- sample {i + 1} ---\n{prime}{''.join(t)}\n")

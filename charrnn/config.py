@@ -1,0 +1,257 @@
+"""Configuration: frozen dataclasses, TOML files on top, command-line overrides last.
+
+    cfg = load_config("configs/cpu.toml", overrides={"model.hidden_size": 512})
+
+A config file has one table per section ([model], [train]); every key must be a field of
+that section's dataclass. Unknown keys, wrong types and out-of-range values raise
+ConfigError naming the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.0
+    # 0 = one-hot input (the classic char-rnn); > 0 = a learned embedding of this size,
+    # which is cheaper when the vocabulary has thousands of characters.
+    embed_dim: int = 0
+
+    def __post_init__(self):
+        _check_choice("model.cell", self.cell, CELLS)
+        _check_positive("model.hidden_size", self.hidden_size)
+        _check_positive("model.num_layers", self.num_layers)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.embed_dim < 0:
+            raise ConfigError(f"model.embed_dim must be >= 0 (0 = one-hot), got {self.embed_dim}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seq_len: int = 64
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    lr_decay: str = "cosine"  # cosine | constant
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    max_steps: int = 0  # 0 = no limit from steps
+    max_epochs: float = 0.0  # 0 = no limit from epochs
+    max_time: str = ""  # e.g. "10m", "1h30m"; empty = no limit from time
+    eval_every: int = 500
+    eval_batch_size: int = 32
+    log_every: int = 50
+    keep: int = 0  # periodic checkpoints kept besides best.pt and last.pt
+    save_every: int = 0  # steps between periodic checkpoints (0 = at eval only)
+    max_bad_steps: int = 5  # consecutive non-finite steps before giving up
+    seed: int = 1337
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+
+    def __post_init__(self):
+        for key in ("seq_len", "batch_size", "eval_every", "eval_batch_size", "log_every",
+                    "max_bad_steps"):
+            _check_positive(f"train.{key}", getattr(self, key))
+        for key in ("max_steps", "warmup_steps", "keep", "save_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"train.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.max_epochs < 0:
+            raise ConfigError(f"train.max_epochs must be >= 0, got {self.max_epochs}")
+        _check_choice("train.lr_decay", self.lr_decay, ("cosine", "constant"))
+        _check_choice("train.precision", self.precision, PRECISIONS)
+        parse_duration(self.max_time, key="train.max_time")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(
+                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        lines = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+
+
+# ----------------------------------------------------------------------------------------
+# building a Config from layers of dicts
+
+
+def build_config(*layers: dict[str, dict[str, Any]], base: Config | None = None) -> Config:
+    """Apply nested {section: {key: value}} layers, in order, on top of `base`."""
+    merged = {name: {} for name in SECTIONS}
+    for layer in layers:
+        for section, values in layer.items():
+            if section not in SECTIONS:
+                raise ConfigError(
+                    f"unknown config section [{section}]; expected one of: {', '.join(SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section [{section}] must be a table")
+            for key, value in values.items():
+                merged[section][key] = _coerce(section, key, value)
+    base = base or Config()
+    return Config(**{
+        name: replace(getattr(base, name), **merged[name]) for name in SECTIONS
+    })
+
+
+def config_from_dict(data: dict[str, dict[str, Any]]) -> Config:
+    return build_config(data)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                base: Config | None = None) -> Config:
+    """Defaults (or `base`), then the TOML file at `path`, then dotted `overrides`."""
+    layers = []
+    if path is not None:
+        layers.append(read_toml(path))
+    if overrides:
+        layers.append(nest(overrides))
+    return build_config(*layers, base=base)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, not a TOML file: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"malformed TOML in {path}: {e}") from None
+
+
+def nest(dotted: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{"model.hidden_size": 512} -> {"model": {"hidden_size": 512}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in dotted.items():
+        section, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"config key {key!r} must be section.key, e.g. train.lr")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def parse_set(assignment: str) -> tuple[str, Any]:
+    """Parse one `--set section.key=value`; the value is read as TOML, else as a string."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _coerce(section: str, key: str, value: Any) -> Any:
+    types = {f.name: f.type for f in fields(SECTIONS[section])}
+    if key not in types:
+        raise ConfigError(
+            f"unknown config key {section}.{key}; valid keys: {', '.join(sorted(types))}")
+    want = types[key]
+    name = f"{section}.{key}"
+    if want == "bool":
+        if isinstance(value, bool):
+            return value
+    elif want == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif want == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif want == "str":
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{name} must be of type {want}, got {type(value).__name__} {value!r}")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str, key: str = "max_time") -> float:
+    """'90s', '10m', '1h30m', '2d' or a bare number of seconds -> seconds (0 for '')."""
+    text = text.strip().lower()
+    if not text:
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"{key} must be a duration like 90s, 10m or 1h30m; got {text!r}")
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * scale[u] for n, u in parts)

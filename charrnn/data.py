@@ -1,0 +1,201 @@
+"""Prepared datasets and the stream layout of truncated backpropagation through time.
+
+    data = open_corpus("corpus.txt")         # prepares into data/corpus/ unless up to date
+    streams = Streams(data.split("train"), batch_size=32, seq_len=64, device="cpu")
+    idx, targets = streams.batch(0)          # (B, T) each; targets are idx shifted by one
+
+The training split is cut into B contiguous streams, one per batch row, each L = (N-1)//B
+characters long; stream b starts at offset b*L. Chunk i of the epoch is columns
+[i*T, (i+1)*T) of every stream, so row b of chunk i+1 continues row b of chunk i and the
+hidden state can be carried across them:
+
+    text:    a b c d e f g h i j k l m n o p q r s t u v w x (y)
+    B = 3:   stream 0: a b c d e f g h      chunk 0 = columns 0-3, chunk 1 = columns 4-7
+             stream 1: i j k l m n o p
+             stream 2: q r s t u v w x      the target of x is y, the next character
+
+With several processes (DDP), rank r owns rows [r*B/W, (r+1)*B/W) of the same layout, so
+W processes see exactly what one process with B rows sees.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .prepare import FORMAT_VERSION, TextOptions, prepare
+from .vocab import Vocab
+
+
+class PreparedData:
+    """A directory written by `prepare`: meta.json, vocab.json and one .bin per split."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                self.meta = json.load(f)
+        except FileNotFoundError:
+            raise DataError(f"{self.root} is not a prepared data directory (no meta.json); "
+                            f"run: charrnn prepare CORPUS -o {self.root}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{meta_path} is not valid JSON ({e}); prepare the corpus again") from None
+        version = self.meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(f"{self.root} was prepared in format {version}, this charrnn reads "
+                            f"format {FORMAT_VERSION}; prepare the corpus again")
+        self.vocab = Vocab.load(self.root / "vocab.json")
+        self.options = TextOptions(**self.meta["options"])
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def split(self, name: str) -> np.ndarray:
+        """The encoded split as a memory map (nothing is read until used)."""
+        size = self.meta["splits"].get(name, 0)
+        if size == 0:
+            raise DataError(f"{self.root} has no {name} split")
+        path = self.root / f"{name}.bin"
+        dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
+        expected = size * dtype.itemsize
+        if not path.is_file() or path.stat().st_size != expected:
+            raise DataError(f"{path} is missing or has the wrong size; prepare the corpus again")
+        # Copy-on-write: torch can wrap it without a copy, and nothing reaches the file.
+        return np.memmap(path, dtype=dtype, mode="c", shape=(size,))
+
+
+def open_corpus(path: str | Path, data_root: str | Path = "data",
+                options: TextOptions | None = None, val_frac: float = 0.1,
+                progress: bool = False, echo=None) -> PreparedData:
+    """A prepared directory as is, or a text file prepared into data_root/<stem>/ on the fly.
+
+    A previous preparation is reused when it came from the same file (path, size and
+    modification time) with the same options.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "meta.json").exists():
+            return PreparedData(path)
+        raise DataError(f"{path} is a directory but not a prepared dataset (no meta.json); "
+                        f"pass a text file, or run: charrnn prepare {path} first")
+    if not path.exists():
+        raise DataError(f"corpus not found: {path}")
+    if not path.is_file():
+        raise DataError(f"not a regular file: {path}")
+    options = options or TextOptions()
+    out = Path(data_root) / path.stem
+    if _up_to_date(out, path, options, val_frac):
+        return PreparedData(out)
+    if echo:
+        echo(f"preparing {path} -> {out}/")
+    prepare([str(path)], out, val_frac=val_frac, options=options, progress=progress)
+    return PreparedData(out)
+
+
+def _up_to_date(out: Path, source: Path, options: TextOptions, val_frac: float) -> bool:
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+        [recorded] = meta["sources"]
+        stat = source.stat()
+        return (meta.get("format_version") == FORMAT_VERSION
+                and recorded["path"] == str(source.resolve())
+                and recorded["bytes"] == stat.st_size
+                and recorded["mtime_ns"] == stat.st_mtime_ns
+                and meta["options"] == options.to_dict()
+                and meta["val_frac"] == val_frac and meta["test_frac"] == 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+# ----------------------------------------------------------------------------------------
+# streams
+
+
+def stream_length(n: int, batch_size: int) -> int:
+    """Characters per stream when n characters are cut into batch_size streams."""
+    return (n - 1) // batch_size
+
+
+def _index_dtype(dtype: np.dtype) -> torch.dtype:
+    # uint8 ids stay uint8 on the device (4x less memory); larger vocabularies use int32,
+    # which embedding lookups accept directly.
+    return torch.uint8 if dtype.itemsize == 1 else torch.int32
+
+
+class Streams:
+    """The (B, T) chunks of one epoch over `array`, for rows [row_start, row_stop).
+
+    When `resident` (the default whenever the rows fit), this process's part of the split is
+    one tensor on the device and every batch is a strided view of it: no copy per step.
+    Otherwise batches are gathered from the memory map into pinned memory and copied
+    asynchronously, one step ahead of use.
+    """
+
+    def __init__(self, array: np.ndarray, batch_size: int, seq_len: int,
+                 device: torch.device | str = "cpu", row_start: int = 0,
+                 row_stop: int | None = None, resident: bool | None = None):
+        self.device = torch.device(device)
+        self.batch_size, self.seq_len = batch_size, seq_len
+        n = len(array)
+        self.stream_len = stream_length(n, batch_size)
+        if self.stream_len < seq_len:
+            smallest = (n - 1) // seq_len
+            raise DataError(
+                f"corpus too short: {n:,} characters cannot fill batch_size {batch_size} x "
+                f"seq_len {seq_len}; use --batch-size {max(1, smallest)} or less, or a "
+                f"shorter --seq-len")
+        self.steps_per_epoch = self.stream_len // seq_len
+        row_stop = batch_size if row_stop is None else row_stop
+        self.rows = row_stop - row_start
+        L = self.stream_len
+        # The rows plus one character: the target of each row's last character.
+        part = array[row_start * L: row_stop * L + 1]
+        if resident is None:
+            resident = _fits(part.nbytes, self.device)
+        self.resident = resident
+        self.tensor_dtype = _index_dtype(array.dtype)
+        if resident:
+            host = torch.from_numpy(np.ascontiguousarray(part).astype(
+                np.uint8 if self.tensor_dtype == torch.uint8 else np.int32, copy=False))
+            self.data = host.to(self.device)
+        else:
+            self.part = part
+            self._offsets = (np.arange(self.rows) * L)[:, None] + np.arange(seq_len + 1)
+            self._next: tuple[int, torch.Tensor] | None = None
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(idx, targets) for chunk i of the epoch, each (rows, T)."""
+        T, L = self.seq_len, self.stream_len
+        if self.resident:
+            idx = self.data.as_strided((self.rows, T), (L, 1), i * T)
+            targets = self.data.as_strided((self.rows, T), (L, 1), i * T + 1)
+            return idx, targets
+        if self._next is not None and self._next[0] == i:
+            chunk = self._next[1]
+        else:
+            chunk = self._gather(i)
+        # Start the copy of the next chunk now, while the caller computes on this one.
+        nxt = (i + 1) % self.steps_per_epoch
+        self._next = (nxt, self._gather(nxt))
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def _gather(self, i: int) -> torch.Tensor:
+        rows = self.part[self._offsets + i * self.seq_len]
+        host = torch.from_numpy(rows.astype(
+            np.uint8 if self.tensor_dtype == torch.uint8 else np.int32))
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
+
+def _fits(nbytes: int, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True  # on the host the memory map itself is the storage
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes * 4 < free  # ids are widened to int32 at most; leave room for the model

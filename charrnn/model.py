@@ -1,0 +1,92 @@
+"""The character-level recurrent language model.
+
+    model = CharRNN(vocab_size=65, hidden_size=256, num_layers=2, cell="lstm")
+    logits, hidden = model(idx)              # idx (B, T) -> logits (B, T, V)
+    logits, hidden = model(next_idx, hidden) # carry the state into the next chunk
+
+One-hot input (or a learned embedding when `embed_dim > 0`) -> stacked nn.LSTM / nn.GRU /
+nn.RNN (batch_first) -> dropout -> nn.Linear head over the vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class CharRNN(nn.Module):
+    def __init__(self, vocab_size: int, hidden_size: int = 256, num_layers: int = 2,
+                 cell: str = "lstm", dropout: float = 0.0, embed_dim: int = 0):
+        super().__init__()
+        self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        self.cell = cell
+        if embed_dim > 0:
+            self.embedding = nn.Embedding(vocab_size, embed_dim)
+            input_size = embed_dim
+        else:
+            # One-hot as a lookup into an identity matrix: one gather, no (B, T) int64 copy.
+            self.embedding = None
+            self.register_buffer("one_hot", torch.eye(vocab_size), persistent=False)
+            input_size = vocab_size
+        self.rnn = RNN_CLASSES[cell](input_size, hidden_size, num_layers, batch_first=True,
+                                     dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        if cell == "lstm":
+            # A forget-gate bias of 1 lets early training remember across steps
+            # (Jozefowicz et al. 2015). PyTorch's gate order is input, forget, cell, output.
+            with torch.no_grad():
+                for layer in range(num_layers):
+                    getattr(self.rnn, f"bias_ih_l{layer}")[hidden_size:2 * hidden_size].fill_(1.0)
+                    getattr(self.rnn, f"bias_hh_l{layer}")[hidden_size:2 * hidden_size].zero_()
+
+    @classmethod
+    def from_config(cls, vocab_size: int, cfg: ModelConfig) -> "CharRNN":
+        return cls(vocab_size, cfg.hidden_size, cfg.num_layers, cfg.cell, cfg.dropout,
+                   cfg.embed_dim)
+
+    def encode(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids of any integer dtype -> (B, T, input_size) inputs."""
+        if idx.dtype not in (torch.int32, torch.int64):
+            idx = idx.int()
+        if self.embedding is not None:
+            return self.embedding(idx)
+        return F.embedding(idx, self.one_hot)
+
+    def forward(self, idx: torch.Tensor, hidden: Hidden | None = None):
+        out, hidden = self.rnn(self.encode(idx), hidden)  # (B, T, H)
+        return self.head(self.dropout(out)), hidden  # (B, T, V)
+
+    def init_hidden(self, batch_size: int, device=None) -> Hidden:
+        device = device or self.head.weight.device
+        h = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
+        return (h, h.clone()) if self.cell == "lstm" else h
+
+
+def detach_hidden(hidden: Hidden) -> Hidden:
+    """Cut the graph between chunks: gradients stop here (truncated BPTT)."""
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)
+    return hidden.detach()
+
+
+def hidden_tensors(hidden: Hidden) -> list[torch.Tensor]:
+    return list(hidden) if isinstance(hidden, tuple) else [hidden]
+
+
+def hidden_from_tensors(tensors: list[torch.Tensor], cell: str) -> Hidden:
+    return tuple(tensors) if cell == "lstm" else tensors[0]
+
+
+def select_rows(hidden: Hidden, rows) -> Hidden:
+    """The state of some batch rows (streams); hidden tensors are (layers, B, H)."""
+    if isinstance(hidden, tuple):
+        return tuple(h[:, rows] for h in hidden)
+    return hidden[:, rows]

@@ -1,0 +1,61 @@
+"""Progress for people: a tqdm bar on a terminal, one plain line per interval otherwise."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class Progress:
+    def __init__(self, enabled: bool, start_step: int, total_steps: int | None, echo=print):
+        self.echo = echo
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stdout.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step",
+                            dynamic_ncols=True, file=sys.stdout)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def report(self, step: int, loss: float, val_bpc: float | None, chars_per_s: float,
+               elapsed: float, left: float | None) -> None:
+        if not self.enabled:
+            return
+        parts = [f"loss {loss:.4f}"]
+        if val_bpc is not None:
+            parts.append(f"val bpc {val_bpc:.3f}")
+        parts.append(f"{chars_per_s:,.0f} chars/s")
+        if self.bar is not None:
+            if left is not None:
+                parts.append(f"{format_seconds(left)} left")
+            self.bar.set_postfix_str(" | ".join(parts), refresh=False)
+        else:
+            parts.append(f"{format_seconds(elapsed)} elapsed")
+            if left is not None:
+                parts.append(f"{format_seconds(left)} left")
+            self.echo(f"step {step} | " + " | ".join(parts))
+
+    def write(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            self.echo(message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

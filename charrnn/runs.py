@@ -1,0 +1,68 @@
+"""Run directories: runs/<name>/ with config.toml, metrics.jsonl, best.pt, last.pt, and
+runs/latest pointing at the newest one."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .errors import CharRNNError
+
+
+def new_run_dir(runs_dir: str | Path, name: str | None, corpus: str) -> Path:
+    runs_dir = Path(runs_dir)
+    base = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{corpus}"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            path = runs_dir / (base if i == 0 else f"{base}-{i}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                if name is not None:
+                    raise CharRNNError(f"run directory {path} already exists; choose another "
+                                       f"--name or continue it with --resume {path}") from None
+    except PermissionError as e:
+        raise CharRNNError(f"cannot create run directory under {runs_dir}: {e.strerror}; "
+                           f"choose another --out") from None
+    except OSError as e:
+        raise CharRNNError(f"cannot create run directory under {runs_dir}: {e.strerror}") from None
+    raise CharRNNError(f"too many runs named {base} under {runs_dir}")
+
+
+def update_latest(runs_dir: Path, run_dir: Path) -> None:
+    """Point runs_dir/latest at run_dir (a relative symlink, replaced atomically)."""
+    latest = runs_dir / "latest"
+    tmp = runs_dir / f".latest.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(run_dir.name, tmp)
+        os.replace(tmp, latest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def prune_periodic(run_dir: Path, keep: int) -> None:
+    """Keep only the `keep` newest step-*.pt checkpoints."""
+    periodic = sorted(run_dir.glob("step-*.pt"))
+    for old in periodic[:-keep] if keep else periodic:
+        old.unlink(missing_ok=True)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past `step` (written after the checkpoint a run resumes from)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a crash
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)

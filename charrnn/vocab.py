@@ -1,0 +1,110 @@
+"""The character vocabulary: distinct Unicode code points in code-point order.
+
+    vocab = Vocab.from_text("hello")
+    ids = vocab.encode("hell")      # list[int]
+    vocab.decode(ids) == "hell"
+
+Code-point order is stable: the same set of characters always gives the same ids, whatever
+order they were seen in, so two corpora with one alphabet share one vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+MAX_CODE_POINT = 0x10FFFF
+
+
+class Vocab:
+    def __init__(self, chars: list[str], counts: list[int] | None = None):
+        if len(set(chars)) != len(chars):
+            raise DataError("vocabulary has repeated characters")
+        if any(len(c) != 1 for c in chars):
+            raise DataError("vocabulary entries must be single characters")
+        self.chars = list(chars)
+        self.counts = list(counts) if counts is not None else None
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "Vocab":
+        counts = Counter(text)
+        chars = sorted(counts)
+        return cls(chars, [counts[c] for c in chars])
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "Vocab":
+        """From a histogram indexed by code point (as `prepare` builds it)."""
+        points = np.flatnonzero(counts)
+        return cls([chr(p) for p in points], [int(counts[p]) for p in points])
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __contains__(self, char: str) -> bool:
+        return char in self.index
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.chars == other.chars
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The smallest unsigned integer type that holds every id."""
+        n = len(self.chars)
+        return np.dtype(np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else np.uint32)
+
+    def missing(self, text: str) -> list[str]:
+        """Characters of `text` not in the vocabulary, in order of first appearance."""
+        return list(dict.fromkeys(c for c in text if c not in self.index))
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.index[c] for c in text]
+        except KeyError:
+            shown = ", ".join(repr(c) for c in self.missing(text)[:10])
+            raise DataError(f"characters not in the vocabulary: {shown}") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def lookup_table(self, unk: int = -1) -> np.ndarray:
+        """A code point -> id array over all of Unicode (ids as int32, `unk` elsewhere)."""
+        table = np.full(MAX_CODE_POINT + 1, unk, dtype=np.int32)
+        table[[ord(c) for c in self.chars]] = np.arange(len(self.chars), dtype=np.int32)
+        return table
+
+    # -- files -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        out = {"chars": self.chars}
+        if self.counts is not None:
+            out["counts"] = self.counts
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Vocab":
+        if not isinstance(data, dict) or not isinstance(data.get("chars"), list):
+            raise DataError("vocabulary must be a JSON object with a 'chars' list")
+        return cls(data["chars"], data.get("counts"))
+
+    def save(self, path: str | Path) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, ensure_ascii=False, indent=0)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocab":
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_dict(json.load(f))
+        except FileNotFoundError:
+            raise DataError(f"vocabulary file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"vocabulary file {path} is not valid JSON: {e}") from None
