@@ -56,6 +56,9 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_steps: int = 100
     lr_decay: str = "cosine"  # cosine | constant
+    # Steps over which the learning rate decays; 0 = until the step, epoch or time limit.
+    # Set it when a run may be extended with --resume, so the schedule does not move.
+    decay_steps: int = 0
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.99
@@ -78,7 +81,7 @@ class TrainConfig:
         for key in ("seq_len", "batch_size", "eval_every", "eval_batch_size", "log_every",
                     "max_bad_steps"):
             _check_positive(f"train.{key}", getattr(self, key))
-        for key in ("max_steps", "warmup_steps", "keep", "save_every"):
+        for key in ("max_steps", "warmup_steps", "keep", "save_every", "decay_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if not self.lr > 0 or not math.isfinite(self.lr):

@@ -44,7 +44,7 @@ from .runs import new_run_dir, prune_periodic, truncate_metrics, update_latest
 # Settings that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "device", "precision", "compile",
              "eval_every", "eval_batch_size", "log_every", "keep", "save_every",
-             "max_bad_steps", "lr", "min_lr", "warmup_steps", "lr_decay", "weight_decay",
+             "max_bad_steps", "lr", "min_lr", "warmup_steps", "lr_decay", "decay_steps", "weight_decay",
              "grad_clip"}
 
 
@@ -313,12 +313,14 @@ class Trainer:
             if chunk == 0 or self.hidden is None:
                 self.hidden = model.init_hidden(self.streams.rows, device)  # streams wrapped
 
-            if max_seconds:
+            if t.decay_steps:
+                frac = self.step / t.decay_steps
+            elif stop_step is not None:
+                frac = self.step / stop_step
+            elif max_seconds:
                 frac = (time.monotonic() - started) / max_seconds
             else:
                 frac = None
-            if stop_step is not None:
-                frac = self.step / stop_step
             lr = learning_rate(self.step, t, frac)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -384,7 +386,7 @@ class Trainer:
 
             if self.step % t.eval_every == 0:
                 self._evaluate_and_save(progress)
-            elif t.save_every and self.step % t.save_every == 0:
+            if t.save_every and self.step % t.save_every == 0:
                 self._save_periodic()
 
             if max_seconds and now - started >= max_seconds:

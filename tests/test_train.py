@@ -1,0 +1,166 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import load_config
+from charrnn.data import open_corpus, stream_length
+from charrnn.errors import CheckpointError
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN
+from charrnn.train import Trainer, learning_rate, resume, train
+
+SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,
+         "train.batch_size": 4, "train.seq_len": 16, "train.eval_every": 10,
+         "train.log_every": 5, "train.warmup_steps": 5, "train.decay_steps": 40,
+         "train.eval_batch_size": 3}
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def small_config(**extra):
+    return load_config(overrides={**SMALL, **extra})
+
+
+def records(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in ("elapsed", "chars_per_s")}
+            for line in lines]
+
+
+def test_exact_resume(corpus, workdir):
+    data = open_corpus(corpus)
+    full = train(small_config(**{"train.max_steps": 40}), data, "runs", "full",
+                 echo=quiet, progress=False)
+    half = train(small_config(**{"train.max_steps": 20}), data, "runs", "half",
+                 echo=quiet, progress=False)
+    assert half.step == 20
+    resumed = resume(half.run_dir, {"train": {"max_steps": 40}}, echo=quiet, progress=False)
+    assert resumed.step == full.step == 40
+    a, b = load_checkpoint(full.run_dir / "last.pt"), load_checkpoint(half.run_dir / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for key in pa:
+            assert torch.equal(pa[key], pb[key])
+    for ha, hb in zip(a["hidden"], b["hidden"]):
+        assert torch.equal(ha, hb)
+    assert a["best_val_loss"] == b["best_val_loss"]
+    assert records(full.run_dir) == records(half.run_dir)
+    assert (workdir / "runs" / "latest").resolve() == half.run_dir.resolve()
+
+
+def test_resume_refuses_a_changed_model_shape(corpus, workdir):
+    data = open_corpus(corpus)
+    run = train(small_config(**{"train.max_steps": 10}), data, "runs", echo=quiet, progress=False)
+    with pytest.raises(CheckpointError, match="model.hidden_size is 32 in the checkpoint, 64 given"):
+        resume(run.run_dir, {"model": {"hidden_size": 64}}, echo=quiet)
+    with pytest.raises(CheckpointError, match="train.batch_size"):
+        resume(run.run_dir, {"train": {"batch_size": 8}}, echo=quiet)
+
+
+def test_evaluate_scores_every_character_once(workdir):
+    torch.manual_seed(0)
+    V, B, T = 7, 4, 5
+    model = CharRNN(V, 16, 2).eval()
+    array = np.random.default_rng(0).integers(0, V, 203).astype(np.uint8)
+    got = evaluate(model, array, batch_size=B, seq_len=T, device="cpu")
+    # Naive: each stream in one pass from a zero state; the last continues through the tail.
+    L = stream_length(len(array), B)
+    ids = torch.from_numpy(array.astype(np.int64))
+    total = 0.0
+    with torch.no_grad():
+        for b in range(B):
+            end = (b + 1) * L + 1 if b < B - 1 else len(array)
+            seq = ids[b * L:end]
+            logits, _ = model(seq[None, :-1])
+            total += F.cross_entropy(logits[0], seq[1:], reduction="sum").item()
+    assert got == pytest.approx(total / (len(array) - 1), rel=1e-5)
+    # One stream is the plain full pass over the text.
+    with torch.no_grad():
+        logits, _ = model(ids[None, :-1])
+    one = F.cross_entropy(logits[0], ids[1:]).item()
+    assert evaluate(model, array, 1, T, "cpu") == pytest.approx(one, rel=1e-5)
+
+
+def test_learning_rate_schedule():
+    cfg = load_config(overrides={"train.lr": 1.0, "train.min_lr": 0.1, "train.warmup_steps": 10}).train
+    assert learning_rate(0, cfg, 0.0) == pytest.approx(0.1)
+    assert learning_rate(9, cfg, 0.0) == pytest.approx(1.0)
+    assert learning_rate(50, cfg, 0.5) == pytest.approx(0.55)
+    assert learning_rate(100, cfg, 1.0) == pytest.approx(0.1)
+    assert learning_rate(100, cfg, None) == 1.0
+
+
+def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, monkeypatch):
+    data = open_corpus(corpus)
+    good = train(small_config(**{"train.max_steps": 10}), data, "runs", echo=quiet, progress=False)
+    saved = (good.run_dir / "last.pt").read_bytes()
+    state = load_checkpoint(good.run_dir / "last.pt")
+
+    def nan_loss(logits, targets, **kwargs):
+        return F.cross_entropy(logits, targets, **kwargs) * float("nan")
+
+    monkeypatch.setattr("charrnn.train.F", SimpleNamespace(cross_entropy=nan_loss))
+    from charrnn.train import resume_config
+    from charrnn.checkpoint import config_of
+    cfg = resume_config(config_of(state), {"train": {"max_steps": 100, "max_bad_steps": 3}})
+    trainer = Trainer(cfg, data, good.run_dir, state, echo=quiet, progress=False)
+    result = trainer.run()
+    assert result.reason == "diverged" and result.step == 15  # noticed at the first log
+    assert trainer.skipped == 5
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key  # no update reached the weights
+    assert all(torch.isfinite(h).all() for h in trainer.hidden)
+    assert (good.run_dir / "last.pt").read_bytes() == saved
+
+
+def test_keep_bounds_periodic_checkpoints(corpus, workdir):
+    data = open_corpus(corpus)
+    run = train(small_config(**{"train.max_steps": 30, "train.keep": 2, "train.save_every": 5}),
+                data, "runs", echo=quiet, progress=False)
+    names = sorted(p.name for p in run.run_dir.glob("*.pt"))
+    assert names == ["best.pt", "last.pt", "step-00000025.pt", "step-00000030.pt"]
+
+
+def test_gathered_batches_train_like_resident_ones(corpus, workdir):
+    data = open_corpus(corpus)
+    cfg = small_config(**{"train.max_steps": 12, "model.dropout": 0.0})
+    a = train(cfg, data, "runs", "a", echo=quiet, progress=False, resident=True)
+    b = train(cfg, data, "runs", "b", echo=quiet, progress=False, resident=False)
+    sa, sb = load_checkpoint(a.run_dir / "last.pt"), load_checkpoint(b.run_dir / "last.pt")
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key])
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_last_and_exits_with_the_conventional_status(corpus, workdir, signum, status):
+    cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", "5m",
+           "--hidden-size", "32", "--batch-size", "4", "--seq-len", "16", "--name", "run",
+           "--set", "train.log_every=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("step 3 "):
+            break
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err
+    state = load_checkpoint(workdir / "runs" / "run" / "last.pt")
+    assert state["step"] >= 3
+    assert "interrupted" in out
