@@ -93,9 +93,9 @@ def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, l
     from .vocab import Vocab
 
     if unk is not None and vocab_file is None:
-        raise click.UsageError("--unk only applies with --vocab")
+        raise CharRNNError("--unk only applies with --vocab FILE")
     if unk is not None and len(unk) != 1:
-        raise click.BadParameter("must be a single character", param_hint="--unk")
+        raise CharRNNError(f"--unk must be a single character, got {unk!r}")
     if out is None:
         out = Path("data") / ("stdin" if inputs[0] == "-" else Path(inputs[0]).stem or "corpus")
     vocab = Vocab.load(vocab_file) if vocab_file else None
@@ -184,7 +184,7 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, data_dir
 
     if resume_dir is not None:
         if config_file:
-            raise click.UsageError("--resume takes the run's own config; drop -c/--config")
+            raise CharRNNError("--resume takes the run's own config; drop -c/--config")
         # Validate the overrides on their own before comparing them with the checkpoint.
         load_config(overrides=overrides)
         data = open_corpus(corpus, data_dir, options, val_frac, echo=echo) if corpus else None
@@ -192,7 +192,7 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, data_dir
                         progress=not quiet)
     else:
         if corpus is None:
-            raise click.UsageError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
+            raise CharRNNError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
         cfg = load_config(config_file, overrides)
         data = open_corpus(corpus, data_dir, options, val_frac,
                            progress=sys.stderr.isatty() and not quiet, echo=echo)
@@ -227,7 +227,8 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, data_dir
 @click.option("--num-samples", default=1, show_default=True, type=int,
               help="Independent samples, generated together as one batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--unidecode", is_flag=True, help="Transliterate the prime to ASCII first.")
+@click.option("--unidecode", is_flag=True,
+              help="Transliterate the prime to ASCII (automatic if the model was trained so).")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="Where to look for the latest run when TARGET is not given.")
 @_user_errors
@@ -248,13 +249,13 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     from .sample import Sampler
 
     if length < 0:
-        raise click.BadParameter(f"must be >= 0, got {length}", param_hint="--length")
+        raise CharRNNError(f"--length must be >= 0, got {length}")
     if temperature < 0:
-        raise click.BadParameter(f"must be >= 0, got {temperature}", param_hint="--temperature")
+        raise CharRNNError(f"--temperature must be >= 0, got {temperature}")
     if top_k < 0:
-        raise click.BadParameter(f"must be >= 1 (or 0 for all), got {top_k}", param_hint="--top-k")
+        raise CharRNNError(f"--top-k must be >= 1 (or 0 for all), got {top_k}")
     if num_samples < 1:
-        raise click.BadParameter(f"must be >= 1, got {num_samples}", param_hint="--num-samples")
+        raise CharRNNError(f"--num-samples must be >= 1, got {num_samples}")
     if prime_file:
         try:
             prime = Path(prime_file).read_text(encoding="utf-8")
@@ -269,11 +270,12 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     missing = vocab.missing(prime)
     if missing:
         shown = ", ".join(repr(c) for c in missing[:20])
-        hint = ("; the model was trained on transliterated text: add --unidecode"
-                if options.unidecode and not unidecode else "; change the prime")
+        ascii_model = all(c.isascii() for c in vocab.chars)
+        hint = ("; the model knows only ASCII: add --unidecode to transliterate the prime"
+                if ascii_model and not unidecode else "; change the prime")
         raise CharRNNError(f"the prime has characters the model does not know: {shown}{hint}")
     sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if num_samples == 1:
         out.write(prime)
         for pieces in sampler.generate(length, prime):

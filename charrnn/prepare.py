@@ -194,17 +194,9 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
         raise DataError(
             f"--val-frac + --test-frac must leave training text (got {val_frac} + {test_frac})")
     names = find_sources(inputs, glob)
-    out_dir = Path(out_dir)
+    sources = [_Source(n, Path(tempfile.gettempdir())) for n in names]
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-")
-        probe.close()
-    except OSError as e:
-        raise DataError(f"cannot write to output directory {out_dir}: {e.strerror}") from None
-
-    sources = [_Source(n, out_dir) for n in names]
-    try:
-        return _prepare(sources, out_dir, val_frac, test_frac, options, vocab, unk,
+        return _prepare(sources, Path(out_dir), val_frac, test_frac, options, vocab, unk,
                         progress, chunk_bytes)
     finally:
         for s in sources:
@@ -264,7 +256,13 @@ def _prepare(sources, out_dir, val_frac, test_frac, options, vocab, unk, progres
         raise DataError(f"corpus too short to split: {n_chars} characters give {n_train} "
                         f"for training and {n_val} for validation; give more text")
 
-    # Pass 2: encode into the split files, written under temporary names.
+    # Pass 2: encode into the split files, written under temporary names. The output
+    # directory is made only now, so a corpus refused above leaves nothing behind.
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-").close()
+    except OSError as e:
+        raise DataError(f"cannot write to output directory {out_dir}: {e.strerror}") from None
     table = vocab.lookup_table(unk=unk_id)
     dtype = vocab.dtype
     tmp = {s: out_dir / f".{s}.bin.tmp" for s in SPLITS if sizes[s] > 0}

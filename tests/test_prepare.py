@@ -94,6 +94,7 @@ def test_stdin(tmp_path, monkeypatch):
     meta = prepare(["-"], tmp_path / "o")
     assert meta["sources"][0]["path"] == "-" and meta["chars"] == len(text)
     assert not list((tmp_path / "o").glob(".stdin-*"))
+    assert meta["sources"][0]["bytes"] == len(text)
 
 
 def test_reuse_vocabulary_with_unk(tmp_path):

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up .venv, train briefly and print a sample.
+#   ./scripts/demo.sh              # on Python's own standard library source (every machine has it)
+#   ./scripts/demo.sh corpus.txt   # on your text
+# DEMO_TIME sets the training time (default 2m).
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
+install_charrnn ""
+cd "$ROOT"
+CORPUS="${1:-}"
+if [ -z "$CORPUS" ]; then
+    CORPUS=data/python_stdlib.txt
+    [ -f "$CORPUS" ] || "$VENV/bin/python" scripts/python_corpus.py "$CORPUS" 2
+fi
+"$VENV/bin/charrnn" train "$CORPUS" -c configs/cpu.toml --max-time "${DEMO_TIME:-2m}" \
+    --set train.eval_every=250
+echo
+echo "--- sample (temperature 0.7) ---"
+"$VENV/bin/charrnn" sample --temperature 0.7 --length 600
