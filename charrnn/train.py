@@ -155,8 +155,10 @@ class Trainer:
 
         forward = self.model
         if self.dist.enabled:
+            # The only buffer is the constant one-hot table: nothing to re-broadcast per step.
             forward = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
         if t.compile:
             forward = torch.compile(forward)
         self.forward = forward
@@ -363,9 +365,11 @@ class Trainer:
             now = time.monotonic()
             self.elapsed = start_elapsed + (now - started)
             if self.step % t.log_every == 0:
-                n_good, consecutive = int(good.item()), int(bad_run.item())
+                # One read of the device per interval; under DDP the mean over all ranks.
+                totals = distributed.all_reduce_sum(self.dist, torch.stack([loss_sum, good]))
+                n_good, consecutive = float(totals[1]), int(bad_run.item())
                 self.skipped = int(bad_total.item())
-                train_loss = loss_sum.item() / n_good if n_good else math.nan
+                train_loss = float(totals[0]) / n_good if n_good else math.nan
                 speed = interval_steps * rows_T / max(now - interval_start, 1e-9)
                 self.log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
                           "train_loss": train_loss, "lr": lr, "chars_per_s": round(speed, 1),

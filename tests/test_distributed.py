@@ -1,0 +1,73 @@
+"""DDP through torchrun with the gloo backend on CPU: the same code path as several GPUs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.prepare import prepare
+
+from conftest import make_text
+
+ARGS = ["--hidden-size", "32", "--batch-size", "8", "--seq-len", "16", "--dropout", "0",
+        "--set", "train.eval_every=10", "--set", "train.log_every=5",
+        "--set", "train.decay_steps=30", "--set", "train.eval_batch_size=4"]
+
+
+def charrnn(nproc, *args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "charrnn"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "charrnn"]
+    out = subprocess.run(cmd + [str(a) for a in args], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def losses(run_dir, key):
+    return [json.loads(line)[key] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if key in line]
+
+
+@pytest.fixture
+def prepared(workdir):
+    (workdir / "c.txt").write_text(make_text(30_000))
+    prepare(["c.txt"], workdir / "data" / "c")
+    return "data/c"
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_total_batch(prepared, workdir):
+    charrnn(1, "train", prepared, *ARGS, "--max-steps", 20, "--name", "one", cwd=workdir)
+    out = charrnn(2, "train", prepared, *ARGS, "--max-steps", 20, "--name", "two", cwd=workdir)
+    assert out.count("device: cpu") == 1  # only rank 0 talks
+    one, two = workdir / "runs" / "one", workdir / "runs" / "two"
+    assert losses(two, "train_loss") == pytest.approx(losses(one, "train_loss"), rel=1e-4)
+    assert losses(two, "val_loss") == pytest.approx(losses(one, "val_loss"), rel=1e-4)
+    a, b = load_checkpoint(one / "last.pt"), load_checkpoint(two / "last.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+    # The hidden state of all 8 streams is gathered into the checkpoint.
+    assert b["hidden"][0].shape == a["hidden"][0].shape == (2, 8, 32)
+    torch.testing.assert_close(a["hidden"][0], b["hidden"][0], rtol=1e-4, atol=1e-5)
+
+    # A 2-process checkpoint resumes on 2 processes and on 1 process alike.
+    charrnn(2, "train", "--resume", two, "--max-steps", 30, cwd=workdir)
+    charrnn(1, "train", "--resume", one, "--max-steps", 30, cwd=workdir)
+    assert load_checkpoint(two / "last.pt")["step"] == 30
+    assert losses(two, "train_loss") == pytest.approx(losses(one, "train_loss"), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_single_process_checkpoint_resumes_on_two(prepared, workdir):
+    charrnn(1, "train", prepared, *ARGS, "--max-steps", 10, "--name", "r", cwd=workdir)
+    charrnn(2, "train", "--resume", "runs/r", "--max-steps", 20, cwd=workdir)
+    state = load_checkpoint(workdir / "runs" / "r" / "last.pt")
+    assert state["step"] == 20 and len(losses(workdir / "runs" / "r", "train_loss")) == 4
