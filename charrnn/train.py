@@ -265,7 +265,8 @@ class Trainer:
         self.log({"step": self.step, "val_loss": loss, "val_bpc": loss / LN2})
         return loss, improved
 
-    def run(self) -> TrainResult:
+    def run(self, final_eval: bool = True) -> TrainResult:
+        """Train until a limit or a signal; evaluate and save at the end (if `final_eval`)."""
         t = self.cfg.train
         if self.main:
             self.echo(f"device: {describe(self.device)}"
@@ -285,7 +286,7 @@ class Trainer:
         progress = Progress(self.progress_enabled, self.step, stop_step, self.echo)
         with _Stop() as stop:
             try:
-                reason = self._loop(stop, stop_step, max_seconds, progress)
+                reason = self._loop(stop, stop_step, max_seconds, progress, final_eval)
             finally:
                 progress.close()
                 if self.metrics is not None:
@@ -293,7 +294,8 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, reason, self.best_val_loss,
                            self.last_val_loss, stop.signal)
 
-    def _loop(self, stop: _Stop, stop_step: int | None, max_seconds: float, progress) -> str:
+    def _loop(self, stop: _Stop, stop_step: int | None, max_seconds: float, progress,
+              final_eval: bool) -> str:
         t = self.cfg.train
         device, model, opt = self.device, self.model, self.optimizer
         params = [p for p in model.parameters()]
@@ -402,7 +404,7 @@ class Trainer:
         if reason == "interrupted":
             progress.write(f"interrupted at step {self.step}: saving last.pt")
             self.save("last.pt")
-        elif self.last_eval_step != self.step:
+        elif final_eval and self.last_eval_step != self.step:
             self._evaluate_and_save(progress)
         return reason
 

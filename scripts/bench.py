@@ -1,0 +1,370 @@
+"""charrnn benchmark: every figure measured side by side in one run, as ratios.
+
+    .venv/bin/python scripts/bench.py                      # ~12 minutes on 2 CPU cores
+    .venv/bin/python scripts/bench.py --quick              # a smoke run, ~2 minutes
+    .venv/bin/python scripts/bench.py --data ../shared/data --write docs/benchmarks.md
+
+Rows: training overhead against the bare fused step; the tutorial way of training; sampling
+against the bare per-step kernel; prepare throughput and peak memory; evaluation speed;
+memory across a long run. Ratios are what to read: both sides run in the same process,
+interleaved, so machine noise hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn.config import load_config
+from charrnn.data import PreparedData
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN
+from charrnn.prepare import prepare
+from charrnn.sample import ReferenceStepper, Sampler, Stepper, sample_text
+from charrnn.train import Trainer
+
+ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)
+
+
+def row(name, what, figure, goal=""):
+    ROWS.append((name, what, figure, goal))
+    print(f"{name:<28} {what:<58} {figure:<26} {goal}", flush=True)
+
+
+def quiet(*a, **k):
+    pass
+
+
+# ----------------------------------------------------------------------------------------
+# 1. training overhead
+
+
+def bare_step_timer(model, B, T, V, lr=1e-3):
+    """The fused kernel step alone: pre-built tensors, no batching, no carry, no clipping."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
+    x = torch.randint(V, (B, T), dtype=torch.int32)
+    y = torch.randint(V, (B, T))
+
+    def step():
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def training_overhead(data, cell, hidden, B, T, steps, rounds):
+    cfg = load_config(overrides={
+        "model.cell": cell, "model.hidden_size": hidden, "model.num_layers": 2,
+        "train.batch_size": B, "train.seq_len": T, "train.eval_every": 10 ** 9,
+        "train.log_every": 10, "train.warmup_steps": 5, "train.device": "cpu"})
+    trainer = Trainer(cfg, data, echo=quiet, progress=True)
+    bare = bare_step_timer(CharRNN.from_config(len(data.vocab), cfg.model), B, T, len(data.vocab))
+    bare()  # warm up
+    real_t, bare_t = [], []
+    for _ in range(rounds):
+        # The real loop, progress reports included (echoed to nowhere), then the bare one.
+        trainer.cfg = replace(cfg, train=replace(cfg.train, max_steps=trainer.step + steps))
+        t0 = time.perf_counter()
+        trainer.run(final_eval=False)
+        real_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            bare()
+        bare_t.append(time.perf_counter() - t0)
+    chars = B * T * steps
+    real, bare_ = chars / min(real_t), chars / min(bare_t)
+    return real, bare_
+
+
+# ----------------------------------------------------------------------------------------
+# 2. the usual tutorial approach
+
+
+def tutorial_training(data, cfg, seconds, seed=0):
+    """One random chunk at a time, batch 1, one-hot built on the host, state reset each chunk."""
+    torch.manual_seed(seed)
+    V, T = len(data.vocab), cfg.train.seq_len
+    model = CharRNN.from_config(V, cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    train = np.asarray(data.split("train"))
+    rng = np.random.default_rng(seed)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        i = int(rng.integers(0, len(train) - T - 1))
+        chunk = train[i:i + T + 1].astype(np.int64)
+        x = F.one_hot(torch.from_numpy(chunk[:-1]), V).float()[None]  # built on the host
+        y = torch.from_numpy(chunk[1:])
+        out, _ = model.rnn(x)  # fresh zero state every chunk
+        loss = F.cross_entropy(model.head(out)[0], y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        steps += 1
+    elapsed = time.perf_counter() - start
+    val = evaluate(model, data.split("val"), 32, T, "cpu")
+    return steps * T / elapsed, val
+
+
+def charrnn_training(data, cfg, seconds):
+    cfg = load_config(overrides={**{f"model.{k}": v for k, v in vars(cfg.model).items()},
+                                 **{f"train.{k}": v for k, v in vars(cfg.train).items()},
+                                 "train.max_time": f"{seconds}s", "train.max_steps": 0,
+                                 "train.eval_every": 10 ** 9})
+    trainer = Trainer(cfg, data, echo=quiet, progress=False)
+    t0 = time.perf_counter()
+    result = trainer.run()
+    elapsed = time.perf_counter() - t0
+    return result.step * cfg.train.batch_size * cfg.train.seq_len / elapsed, result.last_val_loss
+
+
+# ----------------------------------------------------------------------------------------
+# 3. sampling
+
+
+def sampling_rows(vocab, quick):
+    torch.manual_seed(0)
+    model = CharRNN(len(vocab), 512, 2, "lstm").eval()
+    n = 500 if quick else 3000
+    stepper = Stepper(model)
+    reference = ReferenceStepper(model)
+
+    def kernel_rate(step, state, n):
+        ids = torch.zeros(1, dtype=torch.long)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                _, state = step(ids, state)
+            return n / (time.perf_counter() - t0)
+
+    def sampler_rate(n, num_samples=1, reference=False):
+        sampler = Sampler(model, vocab, temperature=1.0, seed=0, reference=reference)
+        t0 = time.perf_counter()
+        for _ in sampler.generate(n, num_samples=num_samples):
+            pass
+        return n * num_samples / (time.perf_counter() - t0)
+
+    with torch.inference_mode():
+        h = model.init_hidden(1)
+    rates = {"kernel": [], "sampler": [], "ref": []}
+    for _ in range(3):
+        rates["kernel"].append(kernel_rate(stepper, stepper.state_from_hidden(h), n))
+        rates["sampler"].append(sampler_rate(n))
+        rates["ref"].append(kernel_rate(reference, h, max(n // 10, 50)))
+    kernel, sampler, ref = (max(rates[k]) for k in ("kernel", "sampler", "ref"))
+    row("3 sampling", "single stream, 2x512 LSTM: charrnn sample loop",
+        f"{sampler:,.0f} chars/s", ">= 2,500 chars/s")
+    row("", "bare per-step kernel (matrix products, same weights)", f"{kernel:,.0f} chars/s")
+    row("", "ratio sample / bare kernel", f"{sampler / kernel:.2f}", ">= 0.9")
+    row("", "nn.LSTM called once per character", f"{ref:,.0f} chars/s",
+        f"fast path {sampler / ref:.1f}x")
+    same = (sample_text(model, vocab, 300, prime="The ", seed=5)
+            == sample_text(model, vocab, 300, prime="The ", seed=5, reference=True))
+    row("", "same seed: fast path text == nn.LSTM path text", "identical" if same else "DIFFERENT",
+        "identical")
+    batched = max(sampler_rate(n // 4, 64) for _ in range(2))
+    row("", "--num-samples 64: total chars/s", f"{batched:,.0f} chars/s",
+        f"{batched / sampler:.1f}x single stream")
+    prime = "".join(vocab.chars[i % len(vocab)] for i in range(10_000))
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sampler = Sampler(model, vocab, seed=0)
+        next(iter(sampler.generate(1, prime=prime)))
+        times.append(time.perf_counter() - t0)
+    row("", "time to first character, 10,000-char prime", f"{min(times) * 1000:,.0f} ms")
+
+
+# ----------------------------------------------------------------------------------------
+# 4. prepare
+
+
+def build_corpus(sources: list[Path], target_mb: float, out: Path) -> Path:
+    blob = b"".join(p.read_bytes() for p in sources)
+    with open(out, "wb") as f:
+        written = 0
+        while written < target_mb * 1e6:
+            f.write(blob)
+            written += len(blob)
+    return out
+
+
+def prepare_in_subprocess(path: Path, out: Path) -> tuple[float, float]:
+    """(MB/s, peak RSS in MB above an idle interpreter with charrnn imported)."""
+    code = ("import resource, sys, time; from charrnn.prepare import prepare; "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "t = time.perf_counter(); prepare([sys.argv[1]], sys.argv[2]); "
+            "t = time.perf_counter() - t; "
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "print(t, base, peak)")
+    out_text = subprocess.run([sys.executable, "-c", code, str(path), str(out)],
+                              capture_output=True, text=True, check=True).stdout
+    seconds, base, peak = (float(v) for v in out_text.split())
+    return path.stat().st_size / 1e6 / seconds, (peak - base) / 1024
+
+
+def prepare_rows(shared: Path, tmp: Path, quick):
+    ascii_sources = [shared / n for n in ("tinyshakespeare.txt", "andersen.txt", "timemachine.txt")]
+    sizes = (20, 50) if quick else (50, 200)
+    results = []
+    for mb in sizes:
+        path = build_corpus(ascii_sources, mb, tmp / f"ascii{mb}.txt")
+        rate, peak = prepare_in_subprocess(path, tmp / f"ascii{mb}")
+        results.append((mb, rate, peak))
+        path.unlink()
+    for mb, rate, peak in results:
+        row("4 prepare" if mb == sizes[0] else "",
+            f"ASCII corpus, {mb} MB: throughput / peak memory above baseline",
+            f"{rate:,.0f} MB/s / {peak:,.0f} MB", ">= 50 MB/s")
+    row("", "peak memory, larger / smaller corpus", f"{results[1][2] / max(results[0][2], 1):.2f}x "
+        f"for {sizes[1] / sizes[0]:.0f}x the text", "flat")
+    cjk = build_corpus([shared / "hongloumeng_zh.txt"], 10 if quick else 50, tmp / "zh.txt")
+    rate, peak = prepare_in_subprocess(cjk, tmp / "zh")
+    row("", f"Chinese (4,345 characters), {cjk.stat().st_size / 1e6:.0f} MB",
+        f"{rate:,.0f} MB/s / {peak:,.0f} MB", ">= 10 MB/s")
+
+
+# ----------------------------------------------------------------------------------------
+# 6. memory over a long run
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def memory_row(data, steps):
+    cfg = load_config(overrides={"model.hidden_size": 128, "train.batch_size": 32,
+                                 "train.seq_len": 64, "train.max_steps": steps,
+                                 "train.eval_every": steps // 4, "train.log_every": 50})
+    trainer = Trainer(cfg, data, echo=quiet, progress=False)
+    samples, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            samples.append((trainer.step, rss_mb()))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    trainer.run()
+    done.set()
+    thread.join()
+    early = max(r for s, r in samples if s <= steps // 10)
+    late = max(r for s, r in samples)
+    row("6 memory", f"peak RSS by step {steps // 10} / over all {steps} steps (2x128 LSTM)",
+        f"{early:,.0f} MB / {late:,.0f} MB", "no growth")
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
+                        help="directory with tinyshakespeare.txt, andersen.txt, timemachine.txt, hongloumeng_zh.txt")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and smaller inputs")
+    parser.add_argument("--write", default="docs/benchmarks.md", help="markdown file to update ('' = none)")
+    args = parser.parse_args()
+    shared = Path(args.data)
+    if not (shared / "tinyshakespeare.txt").exists():
+        sys.exit(f"bench: {shared}/tinyshakespeare.txt not found; pass --data DIR")
+    quick = args.quick
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prepare([str(shared / "tinyshakespeare.txt")], tmp / "shakespeare")
+        data = PreparedData(tmp / "shakespeare")
+
+        steps, rounds = (3, 2) if quick else (8, 3)
+        for cell, hidden, label in [("lstm", 512, "2x512 LSTM"), ("lstm", 128, "2x128 LSTM"),
+                                    ("gru", 512, "2x512 GRU")]:
+            n = steps * (8 if hidden == 128 else 1)
+            real, bare = training_overhead(data, cell, hidden, 64, 100, n, rounds)
+            row("1 training overhead" if label == "2x512 LSTM" else "",
+                f"{label}, B=64 T=100: charrnn step / bare fused step",
+                f"{real:,.0f} / {bare:,.0f} chars/s = {real / bare:.3f}",
+                ">= 0.95" if label == "2x512 LSTM" else "")
+
+        cfg = load_config("configs/cpu.toml")
+        seconds = 20 if quick else 120
+        ours_rate, ours_val = charrnn_training(data, cfg, seconds)
+        tut_rate, tut_val = tutorial_training(data, cfg, seconds)
+        row("2 vs tutorial training", f"cpu.toml model, {seconds} s each: chars/s charrnn / tutorial",
+            f"{ours_rate:,.0f} / {tut_rate:,.0f} = {ours_rate / tut_rate:.1f}x")
+        row("", "validation loss after the same time (nats/char)",
+            f"{ours_val:.3f} vs {tut_val:.3f}")
+
+        sampling_rows(data.vocab, quick)
+        prepare_rows(shared, tmp, quick)
+
+        torch.manual_seed(0)
+        model = CharRNN(len(data.vocab), 512, 2).eval()
+        val = data.split("val")
+        t0 = time.perf_counter()
+        evaluate(model, val, 128, 100, "cpu")
+        row("5 evaluation", "2x512 LSTM, whole validation split, B=128 T=100",
+            f"{len(val) / (time.perf_counter() - t0):,.0f} chars/s")
+
+        memory_row(data, 400 if quick else 2000)
+    total = time.perf_counter() - started
+    print(f"total {total / 60:.1f} min")
+    if args.write:
+        write_markdown(Path(args.write), total, quick)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def write_markdown(path: Path, seconds: float, quick: bool) -> None:
+    lines = ["<!-- bench:start -->",
+             f"Machine: {machine()}. Run: `python scripts/bench.py{' --quick' if quick else ''}`, "
+             f"{seconds / 60:.1f} minutes, {time.strftime('%Y-%m-%d')}.", "",
+             "| row | measurement | figure | goal |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]
+    lines.append("<!-- bench:end -->")
+    block = "\n".join(lines)
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if "<!-- bench:start -->" in text:
+        head, rest = text.split("<!-- bench:start -->", 1)
+        tail = rest.split("<!-- bench:end -->", 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
