@@ -132,7 +132,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
             weight_decay=t.weight_decay, fused=fused)
-        self.fused = fused
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         row_start, row_stop = self.dist.rows(t.batch_size)
@@ -254,7 +253,7 @@ class Trainer:
             limits.append(math.ceil(t.max_epochs * self.steps_per_epoch))
         return min(limits) if limits else None
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> tuple[float, bool]:
         t = self.cfg.train
         loss = evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
                         self.amp_dtype, self.dist)
