@@ -3,7 +3,8 @@ import torch
 
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, hidden_tensors
-from charrnn.sample import ReferenceStepper, Sampler, Stepper, pick, sample_text
+import charrnn.sample as sample_module
+from charrnn.sample import ReferenceStepper, Sampler, Stepper, _Loop, pick, sample_text
 from charrnn.vocab import Vocab
 
 B, V, H = 3, 11, 16
@@ -19,21 +20,32 @@ def random_model(cell, num_layers=2, embed_dim=0, seed=0):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("num_layers, embed_dim", [(1, 0), (3, 0), (2, 5)])
-def test_fast_step_equals_nn_module(cell, num_layers, embed_dim):
+@pytest.mark.parametrize("num_layers, embed_dim, batch", [(1, 0, 3), (3, 0, 3), (2, 5, 3),
+                                                         (2, 0, 1)])
+def test_fast_step_equals_nn_module(cell, num_layers, embed_dim, batch):
     model = random_model(cell, num_layers, embed_dim)
-    fast, ref = Stepper(model), ReferenceStepper(model)
+    fast, ref = Stepper(model, batch), ReferenceStepper(model, batch)
     with torch.no_grad():
-        _, hidden = model(torch.randint(V, (B, 4)))
-        fast_state, ref_state = fast.state_from_hidden(hidden), hidden
+        _, hidden = model(torch.randint(V, (batch, 4)))
+        fast.load(hidden)
+        ref.load(hidden)
         for _ in range(5):
-            ids = torch.randint(V, (B,))
-            fast_logits, fast_state = fast(ids, fast_state)
-            ref_logits, ref_state = ref(ids, ref_state)
-            torch.testing.assert_close(fast_logits, ref_logits, rtol=1e-5, atol=1e-5)
-        for a, b in zip(hidden_tensors(fast.hidden_from_state(fast_state)),
-                        hidden_tensors(ref_state)):
+            ids = torch.randint(V, (batch,))
+            fast.ids.copy_(ids)
+            ref.ids.copy_(ids)
+            torch.testing.assert_close(fast.step(), ref.step(), rtol=1e-5, atol=1e-5)
+        for a, b in zip(hidden_tensors(fast.hidden()), hidden_tensors(ref.hidden())):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_loaded_state_round_trips():
+    model = random_model("lstm", 3)
+    stepper = Stepper(model, 2)
+    with torch.no_grad():
+        _, hidden = model(torch.randint(V, (2, 4)))
+    stepper.load(hidden)
+    for a, b in zip(hidden_tensors(stepper.hidden()), hidden_tensors(hidden)):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -98,3 +110,50 @@ def test_streams_in_pieces():
     sampler = Sampler(random_model("gru"), VOCAB, seed=0)
     pieces = list(sampler.generate(10, flush_every=4))
     assert [len(p[0]) for p in pieces] == [4, 4, 2]
+
+
+def test_wide_single_stream_step_equals_nn_module():
+    # Wide enough that one stream's products take the oneDNN path where it is available.
+    torch.manual_seed(0)
+    model = CharRNN(V, 192, 2, "lstm").eval()
+    fast, ref = Stepper(model, 1), ReferenceStepper(model, 1)
+    assert fast.layers[0]["w_hh"].numel() >= sample_module._ONEDNN_MIN
+    with torch.no_grad():
+        for _ in range(5):
+            ids = torch.randint(V, (1,))
+            fast.ids.copy_(ids)
+            ref.ids.copy_(ids)
+            torch.testing.assert_close(fast.step(), ref.step(), rtol=1e-4, atol=1e-5)
+
+
+def test_draws_follow_the_softmax_of_logits_over_temperature():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    gen = torch.Generator().manual_seed(0)
+    n = 20000
+    draws = torch.stack([pick(logits, 0.7, 0, gen) for _ in range(n)]).flatten()
+    freq = torch.bincount(draws, minlength=4).float() / n
+    expected = torch.softmax(logits[0] / 0.7, 0)
+    # Four standard errors of a proportion at n = 20000 is at most 0.015.
+    torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.6, 3), (0.0, 0)])
+def test_text_does_not_depend_on_blocking_or_on_the_graph_form_of_the_loop(temperature, top_k):
+    model = random_model("gru")
+    kwargs = dict(temperature=temperature, top_k=top_k, seed=11)
+    whole = "".join(p[0] for p in Sampler(model, VOCAB, **kwargs).generate(150, "ab",
+                                                                           flush_every=1))
+    blocked = "".join(p[0] for p in Sampler(model, VOCAB, **kwargs).generate(150, "ab",
+                                                                             flush_every=64))
+    on_device = Sampler(model, VOCAB, **kwargs)
+    on_device.on_device = True  # position kept in a tensor, ids in one buffer, as in a graph
+    graph_form = "".join(p[0] for p in on_device.generate(150, "ab"))
+    assert whole == blocked == graph_form
+    # A shorter run draws its random numbers in a smaller block: same characters.
+    assert "".join(p[0] for p in Sampler(model, VOCAB, **kwargs).generate(40, "ab")) == whole[:40]
+
+
+def test_graph_capture_falls_back_where_there_is_no_cuda():
+    loop = _Loop(random_model("lstm"), 1, 8, 1.0, 0, on_device=True)
+    assert loop.capture() is False
+    assert loop.advance == loop._advance_on_device
