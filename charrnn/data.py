@@ -122,10 +122,18 @@ def stream_length(n: int, batch_size: int) -> int:
     return (n - 1) // batch_size
 
 
-def _index_dtype(dtype: np.dtype) -> torch.dtype:
-    # uint8 ids stay uint8 on the device (4x less memory); larger vocabularies use int32,
-    # which embedding lookups accept directly.
-    return torch.uint8 if dtype.itemsize == 1 else torch.int32
+def as_index(ids: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host ids as a tensor, without a copy where the device can use them as they are.
+
+    uint8 ids stay uint8 (4x less memory than int32). uint32 ids are below 2^31, so their
+    bytes already are valid int32. uint16 ids stay uint16 on the host (the model widens each
+    batch); for a GPU they become int32, which embedding lookups there accept directly.
+    """
+    if ids.dtype == np.uint32:
+        ids = ids.view(np.int32)
+    elif ids.dtype == np.uint16 and device.type != "cpu":
+        ids = ids.astype(np.int32)
+    return torch.from_numpy(ids)
 
 
 class Streams:
@@ -159,11 +167,9 @@ class Streams:
         if resident is None:
             resident = _fits(part.nbytes, self.device)
         self.resident = resident
-        self.tensor_dtype = _index_dtype(array.dtype)
         if resident:
-            host = torch.from_numpy(np.ascontiguousarray(part).astype(
-                np.uint8 if self.tensor_dtype == torch.uint8 else np.int32, copy=False))
-            self.data = host.to(self.device)
+            # On the host this is the memory map itself: pages are read as batches touch them.
+            self.data = as_index(np.ascontiguousarray(part), self.device).to(self.device)
         else:
             self.part = part
             self._offsets = (np.arange(self.rows) * L)[:, None] + np.arange(seq_len + 1)
@@ -186,9 +192,7 @@ class Streams:
         return chunk[:, :-1], chunk[:, 1:]
 
     def _gather(self, i: int) -> torch.Tensor:
-        rows = self.part[self._offsets + i * self.seq_len]
-        host = torch.from_numpy(rows.astype(
-            np.uint8 if self.tensor_dtype == torch.uint8 else np.int32))
+        host = as_index(self.part[self._offsets + i * self.seq_len], self.device)
         if self.device.type == "cuda":
             return host.pin_memory().to(self.device, non_blocking=True)
         return host.to(self.device)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .data import stream_length
+from .data import as_index, stream_length
 from .device import autocast
 from .model import select_rows
 
@@ -68,5 +68,4 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    dtype = np.uint8 if array.dtype.itemsize == 1 else np.int32
-    return torch.from_numpy(np.array(array, dtype=dtype)).to(device)
+    return as_index(np.ascontiguousarray(array), device).to(device)

@@ -216,15 +216,40 @@ def build_corpus(sources: list[Path], target_mb: float, out: Path) -> Path:
     return out
 
 
+PEAK_PROBE = """
+import sys, threading, time
+from charrnn.prepare import prepare
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])  # kB
+
+# The interpreter's high-water mark is set by importing torch; reset it (Linux >= 4.0) so that
+# the peak seen afterwards is prepare's own. Where that is refused, poll the resident size.
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    polled = None
+except OSError:
+    polled = [status("VmRSS")]
+    def poll():
+        while True:
+            polled[0] = max(polled[0], status("VmRSS"))
+            time.sleep(0.002)
+    threading.Thread(target=poll, daemon=True).start()
+base = status("VmRSS")
+t = time.perf_counter()
+prepare([sys.argv[1]], sys.argv[2])
+t = time.perf_counter() - t
+peak = status("VmHWM") if polled is None else polled[0]
+print(t, base, peak)
+"""
+
+
 def prepare_in_subprocess(path: Path, out: Path) -> tuple[float, float]:
-    """(MB/s, peak RSS in MB above an idle interpreter with charrnn imported)."""
-    code = ("import resource, sys, time; from charrnn.prepare import prepare; "
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "t = time.perf_counter(); prepare([sys.argv[1]], sys.argv[2]); "
-            "t = time.perf_counter() - t; "
-            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "print(t, base, peak)")
-    out_text = subprocess.run([sys.executable, "-c", code, str(path), str(out)],
+    """(MB/s, peak resident memory in MB above the idle interpreter with charrnn imported)."""
+    out_text = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(path), str(out)],
                               capture_output=True, text=True, check=True).stdout
     seconds, base, peak = (float(v) for v in out_text.split())
     return path.stat().st_size / 1e6 / seconds, (peak - base) / 1024

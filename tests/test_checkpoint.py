@@ -78,7 +78,7 @@ def test_newer_format_is_refused(tmp_path):
 @pytest.mark.parametrize("failure, raised, message", [
     (OSError(28, "No space left on device"), CheckpointError,
      "No space left on device.*previous checkpoint is kept"),
-    (KeyboardInterrupt(), KeyboardInterrupt, ""),
+    (KeyboardInterrupt(), KeyboardInterrupt, None),
 ])
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure, raised, message):
     model = CharRNN(4, 8, 1)
