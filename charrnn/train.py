@@ -43,7 +43,7 @@ from .runs import new_run_dir, prune_periodic, truncate_metrics, update_latest
 
 # Settings that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "device", "precision", "compile",
-             "eval_every", "eval_batch_size", "log_every", "keep", "save_every",
+             "eval_every", "eval_batch_size", "eval_chars", "log_every", "keep", "save_every",
              "max_bad_steps", "lr", "min_lr", "warmup_steps", "lr_decay", "decay_steps", "weight_decay",
              "grad_clip"}
 
@@ -138,6 +138,8 @@ class Trainer:
         self.streams = Streams(data.split("train"), t.batch_size, t.seq_len, self.device,
                                row_start, row_stop, resident=resident)
         self.val = data.split("val")
+        if t.eval_chars and t.eval_chars < len(self.val):
+            self.val = self.val[:t.eval_chars]
         self.steps_per_epoch = self.streams.steps_per_epoch
 
         self.step = 0

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -216,14 +218,15 @@ def build_corpus(sources: list[Path], target_mb: float, out: Path) -> Path:
     return out
 
 
-PEAK_PROBE = """
+PROBE_PROLOGUE = """
 import sys, threading, time
-from charrnn.prepare import prepare
 
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1])  # kB
+
+import torch, charrnn.train  # imported before the mark is reset
 
 # The interpreter's high-water mark is set by importing torch; reset it (Linux >= 4.0) so that
 # the peak seen afterwards is prepare's own. Where that is refused, poll the resident size.
@@ -239,11 +242,17 @@ except OSError:
             time.sleep(0.002)
     threading.Thread(target=poll, daemon=True).start()
 base = status("VmRSS")
+
+def peak():
+    return status("VmHWM") if polled is None else polled[0]
+"""
+
+PEAK_PROBE = PROBE_PROLOGUE + """
+from charrnn.prepare import prepare
 t = time.perf_counter()
 prepare([sys.argv[1]], sys.argv[2])
 t = time.perf_counter() - t
-peak = status("VmHWM") if polled is None else polled[0]
-print(t, base, peak)
+print(t, base, peak())
 """
 
 
@@ -312,6 +321,80 @@ def memory_row(data, steps):
 
 
 # ----------------------------------------------------------------------------------------
+# 7. scale: a 1 GB corpus, and 1 vs 2 processes
+
+
+TRAIN_PROBE = PROBE_PROLOGUE + """
+from charrnn.config import load_config
+from charrnn.data import PreparedData
+from charrnn.train import Trainer
+base_anon = status("RssAnon")
+data = PreparedData(sys.argv[1])
+cfg = load_config("configs/cpu.toml", overrides={
+    "train.max_steps": int(sys.argv[2]), "train.max_time": "", "train.eval_every": 10 ** 9,
+    "train.eval_chars": 200_000, "train.log_every": 10})
+trainer = Trainer(cfg, data, echo=lambda *a, **k: None, progress=False)
+t = time.perf_counter()
+result = trainer.run()
+t = time.perf_counter() - t
+print(t, base, base_anon, peak(), status("RssAnon"), result.last_val_loss)
+"""
+
+
+def scale_rows(shared: Path, tmp: Path, quick):
+    mb = 200 if quick else 1000
+    sources = [shared / n for n in ("tinyshakespeare.txt", "andersen.txt", "timemachine.txt")]
+    path = build_corpus(sources, mb, tmp / "big.txt")
+    rate, prep_peak = prepare_in_subprocess(path, tmp / "big")
+    path.unlink()
+    row("7 scale", f"{mb:,} MB corpus: prepare throughput / peak memory above baseline",
+        f"{rate:,.0f} MB/s / {prep_peak:,.0f} MB", "bounded")
+    steps = 30 if quick else 100
+
+    def train_memory(data_dir):
+        """(peak RSS above baseline, private memory at the end above baseline) in MB."""
+        out = subprocess.run([sys.executable, "-c", TRAIN_PROBE, str(data_dir), str(steps)],
+                             capture_output=True, text=True, check=True).stdout
+        seconds, base, base_anon, peak, anon, val = (float(v) for v in out.split())
+        return (peak - base) / 1024, (anon - base_anon) / 1024
+
+    (small_peak, small_anon), (big_peak, big_anon) = (train_memory(tmp / "shakespeare"),
+                                                      train_memory(tmp / "big"))
+    split_mb = (tmp / "big" / "train.bin").stat().st_size / 1e6
+    row("", f"train {steps} steps of cpu.toml from the memory map, {split_mb:,.0f} MB split "
+        "/ 1 MB split: peak RSS above baseline", f"{big_peak:,.0f} MB / {small_peak:,.0f} MB",
+        "no growth")
+    row("", "  of which private (not pages of the memory map)",
+        f"{big_anon:,.0f} MB / {small_anon:,.0f} MB")
+    shutil.rmtree(tmp / "big")
+
+
+def ddp_rows(tmp: Path, data_dir: Path, quick):
+    """Training throughput of cpu.toml with 1 process (2 threads) and 2 gloo processes
+    (1 thread each) on the same total batch."""
+    steps = 60 if quick else 200
+    args = ["train", str(data_dir), "-c", "configs/cpu.toml", "--max-steps", str(steps),
+            "--set", "train.max_time=", "--set", "train.eval_every=1000000",
+            "--set", "train.log_every=20", "--set", "train.eval_chars=10000", "--quiet"]
+    rates = {}
+    for nproc in (1, 2):
+        name = f"ddp{nproc}"
+        env = {**os.environ, "OMP_NUM_THREADS": str(2 // nproc)}
+        cmd = ([sys.executable, "-m", "charrnn"] if nproc == 1 else
+               [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}", "-m", "charrnn"])
+        subprocess.run(cmd + args + ["--out", str(tmp / "runs"), "--name", name],
+                       env=env, check=True, capture_output=True, text=True)
+        logs = [json.loads(line) for line in
+                (tmp / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        speeds = sorted(r["chars_per_s"] for r in logs if "chars_per_s" in r)[1:]  # not the first
+        rates[nproc] = speeds[len(speeds) // 2]
+    row("8 processes (DDP, gloo)", "cpu.toml, B=32 in total: chars/s 1 process x 2 threads / "
+        "2 processes x 1 thread", f"{rates[1]:,.0f} / {rates[2]:,.0f} = {rates[2] / rates[1]:.2f}x",
+        "same total batch")
+
+
+# ----------------------------------------------------------------------------------------
 
 
 def main():
@@ -363,6 +446,8 @@ def main():
             f"{len(val) / (time.perf_counter() - t0):,.0f} chars/s")
 
         memory_row(data, 400 if quick else 2000)
+        scale_rows(shared, tmp, quick)
+        ddp_rows(tmp, tmp / "shakespeare", quick)
     total = time.perf_counter() - started
     print(f"total {total / 60:.1f} min")
     if args.write:

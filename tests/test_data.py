@@ -76,3 +76,15 @@ def test_open_corpus_errors(workdir):
         open_corpus("somedir")
     with pytest.raises(DataError, match="no meta.json"):
         PreparedData(workdir / "somedir")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
+def test_resident_streams_on_the_host_share_the_array(dtype):
+    # On CPU the encoded split (a memory map in practice) is the storage: no widened copy.
+    array = (np.arange(5000) % 300 % np.iinfo(dtype).max).astype(dtype)
+    streams = Streams(array, 4, 16, device="cpu")
+    assert streams.resident
+    assert np.shares_memory(streams.data.numpy(), array)
+    idx, targets = streams.batch(3)
+    L = streams.stream_len
+    assert idx.long()[:, 0].tolist() == [int(array[b * L + 3 * 16]) for b in range(4)]

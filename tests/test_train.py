@@ -145,6 +145,19 @@ def test_gathered_batches_train_like_resident_ones(corpus, workdir):
         assert torch.equal(sa["model"][key], sb["model"][key])
 
 
+def test_eval_chars_scores_a_prefix_of_the_validation_split(corpus, workdir):
+    data = open_corpus(corpus)
+    cfg = small_config(**{"train.max_steps": 6, "train.eval_chars": 300})
+    trainer = Trainer(cfg, data, echo=quiet, progress=False)
+    trainer.run(final_eval=False)
+    loss, _ = trainer.evaluate()
+    val = data.split("val")
+    assert len(val) > 300
+    t = cfg.train
+    assert loss == pytest.approx(evaluate(trainer.model, val[:300], t.eval_batch_size, t.seq_len, "cpu"))
+    assert loss != pytest.approx(evaluate(trainer.model, val, t.eval_batch_size, t.seq_len, "cpu"))
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_last_and_exits_with_the_conventional_status(corpus, workdir, signum, status):
     cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", "5m",
