@@ -391,10 +391,13 @@ class Trainer:
                         f"(now {t.lr:g}) or --grad-clip; last.pt is left as it was")
                     return "diverged"
 
+            paused = now
             if self.step % t.eval_every == 0:
                 self._evaluate_and_save(progress)
             if t.save_every and self.step % t.save_every == 0:
                 self._save_periodic()
+            now = time.monotonic()
+            interval_start += now - paused  # chars/s is training speed: evals and saves apart
 
             if max_seconds and now - started >= max_seconds:
                 reason = "max_time"

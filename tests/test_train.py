@@ -145,6 +145,23 @@ def test_gathered_batches_train_like_resident_ones(corpus, workdir):
         assert torch.equal(sa["model"][key], sb["model"][key])
 
 
+def test_time_spent_evaluating_counts_toward_max_time(corpus, workdir, monkeypatch):
+    # An evaluation that crosses the time limit ends the run at that step: no extra step and
+    # no second evaluation of the same weights.
+    data = open_corpus(corpus)
+    slow_eval = Trainer.evaluate
+
+    def evaluate_slowly(self):
+        time.sleep(1.5)
+        return slow_eval(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate_slowly)
+    cfg = small_config(**{"train.max_time": "1s", "train.eval_every": 5, "train.max_steps": 0})
+    result = train(cfg, data, "runs", "timed", echo=quiet, progress=False)
+    evals = [r["step"] for r in records(result.run_dir) if "val_loss" in r]
+    assert result.step == 5 and evals == [5]
+
+
 def test_eval_chars_scores_a_prefix_of_the_validation_split(corpus, workdir):
     data = open_corpus(corpus)
     cfg = small_config(**{"train.max_steps": 6, "train.eval_chars": 300})
