@@ -3,10 +3,13 @@
     .venv/bin/python scripts/bench.py                      # ~12 minutes on 2 CPU cores
     .venv/bin/python scripts/bench.py --quick              # a smoke run, ~2 minutes
     .venv/bin/python scripts/bench.py --data ../shared/data --write docs/benchmarks.md
+    .venv/bin/python scripts/bench.py --device cuda        # rows 1, 3, 5 with gpu.toml shapes
+    .venv/bin/python scripts/bench.py --rows 3             # only the sampling rows
 
 Rows: training overhead against the bare fused step; the tutorial way of training; sampling
 against the bare per-step kernel; prepare throughput and peak memory; evaluation speed;
-memory across a long run. Ratios are what to read: both sides run in the same process,
+memory across a long run; a 1 GB corpus; 1 vs 2 processes. The CPU and GPU tables are kept
+in separate blocks of the markdown file. Ratios are what to read: both sides run in the same process,
 interleaved, so machine noise hits both.
 """
 
@@ -31,6 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.config import load_config
+from charrnn.device import autocast, resolve_device, resolve_precision
+from charrnn.errors import CharRNNError
 from charrnn.data import PreparedData
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
@@ -54,15 +59,22 @@ def quiet(*a, **k):
 # 1. training overhead
 
 
-def bare_step_timer(model, B, T, V, lr=1e-3):
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock read after it measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_step_timer(model, B, T, V, device, amp_dtype, lr=1e-3):
     """The fused kernel step alone: pre-built tensors, no batching, no carry, no clipping."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
-    x = torch.randint(V, (B, T), dtype=torch.int32)
-    y = torch.randint(V, (B, T))
+    x = torch.randint(V, (B, T), dtype=torch.int32, device=device)
+    y = torch.randint(V, (B, T), device=device)
 
     def step():
-        logits, _ = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        with autocast(device, amp_dtype):
+            logits, _ = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -70,28 +82,54 @@ def bare_step_timer(model, B, T, V, lr=1e-3):
     return step
 
 
-def training_overhead(data, cell, hidden, B, T, steps, rounds):
+def training_overhead(data, cell, hidden, layers, B, T, steps, rounds, device):
     cfg = load_config(overrides={
-        "model.cell": cell, "model.hidden_size": hidden, "model.num_layers": 2,
+        "model.cell": cell, "model.hidden_size": hidden, "model.num_layers": layers,
         "train.batch_size": B, "train.seq_len": T, "train.eval_every": 10 ** 9,
-        "train.log_every": 10, "train.warmup_steps": 5, "train.device": "cpu"})
+        "train.log_every": 10, "train.warmup_steps": 5, "train.device": str(device)})
     trainer = Trainer(cfg, data, echo=quiet, progress=True)
-    bare = bare_step_timer(CharRNN.from_config(len(data.vocab), cfg.model), B, T, len(data.vocab))
+    model = CharRNN.from_config(len(data.vocab), cfg.model).to(device)
+    bare = bare_step_timer(model, B, T, len(data.vocab), device,
+                           resolve_precision(cfg.train.precision, device))
     bare()  # warm up
     real_t, bare_t = [], []
     for _ in range(rounds):
         # The real loop, progress reports included (echoed to nowhere), then the bare one.
         trainer.cfg = replace(cfg, train=replace(cfg.train, max_steps=trainer.step + steps))
+        sync(device)
         t0 = time.perf_counter()
         trainer.run(final_eval=False)
+        sync(device)
         real_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for _ in range(steps):
             bare()
+        sync(device)
         bare_t.append(time.perf_counter() - t0)
     chars = B * T * steps
     real, bare_ = chars / min(real_t), chars / min(bare_t)
     return real, bare_
+
+
+def training_rows(data, quick, device):
+    steps, rounds = (3, 2) if quick else (8, 3)
+    if device.type == "cuda":
+        g = load_config("configs/gpu.toml")
+        m, t = g.model, g.train
+        shapes = [(m.cell, m.hidden_size, m.num_layers, t.batch_size, t.seq_len, "gpu.toml"),
+                  ("lstm", 512, 2, 64, 100, ""), ("gru", m.hidden_size, m.num_layers,
+                                                  t.batch_size, t.seq_len, "")]
+        steps *= 4
+    else:
+        shapes = [("lstm", 512, 2, 64, 100, ""), ("lstm", 128, 2, 64, 100, ""),
+                  ("gru", 512, 2, 64, 100, "")]
+    for k, (cell, hidden, layers, B, T, note) in enumerate(shapes):
+        n = steps * (8 if hidden == 128 else 1)
+        real, bare = training_overhead(data, cell, hidden, layers, B, T, n, rounds, device)
+        label = f"{layers}x{hidden} {cell.upper()}" + (f" ({note})" if note else "")
+        row("1 training overhead" if k == 0 else "",
+            f"{label}, B={B} T={T}: charrnn step / bare fused step",
+            f"{real:,.0f} / {bare:,.0f} chars/s = {real / bare:.3f}", ">= 0.95" if k == 0 else "")
 
 
 # ----------------------------------------------------------------------------------------
@@ -140,26 +178,40 @@ def charrnn_training(data, cfg, seconds):
 # 3. sampling
 
 
-def sampling_rows(vocab, quick):
+def sampling_rows(vocab, quick, device):
     torch.manual_seed(0)
-    model = CharRNN(len(vocab), 512, 2, "lstm").eval()
+    if device.type == "cuda":
+        m = load_config("configs/gpu.toml").model
+        shape = (m.hidden_size, m.num_layers, m.cell)
+    else:
+        shape = (512, 2, "lstm")
+    label = f"{shape[1]}x{shape[0]} {shape[2].upper()}"
+    model = CharRNN(len(vocab), *shape).to(device).eval()
     n = 300 if quick else 1000
     rounds = 4 if quick else 10
     stepper = Stepper(model)
     blas = Stepper(model)
     blas.onednn = False  # the same step with every product through BLAS addmv
     reference = ReferenceStepper(model)
+    with torch.inference_mode():
+        for s in (stepper, blas, reference):
+            s.load(model.init_hidden(1))
+    kernel_step = stepper.step
+    if device.type == "cuda":
+        kernel_step = cuda_graph(stepper.step, device)  # the fastest form of the kernel there
 
-    def kernel_rate(s, n):
+    def kernel_rate(step, n):
         with torch.inference_mode():
+            sync(device)
             t0 = time.perf_counter()
             for _ in range(n):
-                s.step()
+                step()
+            sync(device)
             return n / (time.perf_counter() - t0)
 
-    def sampler_rate(n, num_samples=1):
+    def sampler_rate(n, num_samples=1, **kwargs):
         """Characters per second after the first piece (set-up and prime: the TTFC row)."""
-        sampler = Sampler(model, vocab, temperature=1.0, seed=0)
+        sampler = Sampler(model, vocab, temperature=1.0, seed=0, device=device, **kwargs)
         pieces = sampler.generate(n, num_samples=num_samples)
         first = len(next(pieces)[0])
         t0 = time.perf_counter()
@@ -167,41 +219,61 @@ def sampling_rows(vocab, quick):
             pass
         return (n - first) * num_samples / (time.perf_counter() - t0)
 
-    with torch.inference_mode():
-        for s in (stepper, blas, reference):
-            s.load(model.init_hidden(1))
     # Short interleaved rounds, best of each: a burst of machine noise hits one round of one
     # side, not a whole side.
     rates = {"kernel": [], "sampler": [], "blas": [], "ref": []}
     for _ in range(rounds):
-        rates["kernel"].append(kernel_rate(stepper, n))
+        rates["kernel"].append(kernel_rate(kernel_step, n))
         rates["sampler"].append(sampler_rate(n))
-        rates["blas"].append(kernel_rate(blas, n // 2))
-        rates["ref"].append(kernel_rate(reference, max(n // 10, 50)))
+        rates["blas"].append(kernel_rate(blas.step, n // 2))
+        rates["ref"].append(kernel_rate(reference.step, max(n // 10, 50)))
     kernel, sampler, blas_rate, ref = (max(rates[k]) for k in ("kernel", "sampler", "blas", "ref"))
-    row("3 sampling", "single stream, 2x512 LSTM: charrnn sample loop",
-        f"{sampler:,.0f} chars/s", ">= 2,500 chars/s")
-    row("", "bare per-step kernel (matrix-vector products, oneDNN)", f"{kernel:,.0f} chars/s")
+    gpu = device.type == "cuda"
+    row("3 sampling", f"single stream, {label}: charrnn sample loop", f"{sampler:,.0f} chars/s",
+        "" if gpu else ">= 2,500 chars/s")
+    row("", "bare per-step kernel (matrix-vector products" +
+        (", one CUDA graph)" if gpu else ", oneDNN)"), f"{kernel:,.0f} chars/s")
     row("", "ratio sample / bare kernel", f"{sampler / kernel:.2f}", ">= 0.9")
-    row("", "the same kernel with BLAS addmv (one core)", f"{blas_rate:,.0f} chars/s")
-    row("", "nn.LSTM called once per character", f"{ref:,.0f} chars/s",
+    if gpu:
+        eager = max(sampler_rate(n, cuda_graph=False) for _ in range(3))
+        row("", "the sample loop without the CUDA graph", f"{eager:,.0f} chars/s",
+            f"graph {sampler / eager:.1f}x")
+    else:
+        row("", "the same kernel with BLAS addmv (one core)", f"{blas_rate:,.0f} chars/s")
+    row("", f"nn.{shape[2].upper()} called once per character", f"{ref:,.0f} chars/s",
         f"fast path {sampler / ref:.1f}x")
-    same = all(sample_text(model, vocab, 300, prime="The ", seed=seed, **kw)
-               == sample_text(model, vocab, 300, prime="The ", seed=seed, reference=True, **kw)
+    same = all(sample_text(model, vocab, 300, prime="The ", seed=seed, device=device, **kw)
+               == sample_text(model, vocab, 300, prime="The ", seed=seed, device=device,
+                              reference=True, **kw)
                for seed in range(3) for kw in ({}, {"temperature": 0.5, "top_k": 10}))
-    row("", "same seed: fast path text == nn.LSTM path text", "identical" if same else "DIFFERENT",
-        "identical")
+    row("", f"same seed: fast path text == nn.{shape[2].upper()} path text",
+        "identical" if same else "DIFFERENT", "identical")
     batched = max(sampler_rate(n // 4, 64) for _ in range(3))
     row("", "--num-samples 64: total chars/s", f"{batched:,.0f} chars/s",
         f"{batched / sampler:.1f}x single stream")
     prime = "".join(vocab.chars[i % len(vocab)] for i in range(10_000))
     times = []
     for _ in range(3):
+        sync(device)
         t0 = time.perf_counter()
-        sampler = Sampler(model, vocab, seed=0)
+        sampler = Sampler(model, vocab, seed=0, device=device)
         next(iter(sampler.generate(1, prime=prime)))
         times.append(time.perf_counter() - t0)
     row("", "time to first character, 10,000-char prime", f"{min(times) * 1000:,.0f} ms")
+
+
+def cuda_graph(fn, device):
+    """fn captured as a CUDA graph (after a warm-up on a side stream); its replay."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        fn()
+    return graph.replay
 
 
 # ----------------------------------------------------------------------------------------
@@ -326,6 +398,8 @@ def memory_row(data, steps):
 
 TRAIN_PROBE = PROBE_PROLOGUE + """
 from charrnn.config import load_config
+from charrnn.device import autocast, resolve_device, resolve_precision
+from charrnn.errors import CharRNNError
 from charrnn.data import PreparedData
 from charrnn.train import Trainer
 base_anon = status("RssAnon")
@@ -397,64 +471,82 @@ def ddp_rows(tmp: Path, data_dir: Path, quick):
 # ----------------------------------------------------------------------------------------
 
 
+ALL_ROWS = {"cpu": "1,2,3,4,5,6,7,8", "cuda": "1,3,5"}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
                         help="directory with tinyshakespeare.txt, andersen.txt, timemachine.txt, hongloumeng_zh.txt")
     parser.add_argument("--quick", action="store_true", help="fewer steps and smaller inputs")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (every row) or cuda (rows 1, 3 and 5 with gpu.toml shapes)")
+    parser.add_argument("--rows", help="comma-separated row numbers (default: all for the device)")
     parser.add_argument("--write", default="docs/benchmarks.md", help="markdown file to update ('' = none)")
     args = parser.parse_args()
     shared = Path(args.data)
     if not (shared / "tinyshakespeare.txt").exists():
         sys.exit(f"bench: {shared}/tinyshakespeare.txt not found; pass --data DIR")
+    try:
+        device = resolve_device(args.device)
+    except CharRNNError as e:
+        sys.exit(f"bench: {e}")
+    wanted = {int(r) for r in (args.rows or ALL_ROWS[device.type]).split(",")}
     quick = args.quick
     started = time.perf_counter()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(machine(device))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         prepare([str(shared / "tinyshakespeare.txt")], tmp / "shakespeare")
         data = PreparedData(tmp / "shakespeare")
-
-        steps, rounds = (3, 2) if quick else (8, 3)
-        for cell, hidden, label in [("lstm", 512, "2x512 LSTM"), ("lstm", 128, "2x128 LSTM"),
-                                    ("gru", 512, "2x512 GRU")]:
-            n = steps * (8 if hidden == 128 else 1)
-            real, bare = training_overhead(data, cell, hidden, 64, 100, n, rounds)
-            row("1 training overhead" if label == "2x512 LSTM" else "",
-                f"{label}, B=64 T=100: charrnn step / bare fused step",
-                f"{real:,.0f} / {bare:,.0f} chars/s = {real / bare:.3f}",
-                ">= 0.95" if label == "2x512 LSTM" else "")
-
-        cfg = load_config("configs/cpu.toml")
-        seconds = 20 if quick else 120
-        ours_rate, ours_val = charrnn_training(data, cfg, seconds)
-        tut_rate, tut_val = tutorial_training(data, cfg, seconds)
-        row("2 vs tutorial training", f"cpu.toml model, {seconds} s each: chars/s charrnn / tutorial",
-            f"{ours_rate:,.0f} / {tut_rate:,.0f} = {ours_rate / tut_rate:.1f}x")
-        row("", "validation loss after the same time (nats/char)",
-            f"{ours_val:.3f} vs {tut_val:.3f}")
-
-        sampling_rows(data.vocab, quick)
-        prepare_rows(shared, tmp, quick)
-
-        torch.manual_seed(0)
-        model = CharRNN(len(data.vocab), 512, 2).eval()
-        val = data.split("val")
-        t0 = time.perf_counter()
-        evaluate(model, val, 128, 100, "cpu")
-        row("5 evaluation", "2x512 LSTM, whole validation split, B=128 T=100",
-            f"{len(val) / (time.perf_counter() - t0):,.0f} chars/s")
-
-        memory_row(data, 400 if quick else 2000)
-        scale_rows(shared, tmp, quick)
-        ddp_rows(tmp, tmp / "shakespeare", quick)
+        if 1 in wanted:
+            training_rows(data, quick, device)
+        if 2 in wanted:
+            cfg = load_config("configs/cpu.toml")
+            seconds = 20 if quick else 120
+            ours_rate, ours_val = charrnn_training(data, cfg, seconds)
+            tut_rate, tut_val = tutorial_training(data, cfg, seconds)
+            row("2 vs tutorial training", f"cpu.toml model, {seconds} s each: chars/s charrnn / tutorial",
+                f"{ours_rate:,.0f} / {tut_rate:,.0f} = {ours_rate / tut_rate:.1f}x")
+            row("", "validation loss after the same time (nats/char)",
+                f"{ours_val:.3f} vs {tut_val:.3f}")
+        if 3 in wanted:
+            sampling_rows(data.vocab, quick, device)
+        if 4 in wanted:
+            prepare_rows(shared, tmp, quick)
+        if 5 in wanted:
+            evaluation_row(data, device)
+        if 6 in wanted:
+            memory_row(data, 400 if quick else 2000)
+        if 7 in wanted:
+            scale_rows(shared, tmp, quick)
+        if 8 in wanted:
+            ddp_rows(tmp, tmp / "shakespeare", quick)
     total = time.perf_counter() - started
     print(f"total {total / 60:.1f} min")
     if args.write:
-        write_markdown(Path(args.write), total, quick)
+        write_markdown(Path(args.write), total, quick, device, args.rows)
 
 
-def machine() -> str:
+def evaluation_row(data, device):
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        m = load_config("configs/gpu.toml").model
+        shape, B, T = (m.hidden_size, m.num_layers, m.cell), 128, 128
+    else:
+        shape, B, T = (512, 2, "lstm"), 128, 100
+    model = CharRNN(len(data.vocab), *shape).to(device).eval()
+    val = data.split("val")
+    amp = resolve_precision("auto", device)
+    evaluate(model, val[:10_000], B, T, device, amp)  # warm up (cuDNN plans)
+    sync(device)
+    t0 = time.perf_counter()
+    evaluate(model, val, B, T, device, amp)
+    row("5 evaluation", f"{shape[1]}x{shape[0]} {shape[2].upper()}, whole validation split, "
+        f"B={B} T={T}", f"{len(val) / (time.perf_counter() - t0):,.0f} chars/s")
+
+
+def machine(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
@@ -463,23 +555,28 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    gpu = f"{torch.cuda.get_device_name(device)}; " if device.type == "cuda" else ""
+    return (f"{gpu}{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch "
+            f"threads; Python {platform.python_version()}, torch {torch.__version__}")
 
 
-def write_markdown(path: Path, seconds: float, quick: bool) -> None:
-    lines = ["<!-- bench:start -->",
-             f"Machine: {machine()}. Run: `python scripts/bench.py{' --quick' if quick else ''}`, "
+def write_markdown(path: Path, seconds: float, quick: bool, device: torch.device,
+                   rows: str | None) -> None:
+    """Replace this device's table between its markers (CPU and GPU tables are kept apart)."""
+    tag = "bench" if device.type == "cpu" else "bench-cuda"
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    flags = (" --quick" if quick else "") + (f" --device {device.type}" if device.type != "cpu"
+                                            else "") + (f" --rows {rows}" if rows else "")
+    lines = [start, f"Machine: {machine(device)}. Run: `python scripts/bench.py{flags}`, "
              f"{seconds / 60:.1f} minutes, {time.strftime('%Y-%m-%d')}.", "",
              "| row | measurement | figure | goal |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]
-    lines.append("<!-- bench:end -->")
+    lines.append(end)
     block = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if "<!-- bench:start -->" in text:
-        head, rest = text.split("<!-- bench:start -->", 1)
-        tail = rest.split("<!-- bench:end -->", 1)[1]
-        text = head + block + tail
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
