@@ -263,7 +263,8 @@ class Trainer:
         improved = loss < self.best_val_loss
         if improved:
             self.best_val_loss = loss
-        self.log({"step": self.step, "val_loss": loss, "val_bpc": loss / LN2})
+        self.log({"step": self.step, "val_loss": loss, "val_bpc": loss / LN2,
+                  "elapsed": round(self.elapsed, 3)})
         return loss, improved
 
     def run(self, final_eval: bool = True) -> TrainResult:

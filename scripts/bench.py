@@ -1,7 +1,7 @@
 """charrnn benchmark: every figure measured side by side in one run, as ratios.
 
-    .venv/bin/python scripts/bench.py                      # ~12 minutes on 2 CPU cores
-    .venv/bin/python scripts/bench.py --quick              # a smoke run, ~2 minutes
+    .venv/bin/python scripts/bench.py                      # ~10 minutes on 2 CPU cores
+    .venv/bin/python scripts/bench.py --quick              # a smoke run, ~3 minutes
     .venv/bin/python scripts/bench.py --data ../shared/data --write docs/benchmarks.md
     .venv/bin/python scripts/bench.py --device cuda        # rows 1, 3, 5 with gpu.toml shapes
     .venv/bin/python scripts/bench.py --rows 3             # only the sampling rows
