@@ -49,8 +49,12 @@ def init(d: Dist, device: torch.device) -> None:
         dist.init_process_group(backend=backend)
 
 
-def shutdown(d: Dist) -> None:
+def shutdown(d: Dist, wait: bool = True) -> None:
+    """Leave the process group; with `wait`, once every rank is done with its collectives
+    (not after a failure, where the others may never arrive)."""
     if d.enabled and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

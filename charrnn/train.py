@@ -18,10 +18,12 @@ gradient is skipped inside the fused optimizer (found_inf) rather than by a host
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -157,9 +159,15 @@ class Trainer:
         forward = self.model
         if self.dist.enabled:
             # The only buffer is the constant one-hot table: nothing to re-broadcast per step.
-            forward = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+            with warnings.catch_warnings():
+                # torch marks broadcast_buffers deprecated but asks that code relying on buffers
+                # not being synced keep using it until its replacement exists.
+                warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated",
+                                        FutureWarning)
+                forward = DistributedDataParallel(
+                    self.model,
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False)
         if t.compile:
             forward = torch.compile(forward)
         self.forward = forward
@@ -450,14 +458,19 @@ def train(cfg: Config, data: PreparedData, runs_dir: str | Path = "runs",
     # Everything that can reject the input (device, data, checkpoint) runs before the run
     # directory is created, so a refused run leaves nothing behind.
     trainer = Trainer(cfg, data, None, resume_state, echo, progress, resident)
-    run_dir = None
+    run_dir, finished = None, False
     try:
         if dist.is_main:
             run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, data.name)
         trainer.attach(run_dir)
         result = trainer.run()
+        finished = True
     finally:
-        distributed.shutdown(dist)
+        # DDP's reducer holds the process group: release it first, so that the group's
+        # threads stop here rather than at interpreter exit (where gloo can abort).
+        trainer.forward = trainer.model
+        gc.collect()
+        distributed.shutdown(dist, wait=finished)
     if dist.is_main and run_dir is not None:
         update_latest(Path(runs_dir) if resume_dir is None else resume_dir.parent, run_dir)
     return result
