@@ -8,9 +8,11 @@
 Calling nn.LSTM once per character pays its whole setup for a tiny (B, 1) input. After the
 prime, the step is written as per-layer matrix products on the same weights instead
 (`Stepper`): the one-hot (or embedded) input of layer 0 is a row of a precomputed table
-input @ W_ih^T + biases, and the gates are computed with a handful of fused element-wise ops.
-It gives the logits of nn.LSTM/nn.GRU/nn.RNN to float rounding; `ReferenceStepper` is the
-plain per-character model call, kept to check against.
+input @ W_ih^T + biases, and the gates are computed with a handful of in-place element-wise
+ops on buffers allocated once. It gives the logits of nn.LSTM/nn.GRU/nn.RNN to float
+rounding; `ReferenceStepper` is the plain per-character model call, kept to check against.
+Characters are drawn with the Gumbel-max trick from noise drawn in blocks (`Picker`), so a
+step never reads a value back to the host.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from .errors import CharRNNError
 from .model import CharRNN, hidden_tensors
