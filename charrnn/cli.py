@@ -33,6 +33,20 @@ def _text_options(encoding, lower, unidecode, keep_crlf):
     return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
 
 
+def _vocab_from(path: str):
+    """A vocab.json, or the vocabulary a checkpoint (or a run directory's) carries."""
+    from .checkpoint import find_checkpoint, load_checkpoint
+    from .vocab import Vocab
+
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".pt":
+        state = load_checkpoint(find_checkpoint(p))
+        if "vocab" not in state:
+            raise CharRNNError(f"{p} holds no vocabulary")
+        return Vocab.from_dict(state["vocab"])
+    return Vocab.load(p)
+
+
 def text_option_flags(func):
     for decorator in reversed([
         click.option("--encoding", default="utf-8", show_default=True,
@@ -73,7 +87,8 @@ def main():
 @click.option("--glob", default="*", show_default=True,
               help="Which files to take from directories given as input (recursively).")
 @click.option("--vocab", "vocab_file", type=click.Path(),
-              help="Reuse this vocab.json instead of building one (for fine-tuning).")
+              help="Reuse a vocabulary instead of building one (for fine-tuning): a "
+                   "vocab.json, a checkpoint or a run directory.")
 @click.option("--unk", help="With --vocab: map characters outside it to this character.")
 @text_option_flags
 @_user_errors
@@ -98,7 +113,7 @@ def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, l
         raise CharRNNError(f"--unk must be a single character, got {unk!r}")
     if out is None:
         out = Path("data") / ("stdin" if inputs[0] == "-" else Path(inputs[0]).stem or "corpus")
-    vocab = Vocab.load(vocab_file) if vocab_file else None
+    vocab = _vocab_from(vocab_file) if vocab_file else None
     options = _text_options(encoding, lower, unidecode, keep_crlf)
     meta = run_prepare(list(inputs), out, val_frac=val_frac, test_frac=test_frac,
                        options=options, glob=glob, vocab=vocab, unk=unk,
@@ -120,6 +135,7 @@ TRAIN_FLAGS = {
     "grad_clip": "train.grad_clip", "seed": "train.seed", "device": "train.device",
     "precision": "train.precision", "compile": "train.compile", "max_steps": "train.max_steps",
     "max_epochs": "train.max_epochs", "max_time": "train.max_time",
+    "init_from": "train.init_from",
 }
 
 
@@ -151,6 +167,11 @@ TRAIN_FLAGS = {
 @click.option("--name", help="Run directory name  [default: <time>-<corpus>]")
 @click.option("--resume", "resume_dir", type=click.Path(),
               help="Continue the run in this directory from its last.pt.")
+@click.option("--init-from", type=click.Path(),
+              help="Fine-tune: start from this checkpoint's (or run directory's) weights, "
+                   "with its model and vocabulary.")
+@click.option("--unk", help="With --init-from and a text CORPUS: map characters outside the "
+                            "checkpoint's vocabulary to this one.")
 @click.option("--data-dir", default="data", show_default=True, type=click.Path(),
               help="Where a raw text CORPUS is prepared.")
 @click.option("--val-frac", default=0.1, show_default=True, type=float,
@@ -158,8 +179,8 @@ TRAIN_FLAGS = {
 @text_option_flags
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @_user_errors
-def train(corpus, config_file, assignments, runs_dir, name, resume_dir, data_dir, val_frac,
-          encoding, lower, unidecode, keep_crlf, quiet, **flags):
+def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, data_dir,
+          val_frac, encoding, lower, unidecode, keep_crlf, quiet, **flags):
     """Train a model on CORPUS: a text file (prepared on the fly) or a prepared directory.
 
     Each run writes runs/<name>/ with config.toml, metrics.jsonl, best.pt and last.pt, and
@@ -194,8 +215,15 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, data_dir
         if corpus is None:
             raise CharRNNError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
         cfg = load_config(config_file, overrides)
+        vocab = None
+        if cfg.train.init_from:
+            from .train import fine_tuning
+            cfg, vocab, options = fine_tuning(cfg, set(overrides))
+        elif unk is not None:
+            raise CharRNNError("--unk only applies with --init-from")
         data = open_corpus(corpus, data_dir, options, val_frac,
-                           progress=sys.stderr.isatty() and not quiet, echo=echo)
+                           progress=sys.stderr.isatty() and not quiet, echo=echo,
+                           vocab=vocab, unk=unk)
         result = run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo,
                            progress=not quiet)
     if result.run_dir is None:  # not the main process under torchrun

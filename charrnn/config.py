@@ -76,6 +76,9 @@ class TrainConfig:
     save_every: int = 0  # steps between periodic checkpoints (0 = at eval only)
     max_bad_steps: int = 5  # consecutive non-finite steps before giving up
     seed: int = 1337
+    # Start from the weights of this checkpoint (a file or a run directory) instead of random
+    # ones: fine-tuning. The model shape and vocabulary are the checkpoint's.
+    init_from: str = ""
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False

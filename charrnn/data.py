@@ -72,11 +72,13 @@ class PreparedData:
 
 def open_corpus(path: str | Path, data_root: str | Path = "data",
                 options: TextOptions | None = None, val_frac: float = 0.1,
-                progress: bool = False, echo=None) -> PreparedData:
-    """A prepared directory as is, or a text file prepared into data_root/<stem>/ on the fly.
+                progress: bool = False, echo=None, vocab: Vocab | None = None,
+                unk: str | None = None) -> PreparedData:
+    """A prepared directory as is, or a text file prepared into data_root/<stem>/ on the fly
+    (with `vocab`: encoded with that vocabulary, as `prepare --vocab` does).
 
     A previous preparation is reused when it came from the same file (path, size and
-    modification time) with the same options.
+    modification time) with the same options and vocabulary.
     """
     path = Path(path)
     if path.is_dir():
@@ -90,11 +92,13 @@ def open_corpus(path: str | Path, data_root: str | Path = "data",
         raise DataError(f"not a regular file: {path}")
     options = options or TextOptions()
     out = Path(data_root) / path.stem
-    if _up_to_date(out, path, options, val_frac):
+    if _up_to_date(out, path, options, val_frac) and (
+            vocab is None or PreparedData(out).vocab.chars == vocab.chars):
         return PreparedData(out)
     if echo:
         echo(f"preparing {path} -> {out}/")
-    prepare([str(path)], out, val_frac=val_frac, options=options, progress=progress)
+    prepare([str(path)], out, val_frac=val_frac, options=options, vocab=vocab, unk=unk,
+            progress=progress)
     return PreparedData(out)
 
 

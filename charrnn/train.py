@@ -36,14 +36,46 @@ from .checkpoint import config_of, save_checkpoint
 from .config import Config, parse_duration
 from .data import PreparedData, Streams
 from .device import autocast, describe, resolve_device, resolve_precision
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .evaluate import LN2, evaluate
 from .model import (CharRNN, detach_hidden, hidden_from_tensors, hidden_tensors,
                     select_rows)
 from .progress import Progress
+from .vocab import Vocab
 from .runs import new_run_dir, prune_periodic, truncate_metrics, update_latest
 
 # Settings that may change when a run is resumed; anything else must match the checkpoint.
+def describe_model(m) -> str:
+    return f"{m.num_layers}x{m.hidden_size} {m.cell.upper()}" + (
+        f" (embedding {m.embed_dim})" if m.embed_dim else "")
+
+
+def fine_tuning(cfg: Config, explicit: set[str]):
+    """For `train.init_from`: the config with the checkpoint's model, and the checkpoint's
+    vocabulary and text options, with which new text is to be encoded. `explicit` names the
+    keys the user set by flag; model keys among them must agree with the checkpoint, except
+    the dropout."""
+    from .checkpoint import config_of, find_checkpoint, load_checkpoint
+    from .prepare import TextOptions
+
+    path = find_checkpoint(cfg.train.init_from)
+    state = load_checkpoint(path)
+    model = config_of(state).model
+    for key in sorted(explicit):
+        section, _, name = key.partition(".")
+        if section == "model" and name != "dropout" and getattr(cfg.model, name) != getattr(model, name):
+            raise ConfigError(f"--init-from: the model is the checkpoint's ({describe_model(model)}, "
+                              f"model.{name} = {getattr(model, name)!r}); leave out model.{name}")
+    if "model.dropout" in explicit:
+        model = replace(model, dropout=cfg.model.dropout)
+    try:
+        vocab = Vocab.from_dict(state["vocab"])
+        options = TextOptions(**state["text_options"])
+    except (KeyError, TypeError, DataError) as e:
+        raise CheckpointError(f"--init-from {path}: the checkpoint is incomplete ({e})") from None
+    return replace(cfg, model=model), vocab, options
+
+
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "device", "precision", "compile",
              "eval_every", "eval_batch_size", "eval_chars", "log_every", "keep", "save_every",
              "max_bad_steps", "lr", "min_lr", "warmup_steps", "lr_decay", "decay_steps", "weight_decay",
@@ -130,6 +162,8 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.vocab = data.vocab
         self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
+        if state is None and t.init_from:
+            self._init_weights(t.init_from)
         fused = self.device.type in ("cuda", "cpu")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
@@ -177,6 +211,26 @@ class Trainer:
         self.progress_enabled = progress and self.main
         if run_dir is not None:
             self.attach(run_dir)
+
+    def _init_weights(self, source: str) -> None:
+        """Fine-tuning: the weights of another run's checkpoint, on this run's data."""
+        from .checkpoint import find_checkpoint, load_checkpoint
+
+        path = find_checkpoint(source)
+        state = load_checkpoint(path)
+        try:
+            chars = Vocab.from_dict(state["vocab"]).chars
+        except (KeyError, TypeError, DataError):
+            raise CheckpointError(f"--init-from {path}: the checkpoint has no usable vocabulary") from None
+        if chars != self.vocab.chars:
+            raise DataError(f"{self.data.root} is not encoded with the vocabulary of {path}; "
+                            f"prepare the text with: charrnn prepare TEXT --vocab {path}")
+        try:
+            self.model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError):
+            raise CheckpointError(f"--init-from {path}: its weights do not fit a "
+                                  f"{describe_model(self.cfg.model)} model; leave the model "
+                                  f"settings to the checkpoint") from None
 
     def attach(self, run_dir: Path) -> None:
         """Start writing to `run_dir` (the main process only): config, metrics, checkpoints."""
@@ -286,7 +340,8 @@ class Trainer:
             params = sum(p.numel() for p in self.model.parameters())
             self.echo(f"model: {self.cfg.model.num_layers}x{self.cfg.model.hidden_size} "
                       f"{self.cfg.model.cell.upper()}, {params:,} parameters, vocabulary "
-                      f"{len(self.vocab)}; {self.steps_per_epoch} steps per epoch")
+                      f"{len(self.vocab)}; {self.steps_per_epoch} steps per epoch"
+                      + (f"; weights from {t.init_from}" if t.init_from and self.step == 0 else ""))
             if self.run_dir is not None:
                 self.echo(f"run: {self.run_dir}")
         stop_step = self.stop_step()

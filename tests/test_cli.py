@@ -117,6 +117,11 @@ TRAIN_CASES = [
     (["train", "corpus.txt", "--device", "cuda:0"] if not torch.cuda.is_available()
      else ["train", "corpus.txt", "--device", "cuda:99"], "--device cuda"),
     (["train", "--resume", "runs/nothing"], "not a run directory"),
+    (["train", "odd.txt", "--init-from", "runs/good"], "pass --unk CHAR"),
+    (["train", "corpus.txt", "--init-from", "runs/good", "--hidden-size", "64"],
+     "leave out model.hidden_size"),
+    (["train", "corpus.txt", "--init-from", "runs/nothing"], "not found"),
+    (["train", "corpus.txt", "--unk", "?"], "--unk only applies with --init-from"),
 ]
 
 
@@ -124,8 +129,35 @@ TRAIN_CASES = [
 def test_bad_inputs_to_train(trained, workdir, args, message):
     (workdir / "adir").mkdir(exist_ok=True)
     (workdir / "bad.toml").write_text("[model\n")
+    (workdir / "odd.txt").write_text(make_text(3000) + "Zebra€\n", encoding="utf-8")
     before = snapshot(workdir)
     assert_clean_error(run(*args), message)
+    assert snapshot(workdir) == before
+
+
+def test_fine_tuning_from_a_run(trained, workdir):
+    from charrnn.checkpoint import load_checkpoint
+
+    source = load_checkpoint(trained / "best.pt")
+    (workdir / "new.txt").write_text(make_text(8000, seed=5) + "#\n", encoding="utf-8")
+    r = run("train", "new.txt", *TINY, "--init-from", trained, "--unk", ".", "--name", "ft",
+            "--max-steps", "4")
+    assert r.exit_code == 0, r.output
+    assert f"weights from {trained}" in r.output
+    tuned = load_checkpoint(workdir / "runs" / "ft" / "last.pt")
+    assert tuned["vocab"]["chars"] == source["vocab"]["chars"]
+    assert f'init_from = "{trained}"' in (workdir / "runs" / "ft" / "config.toml").read_text()
+    # The same alphabet through prepare: --vocab takes a run directory (or checkpoint).
+    r = run("prepare", "new.txt", "-o", "data/new2", "--vocab", trained, "--unk", ".")
+    assert r.exit_code == 0, r.output
+    r = run("train", "data/new2", *TINY, "--init-from", trained / "best.pt", "--name", "ft2",
+            "--max-steps", "2")
+    assert r.exit_code == 0, r.output
+    # A prepared directory with an alphabet of its own is refused, with the way out.
+    run("prepare", "new.txt", "-o", "data/own")
+    before = snapshot(workdir)
+    assert_clean_error(run("train", "data/own", *TINY, "--init-from", trained),
+                       "--vocab")
     assert snapshot(workdir) == before
 
 

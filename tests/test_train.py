@@ -162,6 +162,19 @@ def test_time_spent_evaluating_counts_toward_max_time(corpus, workdir, monkeypat
     assert result.step == 5 and evals == [5]
 
 
+def test_init_from_starts_from_the_checkpoint_weights(corpus, workdir):
+    data = open_corpus(corpus)
+    first = train(small_config(**{"train.max_steps": 8}), data, "runs", "first", echo=quiet,
+                  progress=False)
+    source = load_checkpoint(first.run_dir / "last.pt")["model"]
+    cfg = small_config(**{"train.max_steps": 8, "train.init_from": str(first.run_dir)})
+    tuned = Trainer(cfg, data, echo=quiet, progress=False)
+    for key, value in tuned.model.state_dict().items():
+        assert torch.equal(value, source[key]), key
+    fresh = Trainer(small_config(**{"train.max_steps": 8}), data, echo=quiet, progress=False)
+    assert not torch.equal(fresh.model.head.weight, source["head.weight"])
+
+
 def test_eval_chars_scores_a_prefix_of_the_validation_split(corpus, workdir):
     data = open_corpus(corpus)
     cfg = small_config(**{"train.max_steps": 6, "train.eval_chars": 300})
