@@ -1,6 +1,7 @@
 """charrnn benchmark: every figure measured side by side in one run, as ratios.
 
-    .venv/bin/python scripts/bench.py                      # ~10 minutes on 2 CPU cores
+    ./scripts/bench.sh                                     # ~10 minutes on 2 CPU cores (sets up .venv)
+    .venv/bin/python scripts/bench.py                      # the same, in an existing .venv
     .venv/bin/python scripts/bench.py --quick              # a smoke run, ~3 minutes
     .venv/bin/python scripts/bench.py --data ../shared/data --write docs/benchmarks.md
     .venv/bin/python scripts/bench.py --device cuda        # rows 1, 3, 5 with gpu.toml shapes
@@ -494,7 +495,8 @@ def main():
     parser.add_argument("--device", default="cpu",
                         help="cpu (every row) or cuda (rows 1, 3 and 5 with gpu.toml shapes)")
     parser.add_argument("--rows", help="comma-separated row numbers (default: all for the device)")
-    parser.add_argument("--write", default="docs/benchmarks.md", help="markdown file to update ('' = none)")
+    parser.add_argument("--write", help="markdown file to update ('' = none; default "
+                        "docs/benchmarks.md, or none when --rows picks some rows)")
     args = parser.parse_args()
     shared = Path(args.data)
     if not (shared / "tinyshakespeare.txt").exists():
@@ -536,6 +538,8 @@ def main():
             ddp_rows(tmp, tmp / "shakespeare", quick)
     total = time.perf_counter() - started
     print(f"total {total / 60:.1f} min")
+    if args.write is None:
+        args.write = "" if args.rows else "docs/benchmarks.md"
     if args.write:
         write_markdown(Path(args.write), total, quick, device, args.rows)
 
