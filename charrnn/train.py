@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .checkpoint import config_of, save_checkpoint
+from .checkpoint import config_of, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, parse_duration
 from .data import PreparedData, Streams
 from .device import autocast, describe, resolve_device, resolve_precision
@@ -40,11 +40,12 @@ from .errors import CheckpointError, ConfigError, DataError
 from .evaluate import LN2, evaluate
 from .model import (CharRNN, detach_hidden, hidden_from_tensors, hidden_tensors,
                     select_rows)
+from .prepare import TextOptions
 from .progress import Progress
-from .vocab import Vocab
 from .runs import new_run_dir, prune_periodic, truncate_metrics, update_latest
+from .vocab import Vocab
 
-# Settings that may change when a run is resumed; anything else must match the checkpoint.
+
 def describe_model(m) -> str:
     return f"{m.num_layers}x{m.hidden_size} {m.cell.upper()}" + (
         f" (embedding {m.embed_dim})" if m.embed_dim else "")
@@ -55,9 +56,6 @@ def fine_tuning(cfg: Config, explicit: set[str]):
     vocabulary and text options, with which new text is to be encoded. `explicit` names the
     keys the user set by flag; model keys among them must agree with the checkpoint, except
     the dropout."""
-    from .checkpoint import config_of, find_checkpoint, load_checkpoint
-    from .prepare import TextOptions
-
     path = find_checkpoint(cfg.train.init_from)
     state = load_checkpoint(path)
     model = config_of(state).model
@@ -76,6 +74,7 @@ def fine_tuning(cfg: Config, explicit: set[str]):
     return replace(cfg, model=model), vocab, options
 
 
+# Settings that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "device", "precision", "compile",
              "eval_every", "eval_batch_size", "eval_chars", "log_every", "keep", "save_every",
              "max_bad_steps", "lr", "min_lr", "warmup_steps", "lr_decay", "decay_steps", "weight_decay",
@@ -214,8 +213,6 @@ class Trainer:
 
     def _init_weights(self, source: str) -> None:
         """Fine-tuning: the weights of another run's checkpoint, on this run's data."""
-        from .checkpoint import find_checkpoint, load_checkpoint
-
         path = find_checkpoint(source)
         state = load_checkpoint(path)
         try:
@@ -534,7 +531,6 @@ def train(cfg: Config, data: PreparedData, runs_dir: str | Path = "runs",
 def resume(run_dir: str | Path, overrides: dict[str, dict], data: PreparedData | None = None,
            **kwargs) -> TrainResult:
     """Continue the run in `run_dir` from its last.pt."""
-    from .checkpoint import load_checkpoint
     from .data import PreparedData as _PreparedData
 
     run_dir = Path(run_dir)
@@ -547,7 +543,7 @@ def resume(run_dir: str | Path, overrides: dict[str, dict], data: PreparedData |
         if not (root / "meta.json").exists():
             raise DataError(f"--resume: the run's data directory {root} is gone; pass the "
                             f"corpus or prepared directory again")
-        data = _PreparedData(root)
+        data = PreparedData(root)
     if data.vocab.chars != state["vocab"]["chars"]:
         raise CheckpointError("--resume: the corpus's vocabulary differs from the checkpoint's")
     return train(cfg, data, resume_state=state, resume_dir=run_dir, **kwargs)
