@@ -531,8 +531,6 @@ def train(cfg: Config, data: PreparedData, runs_dir: str | Path = "runs",
 def resume(run_dir: str | Path, overrides: dict[str, dict], data: PreparedData | None = None,
            **kwargs) -> TrainResult:
     """Continue the run in `run_dir` from its last.pt."""
-    from .data import PreparedData as _PreparedData
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"--resume {run_dir}: not a run directory")
