@@ -199,7 +199,7 @@ class ReferenceStepper:
 
 
 class Picker:
-    """Draws the next ids (B,) from logits (B, V) into `out`, on buffers allocated once.
+    """Draws the next ids (B,) from logits (B, V), writing them into a given tensor.
 
     A draw is argmax(logits / T + g) with g ~ Gumbel(0, 1) per entry (the Gumbel-max trick):
     it picks i with probability softmax(logits / T)_i, in two element-wise ops and without
