@@ -215,17 +215,17 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
         if corpus is None:
             raise CharRNNError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
         cfg = load_config(config_file, overrides)
-        vocab = None
+        vocab = init = None
         if cfg.train.init_from:
             from .train import fine_tuning
-            cfg, vocab, options = fine_tuning(cfg, set(overrides))
+            cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
         elif unk is not None:
             raise CharRNNError("--unk only applies with --init-from")
         data = open_corpus(corpus, data_dir, options, val_frac,
                            progress=sys.stderr.isatty() and not quiet, echo=echo,
                            vocab=vocab, unk=unk)
         result = run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo,
-                           progress=not quiet)
+                           progress=not quiet, init=init)
     if result.run_dir is None:  # not the main process under torchrun
         return
     best = (f"best val loss {result.best_val_loss:.4f} nats/char "

@@ -92,9 +92,10 @@ def open_corpus(path: str | Path, data_root: str | Path = "data",
         raise DataError(f"not a regular file: {path}")
     options = options or TextOptions()
     out = Path(data_root) / path.stem
-    if _up_to_date(out, path, options, val_frac) and (
-            vocab is None or PreparedData(out).vocab.chars == vocab.chars):
-        return PreparedData(out)
+    if _up_to_date(out, path, options, val_frac):
+        data = PreparedData(out)
+        if vocab is None or data.vocab.chars == vocab.chars:
+            return data
     if echo:
         echo(f"preparing {path} -> {out}/")
     prepare([str(path)], out, val_frac=val_frac, options=options, vocab=vocab, unk=unk,

@@ -51,13 +51,24 @@ def describe_model(m) -> str:
         f" (embedding {m.embed_dim})" if m.embed_dim else "")
 
 
-def fine_tuning(cfg: Config, explicit: set[str]):
-    """For `train.init_from`: the config with the checkpoint's model, and the checkpoint's
-    vocabulary and text options, with which new text is to be encoded. `explicit` names the
-    keys the user set by flag; model keys among them must agree with the checkpoint, except
-    the dropout."""
-    path = find_checkpoint(cfg.train.init_from)
+def load_init(source: str) -> tuple[Path, dict, Vocab]:
+    """The checkpoint named by `train.init_from`: its path, its state and its vocabulary."""
+    path = find_checkpoint(source)
     state = load_checkpoint(path)
+    try:
+        vocab = Vocab.from_dict(state["vocab"])
+    except (KeyError, TypeError, DataError):
+        raise CheckpointError(f"--init-from {path}: the checkpoint has no usable vocabulary") from None
+    return path, state, vocab
+
+
+def fine_tuning(cfg: Config, explicit: set[str]):
+    """For `train.init_from`: the config with the checkpoint's model, the checkpoint's
+    vocabulary and text options (with which new text is to be encoded), and the loaded
+    checkpoint for `train(init=...)`. `explicit` names the keys the user set by flag; model
+    keys among them must agree with the checkpoint, except the dropout."""
+    init = load_init(cfg.train.init_from)
+    path, state, vocab = init
     model = config_of(state).model
     for key in sorted(explicit):
         section, _, name = key.partition(".")
@@ -67,11 +78,10 @@ def fine_tuning(cfg: Config, explicit: set[str]):
     if "model.dropout" in explicit:
         model = replace(model, dropout=cfg.model.dropout)
     try:
-        vocab = Vocab.from_dict(state["vocab"])
         options = TextOptions(**state["text_options"])
-    except (KeyError, TypeError, DataError) as e:
+    except (KeyError, TypeError) as e:
         raise CheckpointError(f"--init-from {path}: the checkpoint is incomplete ({e})") from None
-    return replace(cfg, model=model), vocab, options
+    return replace(cfg, model=model), vocab, options, init
 
 
 # Settings that may change when a run is resumed; anything else must match the checkpoint.
@@ -144,7 +154,9 @@ class _Stop:
 class Trainer:
     def __init__(self, cfg: Config, data: PreparedData, run_dir: Path | None = None,
                  state: dict | None = None, echo=print, progress: bool = True,
-                 resident: bool | None = None):
+                 resident: bool | None = None, init: tuple[Path, dict, Vocab] | None = None):
+        """`state`: a checkpoint to resume; `init`: `load_init(cfg.train.init_from)` when the
+        caller has it already (else it is loaded here)."""
         self.cfg, self.data, self.echo = cfg, data, echo
         t = cfg.train
         self.dist = distributed.from_env()
@@ -162,7 +174,7 @@ class Trainer:
         self.vocab = data.vocab
         self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
         if state is None and t.init_from:
-            self._init_weights(t.init_from)
+            self._init_weights(init or load_init(t.init_from))
         fused = self.device.type in ("cuda", "cpu")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
@@ -211,15 +223,10 @@ class Trainer:
         if run_dir is not None:
             self.attach(run_dir)
 
-    def _init_weights(self, source: str) -> None:
+    def _init_weights(self, init: tuple[Path, dict, Vocab]) -> None:
         """Fine-tuning: the weights of another run's checkpoint, on this run's data."""
-        path = find_checkpoint(source)
-        state = load_checkpoint(path)
-        try:
-            chars = Vocab.from_dict(state["vocab"]).chars
-        except (KeyError, TypeError, DataError):
-            raise CheckpointError(f"--init-from {path}: the checkpoint has no usable vocabulary") from None
-        if chars != self.vocab.chars:
+        path, state, vocab = init
+        if vocab.chars != self.vocab.chars:
             raise DataError(f"{self.data.root} is not encoded with the vocabulary of {path}; "
                             f"prepare the text with: charrnn prepare TEXT --vocab {path}")
         try:
@@ -335,8 +342,7 @@ class Trainer:
                       + (f", autocast {str(self.amp_dtype).replace('torch.', '')}"
                          if self.amp_dtype else ""))
             params = sum(p.numel() for p in self.model.parameters())
-            self.echo(f"model: {self.cfg.model.num_layers}x{self.cfg.model.hidden_size} "
-                      f"{self.cfg.model.cell.upper()}, {params:,} parameters, vocabulary "
+            self.echo(f"model: {describe_model(self.cfg.model)}, {params:,} parameters, vocabulary "
                       f"{len(self.vocab)}; {self.steps_per_epoch} steps per epoch"
                       + (f"; weights from {t.init_from}" if t.init_from and self.step == 0 else ""))
             if self.run_dir is not None:
@@ -504,12 +510,13 @@ def _time_left(step, stop_step, steps_per_s, seconds_left):
 def train(cfg: Config, data: PreparedData, runs_dir: str | Path = "runs",
           name: str | None = None, resume_state: dict | None = None,
           resume_dir: Path | None = None, echo=print, progress: bool = True,
-          resident: bool | None = None) -> TrainResult:
+          resident: bool | None = None,
+          init: tuple[Path, dict, Vocab] | None = None) -> TrainResult:
     """Train a model on `data`; writes runs_dir/<name>/ (or continues `resume_dir`)."""
     dist = distributed.from_env()
     # Everything that can reject the input (device, data, checkpoint) runs before the run
     # directory is created, so a refused run leaves nothing behind.
-    trainer = Trainer(cfg, data, None, resume_state, echo, progress, resident)
+    trainer = Trainer(cfg, data, None, resume_state, echo, progress, resident, init)
     run_dir, finished = None, False
     try:
         if dist.is_main:
