@@ -192,15 +192,18 @@ def sampling_rows(data, quick, device, tmp: Path):
     model = CharRNN(len(vocab), *shape).to(device).eval()
     n = 300 if quick else 1000
     rounds = 4 if quick else 10
+    gpu = device.type == "cuda"
     stepper = Stepper(model)
-    blas = Stepper(model)
-    blas.onednn = False  # the same step with every product through BLAS addmv
     reference = ReferenceStepper(model)
+    steppers = {"kernel": stepper, "ref": reference}
+    if not gpu:  # where oneDNN is an option: the same step with every product through BLAS
+        steppers["blas"] = Stepper(model)
+        steppers["blas"].onednn = False
     with torch.inference_mode():
-        for s in (stepper, blas, reference):
+        for s in steppers.values():
             s.load(model.init_hidden(1))
     kernel_step = stepper.step
-    if device.type == "cuda":
+    if gpu:
         kernel_step = cuda_graph(stepper.step, device)  # the fastest form of the kernel there
 
     def kernel_rate(step, n):
@@ -224,14 +227,14 @@ def sampling_rows(data, quick, device, tmp: Path):
 
     # Short interleaved rounds, best of each: a burst of machine noise hits one round of one
     # side, not a whole side.
-    rates = {"kernel": [], "sampler": [], "blas": [], "ref": []}
+    rates = {k: [] for k in ("kernel", "sampler", *steppers)}
     for _ in range(rounds):
         rates["kernel"].append(kernel_rate(kernel_step, n))
         rates["sampler"].append(sampler_rate(n))
-        rates["blas"].append(kernel_rate(blas.step, n // 2))
+        if "blas" in steppers:
+            rates["blas"].append(kernel_rate(steppers["blas"].step, n // 2))
         rates["ref"].append(kernel_rate(reference.step, max(n // 10, 50)))
-    kernel, sampler, blas_rate, ref = (max(rates[k]) for k in ("kernel", "sampler", "blas", "ref"))
-    gpu = device.type == "cuda"
+    kernel, sampler, ref = (max(rates[k]) for k in ("kernel", "sampler", "ref"))
     row("3 sampling", f"single stream, {label}: charrnn sample loop", f"{sampler:,.0f} chars/s",
         "" if gpu else ">= 2,500 chars/s")
     row("", "bare per-step kernel (matrix-vector products" +
@@ -242,7 +245,7 @@ def sampling_rows(data, quick, device, tmp: Path):
         row("", "the sample loop without the CUDA graph", f"{eager:,.0f} chars/s",
             f"graph {sampler / eager:.1f}x")
     else:
-        row("", "the same kernel with BLAS addmv (one core)", f"{blas_rate:,.0f} chars/s")
+        row("", "the same kernel with BLAS addmv (one core)", f"{max(rates['blas']):,.0f} chars/s")
     row("", f"nn.{shape[2].upper()} called once per character", f"{ref:,.0f} chars/s",
         f"fast path {sampler / ref:.1f}x")
     same = all(sample_text(model, vocab, 300, prime="The ", seed=seed, device=device, **kw)
@@ -313,7 +316,7 @@ def status(key):
 import torch, charrnn.train  # imported before the mark is reset
 
 # The interpreter's high-water mark is set by importing torch; reset it (Linux >= 4.0) so that
-# the peak seen afterwards is prepare's own. Where that is refused, poll the resident size.
+# the peak seen afterwards is the probed work's own. Where that is refused, poll the resident size.
 try:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
