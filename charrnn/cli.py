@@ -155,8 +155,12 @@ TRAIN_FLAGS = {
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto = bf16 autocast on GPUs that support it, else fp32.")
-@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
+              help="fp32; bf16 (the head in bf16, the recurrent layers in fp32); fp16 (CUDA: "
+                   "cuDNN in fp16 with loss scaling). auto = fp32.")
+@click.option("--compile/--no-compile", default=None,
+              help="torch.compile the model. The recurrent layers still run as their "
+                   "cuDNN/oneDNN kernels (Dynamo does not compile nn.LSTM/GRU): only the "
+                   "input, head and loss are compiled, so expect little gain.")
 @click.option("--max-steps", type=int, help="Stop after this many steps in total.")
 @click.option("--max-epochs", type=float, help="Stop after this many passes over the data.")
 @click.option("--max-time", help="Stop after this long, e.g. 90s, 10m, 1h30m.")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .device import recurrent_autocast
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -61,7 +62,15 @@ class CharRNN(nn.Module):
         return F.embedding(idx, self.one_hot)
 
     def forward(self, idx: torch.Tensor, hidden: Hidden | None = None):
-        out, hidden = self.rnn(self.encode(idx), hidden)  # (B, T, H)
+        x = self.encode(idx)  # (B, T, input_size)
+        kind = x.device.type
+        if torch.is_autocast_enabled(kind) and not recurrent_autocast(kind):
+            # Autocast would run the recurrent kernel in another dtype than it was asked
+            # for, or in none at all (device.py): it stays in fp32, the head does not.
+            with torch.autocast(kind, enabled=False):
+                out, hidden = self.rnn(x, hidden)  # (B, T, H)
+        else:
+            out, hidden = self.rnn(x, hidden)
         return self.head(self.dropout(out)), hidden  # (B, T, V)
 
     def init_hidden(self, batch_size: int, device=None) -> Hidden:

@@ -13,7 +13,8 @@ whole stream. The state is reset when the streams wrap at the end of an epoch.
 
 What happens per step is only device work: the batch is a view of the corpus tensor, the
 loss is summed on the device and read at log intervals, and a step with a non-finite loss or
-gradient is skipped inside the fused optimizer (found_inf) rather than by a host check.
+gradient is skipped inside the fused optimizer (found_inf) rather than by a host check
+(optimizers without a fused kernel, as on mps, read one flag per step instead).
 """
 
 from __future__ import annotations
@@ -154,18 +155,19 @@ class _Stop:
 class Trainer:
     def __init__(self, cfg: Config, data: PreparedData, run_dir: Path | None = None,
                  state: dict | None = None, echo=print, progress: bool = True,
-                 resident: bool | None = None, init: tuple[Path, dict, Vocab] | None = None):
+                 resident: bool | None = None, init: tuple[Path, dict, Vocab] | None = None,
+                 fused: bool | None = None):
         """`state`: a checkpoint to resume; `init`: `load_init(cfg.train.init_from)` when the
-        caller has it already (else it is loaded here)."""
+        caller has it already (else it is loaded here); `fused`: the fused AdamW kernel
+        (default: where PyTorch has one)."""
         self.cfg, self.data, self.echo = cfg, data, echo
         t = cfg.train
         self.dist = distributed.from_env()
         self.device = resolve_device(t.device, self.dist.local_rank)
         distributed.init(self.dist, self.device)
         self.main = self.dist.is_main
-        self.amp_dtype = resolve_precision(t.precision, self.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        self.precision = resolve_precision(t.precision, self.device)
+        self.amp_dtype = self.precision.autocast
         if t.batch_size % self.dist.world_size:
             raise DataError(f"batch_size {t.batch_size} must be divisible by the number of "
                             f"processes ({self.dist.world_size})")
@@ -175,11 +177,12 @@ class Trainer:
         self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
         if state is None and t.init_from:
             self._init_weights(init or load_init(t.init_from))
-        fused = self.device.type in ("cuda", "cpu")
+        # PyTorch has fused AdamW kernels for cuda and cpu; mps and others take the foreach one.
+        self.fused = self.device.type in ("cuda", "cpu") if fused is None else fused
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
-            weight_decay=t.weight_decay, fused=fused)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+            weight_decay=t.weight_decay, fused=self.fused)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
 
         row_start, row_stop = self.dist.rows(t.batch_size)
         self.streams = Streams(data.split("train"), t.batch_size, t.seq_len, self.device,
@@ -339,8 +342,7 @@ class Trainer:
         if self.main:
             self.echo(f"device: {describe(self.device)}"
                       + (f", {self.dist.world_size} processes" if self.dist.enabled else "")
-                      + (f", autocast {str(self.amp_dtype).replace('torch.', '')}"
-                         if self.amp_dtype else ""))
+                      + f"; {self.precision.describe(self.device)}")
             params = sum(p.numel() for p in self.model.parameters())
             self.echo(f"model: {describe_model(self.cfg.model)}, {params:,} parameters, vocabulary "
                       f"{len(self.vocab)}; {self.steps_per_epoch} steps per epoch"
@@ -417,10 +419,7 @@ class Trainer:
                 self.scaler.update()
             else:
                 bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
-                # The fused optimizer skips the whole update when found_inf is set, on the
-                # device, with no host synchronisation.
-                opt.found_inf = bad.float()
-                opt.step()
+                skip_or_step(opt, bad, self.fused)
             # A non-finite state would poison every later chunk of its stream: restart it.
             self.hidden = tuple(torch.where(bad, 0.0, h) for h in hidden_tensors(detach_hidden(hidden)))
             self.hidden = hidden_from_tensors(list(self.hidden), self.cfg.model.cell)
@@ -495,6 +494,20 @@ class Trainer:
             prune_periodic(self.run_dir, self.cfg.train.keep)
 
 
+def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor, fused: bool) -> None:
+    """The optimizer step, or none at all where `bad` (a 0-d bool tensor) is set: the
+    weights and the optimizer's moments and step count stay as they were."""
+    if fused:
+        # The fused kernels take found_inf and skip the whole update on the device, with no
+        # host synchronisation.
+        opt.found_inf = bad.float()
+        opt.step()
+    elif not bad.item():
+        # The other implementations assert that found_inf is unset; for them the decision
+        # costs one read of the device per step.
+        opt.step()
+
+
 def _time_left(step, stop_step, steps_per_s, seconds_left):
     options = []
     if stop_step is not None and steps_per_s > 0:
@@ -511,12 +524,13 @@ def train(cfg: Config, data: PreparedData, runs_dir: str | Path = "runs",
           name: str | None = None, resume_state: dict | None = None,
           resume_dir: Path | None = None, echo=print, progress: bool = True,
           resident: bool | None = None,
-          init: tuple[Path, dict, Vocab] | None = None) -> TrainResult:
+          init: tuple[Path, dict, Vocab] | None = None,
+          fused: bool | None = None) -> TrainResult:
     """Train a model on `data`; writes runs_dir/<name>/ (or continues `resume_dir`)."""
     dist = distributed.from_env()
     # Everything that can reject the input (device, data, checkpoint) runs before the run
     # directory is created, so a refused run leaves nothing behind.
-    trainer = Trainer(cfg, data, None, resume_state, echo, progress, resident, init)
+    trainer = Trainer(cfg, data, None, resume_state, echo, progress, resident, init, fused)
     run_dir, finished = None, False
     try:
         if dist.is_main:

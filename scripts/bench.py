@@ -9,7 +9,8 @@
 
 Rows: training overhead against the bare fused step; the tutorial way of training; sampling
 against the bare per-step kernel; prepare throughput and peak memory; evaluation speed;
-memory across a long run; a 1 GB corpus; 1 vs 2 processes. The CPU and GPU tables are kept
+memory across a long run; a 1 GB corpus; 1 vs 2 processes; and, asked for by number, the
+5-minute quality run (9) and the precision settings at equal steps (10). The CPU and GPU tables are kept
 in separate blocks of the markdown file. Ratios are what to read: both sides run in the same process,
 interleaved, so machine noise hits both.
 """
@@ -44,6 +45,9 @@ from charrnn.model import CharRNN
 from charrnn.prepare import prepare
 from charrnn.sample import ReferenceStepper, Sampler, Stepper, sample_text
 from charrnn.train import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import precision_rows, quality_rows  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)
 
@@ -92,7 +96,7 @@ def training_overhead(data, cell, hidden, layers, B, T, steps, rounds, device):
     trainer = Trainer(cfg, data, echo=quiet, progress=True)
     model = CharRNN.from_config(len(data.vocab), cfg.model).to(device)
     bare = bare_step_timer(model, B, T, len(data.vocab), device,
-                           resolve_precision(cfg.train.precision, device))
+                           resolve_precision(cfg.train.precision, device).autocast)
     bare()  # warm up
     real_t, bare_t = [], []
     for _ in range(rounds):
@@ -127,11 +131,17 @@ def training_rows(data, quick, device):
                   ("gru", 512, 2, 64, 100, "")]
     for k, (cell, hidden, layers, B, T, note) in enumerate(shapes):
         n = steps * (8 if hidden == 128 else 1)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         real, bare = training_overhead(data, cell, hidden, layers, B, T, n, rounds, device)
         label = f"{layers}x{hidden} {cell.upper()}" + (f" ({note})" if note else "")
         row("1 training overhead" if k == 0 else "",
             f"{label}, B={B} T={T}: charrnn step / bare fused step",
             f"{real:,.0f} / {bare:,.0f} chars/s = {real / bare:.3f}", ">= 0.95" if k == 0 else "")
+        if device.type == "cuda" and k == 0:
+            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
+            row("", f"{label}: peak GPU memory (trainer and bare step together)",
+                f"{peak:,.0f} MiB")
 
 
 # ----------------------------------------------------------------------------------------
@@ -487,7 +497,7 @@ def ddp_rows(tmp: Path, data_dir: Path, quick):
 # ----------------------------------------------------------------------------------------
 
 
-ALL_ROWS = {"cpu": "1,2,3,4,5,6,7,8", "cuda": "1,3,5"}
+ALL_ROWS = {"cpu": "1,2,3,4,5,6,7,8", "cuda": "1,3,5"}  # 9 and 10 train for minutes: ask for them
 
 
 def main():
@@ -539,6 +549,10 @@ def main():
             scale_rows(shared, tmp, quick)
         if 8 in wanted:
             ddp_rows(tmp, tmp / "shakespeare", quick)
+        if 9 in wanted:
+            quality_rows(row, data, device, tmp, quick)
+        if 10 in wanted:
+            precision_rows(row, data, device, tmp, quick)
     total = time.perf_counter() - started
     print(f"total {total / 60:.1f} min")
     if args.write is None:
@@ -556,7 +570,7 @@ def evaluation_row(data, device):
         shape, B, T = (512, 2, "lstm"), 128, 100
     model = CharRNN(len(data.vocab), *shape).to(device).eval()
     val = data.split("val")
-    amp = resolve_precision("auto", device)
+    amp = resolve_precision("auto", device).autocast
     evaluate(model, val[:10_000], B, T, device, amp)  # warm up (cuDNN plans)
     sync(device)
     t0 = time.perf_counter()
@@ -574,7 +588,8 @@ def machine(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    gpu = f"{torch.cuda.get_device_name(device)}; " if device.type == "cuda" else ""
+    gpu = (f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, cuDNN "
+           f"{torch.backends.cudnn.version()}); " if device.type == "cuda" else "")
     return (f"{gpu}{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch "
             f"threads; Python {platform.python_version()}, torch {torch.__version__}")
 
@@ -582,7 +597,9 @@ def machine(device: torch.device) -> str:
 def write_markdown(path: Path, seconds: float, quick: bool, device: torch.device,
                    rows: str | None) -> None:
     """Replace this device's table between its markers (CPU and GPU tables are kept apart)."""
-    tag = "bench" if device.type == "cpu" else "bench-cuda"
+    # One block per device, and one per selection of rows: the GPU check's stages write theirs.
+    tag = ("bench" if device.type == "cpu" else f"bench-{device.type}") + (
+        f"-rows-{rows.replace(',', '-')}" if rows else "")
     start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
     flags = (" --quick" if quick else "") + (f" --device {device.type}" if device.type != "cpu"
                                             else "") + (f" --rows {rows}" if rows else "")

@@ -2,7 +2,7 @@
 # The quality run: configs/cpu.toml on tiny Shakespeare for 5 minutes, then the validation
 # loss (the last 10% of the text) in nats/char against wall time.
 #   ./scripts/quality.sh [PATH/TO/tinyshakespeare.txt]
-#   ./scripts/quality.sh PATH/TO/tinyshakespeare.txt configs/gpu.toml   # its own max_time (10m)
+#   ./scripts/quality.sh PATH/TO/tinyshakespeare.txt configs/gpu.toml   # its own max_time (5m)
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 install_charrnn ""
 CORPUS="${1:-$ROOT/../shared/data/tinyshakespeare.txt}"

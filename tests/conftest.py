@@ -33,3 +33,15 @@ def corpus(workdir):
     path = workdir / "corpus.txt"
     path.write_text(make_text(20_000), encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """CUDA-marked tests run only where a CUDA GPU is visible (scripts/gpu_check.sh)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu_check.sh on one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -40,14 +40,20 @@ def records(run_dir):
             for line in lines]
 
 
-def test_exact_resume(corpus, workdir):
+# Both optimizer paths: the fused AdamW kernel (cuda, cpu) and the plain one (mps and others).
+both_optimizers = pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+
+
+@both_optimizers
+def test_exact_resume(corpus, workdir, fused):
     data = open_corpus(corpus)
     full = train(small_config(**{"train.max_steps": 40}), data, "runs", "full",
-                 echo=quiet, progress=False)
+                 echo=quiet, progress=False, fused=fused)
     half = train(small_config(**{"train.max_steps": 20}), data, "runs", "half",
-                 echo=quiet, progress=False)
+                 echo=quiet, progress=False, fused=fused)
     assert half.step == 20
-    resumed = resume(half.run_dir, {"train": {"max_steps": 40}}, echo=quiet, progress=False)
+    resumed = resume(half.run_dir, {"train": {"max_steps": 40}}, echo=quiet, progress=False,
+                     fused=fused)
     assert resumed.step == full.step == 40
     a, b = load_checkpoint(full.run_dir / "last.pt"), load_checkpoint(half.run_dir / "last.pt")
     for key in a["model"]:
@@ -104,7 +110,8 @@ def test_learning_rate_schedule():
     assert learning_rate(100, cfg, None) == 1.0
 
 
-def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, monkeypatch):
+@both_optimizers
+def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, monkeypatch, fused):
     data = open_corpus(corpus)
     good = train(small_config(**{"train.max_steps": 10}), data, "runs", echo=quiet, progress=False)
     saved = (good.run_dir / "last.pt").read_bytes()
@@ -117,12 +124,16 @@ def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, monkeyp
     from charrnn.train import resume_config
     from charrnn.checkpoint import config_of
     cfg = resume_config(config_of(state), {"train": {"max_steps": 100, "max_bad_steps": 3}})
-    trainer = Trainer(cfg, data, good.run_dir, state, echo=quiet, progress=False)
+    trainer = Trainer(cfg, data, good.run_dir, state, echo=quiet, progress=False, fused=fused)
     result = trainer.run()
     assert result.reason == "diverged" and result.step == 15  # noticed at the first log
     assert trainer.skipped == 5
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, state["model"][key]), key  # no update reached the weights
+    for before, now in zip(state["optimizer"]["state"].values(),
+                           trainer.optimizer.state_dict()["state"].values()):
+        for key in before:  # nor the moments, nor the step count
+            assert torch.equal(before[key], now[key]), key
     assert all(torch.isfinite(h).all() for h in trainer.hidden)
     assert (good.run_dir / "last.pt").read_bytes() == saved
 

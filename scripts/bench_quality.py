@@ -1,0 +1,86 @@
+"""Rows of scripts/bench.py that train for minutes: quality in a time budget, and the
+precision settings compared at equal steps. Run through bench.py (`--rows 9`, `--rows 10`).
+
+    python scripts/bench.py --device cuda --rows 9     # configs/gpu.toml, 5 minutes
+    python scripts/bench.py --device cuda --rows 10    # fp32 / bf16 / fp16 at equal steps
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from charrnn.config import load_config
+from charrnn.data import PreparedData
+from charrnn.errors import CharRNNError
+from charrnn.train import train
+
+
+def quiet(*a, **k):
+    pass
+
+
+def config_for(device: torch.device):
+    """gpu.toml on a GPU, cpu.toml elsewhere: the shipped preset for the device."""
+    return "configs/gpu.toml" if device.type == "cuda" else "configs/cpu.toml"
+
+
+def validations(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "val_loss" in r]
+
+
+def quality_rows(row, data: PreparedData, device: torch.device, tmp: Path, quick: bool):
+    """The preset for this device on tiny Shakespeare for 5 minutes: best validation loss
+    and the curve (validation loss against wall time)."""
+    preset = config_for(device)
+    budget = "1m" if quick else "5m"
+    cfg = load_config(preset, {"train.max_time": budget, "train.device": str(device)})
+    result = train(cfg, data, tmp / "quality-runs", echo=quiet, progress=False)
+    vals = validations(result.run_dir)
+    best = min(vals, key=lambda r: r["val_loss"])
+    row("9 quality", f"{preset}, {budget} on tiny Shakespeare: best validation loss",
+        f"{best['val_loss']:.4f} nats/char at step {best['step']}",
+        "<= 1.42" if device.type == "cuda" else "<= 1.60")
+    # The curve: at most 8 evaluations, evenly spaced, the first and the last among them.
+    shown = [vals[i] for i in sorted({round(k * (len(vals) - 1) / 7) for k in range(8)})]
+    row("", "curve: elapsed s / step / validation loss",
+        "; ".join(f"{r['elapsed']:.0f}s {r['step']} {r['val_loss']:.3f}" for r in shown))
+
+
+def precision_rows(row, data: PreparedData, device: torch.device, tmp: Path, quick: bool):
+    """Each precision setting for the same steps from the same seed: speed and validation
+    loss, and which one `auto` should be (the fastest within 0.01 nats/char of fp32)."""
+    preset = config_for(device)
+    steps = 150 if quick else 1000
+    results, refused = {}, {}
+    for setting in ("fp32", "bf16", "fp16"):
+        cfg = load_config(preset, {"train.max_time": "", "train.max_steps": steps,
+                                   "train.decay_steps": steps, "train.eval_every": steps,
+                                   "train.precision": setting, "train.device": str(device)})
+        try:
+            t0 = time.perf_counter()
+            result = train(cfg, data, tmp / "precision-runs", name=setting, echo=quiet,
+                           progress=False)
+        except CharRNNError as e:
+            refused[setting] = str(e)
+            continue
+        elapsed = time.perf_counter() - t0
+        chars = steps * cfg.train.batch_size * cfg.train.seq_len
+        results[setting] = (result.last_val_loss, chars / elapsed)
+    if "fp32" not in results:
+        return
+    ref_loss, ref_speed = results["fp32"]
+    for k, (setting, (loss, speed)) in enumerate(results.items()):
+        row("10 precision" if k == 0 else "",
+            f"{preset}, {steps} steps, --precision {setting}: val loss / chars/s (incl. eval)",
+            f"{loss:.4f} / {speed:,.0f} = {speed / ref_speed:.2f}x fp32",
+            "reference" if setting == "fp32" else f"{loss - ref_loss:+.4f} vs fp32")
+    for setting, why in refused.items():
+        row("", f"--precision {setting}", f"refused here: {why}")
+    eligible = [s for s, (loss, _) in results.items() if loss - ref_loss <= 0.01]
+    pick = max(eligible, key=lambda s: results[s][1])
+    row("", "fastest setting within 0.01 nats/char of fp32 (what auto should be)", pick)
