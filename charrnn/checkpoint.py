@@ -94,6 +94,69 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
+# ----------------------------------------------------------------------------------------
+# the keys of a checkpoint: written and read here only
+
+
+def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab,
+                   text_options: TextOptions, data_root: Path, step: int, best_val_loss: float,
+                   best_step: int | None, last_val_loss: float | None, last_eval_step: int,
+                   skipped: int, elapsed: float, hidden: list | None,
+                   device: torch.device) -> dict:
+    """Everything a resumed run needs, as plain tensors and containers."""
+    return {
+        "model": model,
+        "optimizer": optimizer,
+        "config": config.to_dict(),
+        "vocab": {"chars": vocab.chars},
+        "text_options": text_options.to_dict(),
+        "data": {"root": str(Path(data_root).resolve())},
+        "step": step,
+        "best_val_loss": best_val_loss,
+        "best_step": best_step,
+        "last_val_loss": last_val_loss,
+        "last_eval_step": last_eval_step,
+        "skipped": skipped,
+        "elapsed": elapsed,
+        "hidden": hidden,
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+    }
+
+
+def vocab_of(state: dict) -> Vocab:
+    try:
+        return Vocab.from_dict(state["vocab"])
+    except (KeyError, TypeError, CharRNNError) as e:
+        raise CheckpointError(f"checkpoint has no usable vocabulary ({e})") from None
+
+
+def text_options_of(state: dict) -> TextOptions:
+    try:
+        return TextOptions(**state["text_options"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint has no usable text options ({e})") from None
+
+
+def data_root_of(state: dict) -> Path | None:
+    root = state.get("data", {}).get("root") if isinstance(state.get("data"), dict) else None
+    return Path(root) if isinstance(root, str) and root else None
+
+
+def hidden_of(state: dict) -> list[torch.Tensor] | None:
+    """The training streams' hidden state, (layers, B, H) per tensor, or None."""
+    return state.get("hidden") or None
+
+
+def rng_of(state: dict) -> dict:
+    try:
+        rng = state["rng"]
+        rng["torch"]
+    except (KeyError, TypeError):
+        raise CheckpointError("checkpoint cannot be resumed: it has no random state") from None
+    return rng
+
+
 def config_of(state: dict) -> Config:
     try:
         return config_from_dict(state["config"])
@@ -103,9 +166,8 @@ def config_of(state: dict) -> Config:
 
 def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:
     """Rebuild the model (on CPU, in eval mode), its vocabulary and text options."""
+    vocab, options = vocab_of(state), text_options_of(state)
     try:
-        vocab = Vocab.from_dict(state["vocab"])
-        options = TextOptions(**state["text_options"])
         cfg = config_of(state)
         model = CharRNN.from_config(len(vocab), cfg.model)
         model.load_state_dict(state["model"])
@@ -114,6 +176,17 @@ def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint is inconsistent or incomplete: {e}") from None
     return model.eval(), vocab, options
+
+
+def load_init(source: str | Path) -> tuple[Path, dict, Vocab]:
+    """The checkpoint named by `train.init_from`: its path, its state and its vocabulary."""
+    path = find_checkpoint(source)
+    state = load_checkpoint(path)
+    try:
+        vocab = vocab_of(state)
+    except CheckpointError:
+        raise CheckpointError(f"--init-from {path}: the checkpoint has no usable vocabulary") from None
+    return path, state, vocab
 
 
 def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
@@ -126,6 +199,9 @@ def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") ->
                                   f"first or pass a run directory or checkpoint")
         target = latest
     target = Path(target)
+    if target.is_dir() and (target / "latest").is_dir() and not any(
+            (target / name).is_file() for name in ("best.pt", "last.pt")):
+        target = target / "latest"  # a directory of runs: its latest
     if target.is_dir():
         for name in ("best.pt", "last.pt"):
             if (target / name).is_file():

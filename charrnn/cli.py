@@ -28,6 +28,13 @@ def _user_errors(func):
     return wrapper
 
 
+def preset_path(name: str) -> str:
+    """A config file path as given, or a shipped preset's file for `tiny`, `cpu`, `gpu`."""
+    from .config import preset
+
+    return name if Path(name).exists() else str(preset(name) or name)
+
+
 def _text_options(encoding, lower, unidecode, keep_crlf):
     from .prepare import TextOptions
     return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
@@ -141,8 +148,8 @@ TRAIN_FLAGS = {
 
 @main.command()
 @click.argument("corpus", required=False)
-@click.option("-c", "--config", "config_file", type=click.Path(),
-              help="A TOML config file (see configs/).")
+@click.option("-c", "--config", "config_file",
+              help="A TOML config file, or a shipped preset by name: tiny, cpu, gpu.")
 @click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell.")
 @click.option("--hidden-size", type=int, help="Units per recurrent layer.")
 @click.option("--num-layers", type=int, help="Stacked recurrent layers.")
@@ -166,8 +173,8 @@ TRAIN_FLAGS = {
 @click.option("--max-time", help="Stop after this long, e.g. 90s, 10m, 1h30m.")
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Set any config value, e.g. --set train.eval_every=200 (repeatable).")
-@click.option("--out", "runs_dir", default="runs", show_default=True, type=click.Path(),
-              help="Where run directories go.")
+@click.option("--runs", "--out", "runs_dir", default="runs", show_default=True,
+              type=click.Path(), help="The runs directory: where run directories go.")
 @click.option("--name", help="Run directory name  [default: <time>-<corpus>]")
 @click.option("--resume", "resume_dir", type=click.Path(),
               help="Continue the run in this directory from its last.pt.")
@@ -188,17 +195,20 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
     """Train a model on CORPUS: a text file (prepared on the fly) or a prepared directory.
 
     Each run writes runs/<name>/ with config.toml, metrics.jsonl, best.pt and last.pt, and
-    points runs/latest at it. Ctrl-C saves last.pt; --resume continues from it.
+    points runs/latest at it. Ctrl-C saves last.pt; --resume continues from it, and accepts
+    the same config file and flags again (only limits, logging, evaluation, device and
+    learning-rate settings may differ; --max-time is the run's total training time).
 
     \b
       charrnn train corpus.txt
-      charrnn train corpus.txt -c configs/cpu.toml --max-time 10m
+      charrnn train corpus.txt -c cpu --max-time 10m
       charrnn train data/corpus --hidden-size 512 --set train.eval_every=200
       charrnn train --resume runs/latest --max-steps 20000
     """
     from .config import load_config, nest, parse_set
     from .data import open_corpus
-    from .train import resume, train as run_train
+    from .resume import resume
+    from .train import train as run_train
 
     overrides = {TRAIN_FLAGS[k]: v for k, v in flags.items() if v is not None}
     for assignment in assignments:
@@ -207,21 +217,30 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
     echo = (lambda *a, **k: None) if quiet else click.echo
     options = _text_options(encoding, lower, unidecode, keep_crlf)
 
+    if config_file:
+        config_file = preset_path(config_file)
     if resume_dir is not None:
-        if config_file:
-            raise CharRNNError("--resume takes the run's own config; drop -c/--config")
-        # Validate the overrides on their own before comparing them with the checkpoint.
-        load_config(overrides=overrides)
-        data = open_corpus(corpus, data_dir, options, val_frac, echo=echo) if corpus else None
-        result = resume(resume_dir, nest(overrides) if overrides else {}, data, echo=echo,
-                        progress=not quiet)
+        # Validate the file and flags on their own before comparing them with the checkpoint.
+        load_config(config_file, overrides)
+        from .checkpoint import config_of, text_options_of, vocab_of
+        from .resume import last_checkpoint
+        state = last_checkpoint(resume_dir)
+        data = None
+        if corpus:
+            # Encoded the way the run's text was: its options, and a fine-tuned run's
+            # vocabulary.
+            tuned = bool(config_of(state).train.init_from)
+            data = open_corpus(corpus, data_dir, text_options_of(state), val_frac, echo=echo,
+                               vocab=vocab_of(state) if tuned else None, unk=unk)
+        result = resume(resume_dir, nest(overrides) if overrides else {}, state=state,
+                        config_file=config_file, data=data, echo=echo, progress=not quiet)
     else:
         if corpus is None:
             raise CharRNNError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
         cfg = load_config(config_file, overrides)
         vocab = init = None
         if cfg.train.init_from:
-            from .train import fine_tuning
+            from .resume import fine_tuning
             cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
         elif unk is not None:
             raise CharRNNError("--unk only applies with --init-from")
@@ -232,9 +251,7 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
                            progress=not quiet, init=init)
     if result.run_dir is None:  # not the main process under torchrun
         return
-    best = (f"best val loss {result.best_val_loss:.4f} nats/char "
-            f"({result.best_val_loss / 0.6931471805599453:.4f} bpc)")
-    echo(f"stopped at step {result.step} ({result.reason}); {best}; {result.run_dir}/")
+    echo(result.summary())
     if result.reason == "interrupted":
         sys.exit(128 + (result.signal or 2))
     if result.reason == "diverged":
@@ -262,7 +279,7 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
 @click.option("--unidecode", is_flag=True,
               help="Transliterate the prime to ASCII (automatic if the model was trained so).")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
-              help="Where to look for the latest run when TARGET is not given.")
+              help="The runs directory: its latest run is taken when TARGET is not given.")
 @_user_errors
 def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
            unidecode, runs_dir):
@@ -304,7 +321,8 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
         shown = ", ".join(repr(c) for c in missing[:20])
         ascii_model = all(c.isascii() for c in vocab.chars)
         hint = ("; the model knows only ASCII: add --unidecode to transliterate the prime"
-                if ascii_model and not unidecode else "; change the prime")
+                if ascii_model and not unidecode and not all(c.isascii() for c in missing)
+                else "; change the prime")
         raise CharRNNError(f"the prime has characters the model does not know: {shown}{hint}")
     sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
     out = sys.stdout

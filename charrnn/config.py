@@ -25,6 +25,12 @@ else:  # pragma: no cover
 from .errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
+
+
+def _resumable(default):
+    """A [train] field that may change when a run is resumed."""
+    return field(default=default, metadata={"resumable": True})
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -52,36 +58,36 @@ class ModelConfig:
 class TrainConfig:
     seq_len: int = 64
     batch_size: int = 32
-    lr: float = 2e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
-    lr_decay: str = "cosine"  # cosine | constant
+    lr: float = _resumable(2e-3)
+    min_lr: float = _resumable(1e-4)
+    warmup_steps: int = _resumable(100)
+    lr_decay: str = _resumable("cosine")  # cosine | constant
     # Steps over which the learning rate decays; 0 = until the step, epoch or time limit.
     # Set it when a run may be extended with --resume, so the schedule does not move.
-    decay_steps: int = 0
-    weight_decay: float = 0.0
+    decay_steps: int = _resumable(0)
+    weight_decay: float = _resumable(0.0)
     beta1: float = 0.9
     beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 disables clipping
-    max_steps: int = 0  # 0 = no limit from steps
-    max_epochs: float = 0.0  # 0 = no limit from epochs
-    max_time: str = ""  # e.g. "10m", "1h30m"; empty = no limit from time
-    eval_every: int = 500
-    eval_batch_size: int = 32
+    grad_clip: float = _resumable(1.0)  # 0 disables clipping
+    max_steps: int = _resumable(0)  # 0 = no limit from steps
+    max_epochs: float = _resumable(0.0)  # 0 = no limit from epochs
+    max_time: str = _resumable("")  # e.g. "10m", "1h30m"; empty = no limit from time
+    eval_every: int = _resumable(500)
+    eval_batch_size: int = _resumable(32)
     # Characters of the validation split scored at each evaluation, from its start; 0 = all.
     # Worth setting for a corpus of gigabytes, whose 10% would take long to score on a CPU.
-    eval_chars: int = 0
-    log_every: int = 50
-    keep: int = 0  # periodic checkpoints kept besides best.pt and last.pt
-    save_every: int = 0  # steps between periodic checkpoints (0 = at eval only)
-    max_bad_steps: int = 5  # consecutive non-finite steps before giving up
+    eval_chars: int = _resumable(0)
+    log_every: int = _resumable(50)
+    keep: int = _resumable(0)  # periodic checkpoints kept besides best.pt and last.pt
+    save_every: int = _resumable(0)  # steps between periodic checkpoints (0 = at eval only)
+    max_bad_steps: int = _resumable(5)  # consecutive non-finite steps before giving up
     seed: int = 1337
     # Start from the weights of this checkpoint (a file or a run directory) instead of random
     # ones: fine-tuning. The model shape and vocabulary are the checkpoint's.
     init_from: str = ""
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
+    device: str = _resumable("auto")
+    precision: str = _resumable("auto")
+    compile: bool = _resumable(False)
 
     def __post_init__(self):
         for key in ("seq_len", "batch_size", "eval_every", "eval_batch_size", "log_every",
@@ -112,6 +118,13 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ConfigError(
                 f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+# Keys of [train] that may change when a run is resumed (limits, logging, evaluation,
+# device, the optimizer's rates); anything else must match the checkpoint, since the weights,
+# the optimizer state and the stream layout were made with it.
+RESUMABLE = frozenset(
+    f.name for f in fields(TrainConfig) if f.metadata.get("resumable"))
 
 
 @dataclass(frozen=True)
@@ -171,13 +184,23 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return build_config(*layers, base=base)
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"  # also the repository's configs/
+
+
+def preset(name: str) -> Path | None:
+    """The shipped config file for a preset name (tiny, cpu, gpu), or None."""
+    path = PRESETS_DIR / f"{name}.toml"
+    return path if name.isidentifier() and path.is_file() else None
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
+        raise ConfigError(f"config file not found: {path} (shipped presets: {names})") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory, not a TOML file: {path}") from None
     except tomllib.TOMLDecodeError as e:

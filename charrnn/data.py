@@ -92,10 +92,8 @@ def open_corpus(path: str | Path, data_root: str | Path = "data",
         raise DataError(f"not a regular file: {path}")
     options = options or TextOptions()
     out = Path(data_root) / path.stem
-    if _up_to_date(out, path, options, val_frac):
-        data = PreparedData(out)
-        if vocab is None or data.vocab.chars == vocab.chars:
-            return data
+    if _up_to_date(out, path, options, val_frac, vocab, unk):
+        return PreparedData(out)
     if echo:
         echo(f"preparing {path} -> {out}/")
     prepare([str(path)], out, val_frac=val_frac, options=options, vocab=vocab, unk=unk,
@@ -103,18 +101,23 @@ def open_corpus(path: str | Path, data_root: str | Path = "data",
     return PreparedData(out)
 
 
-def _up_to_date(out: Path, source: Path, options: TextOptions, val_frac: float) -> bool:
+def _up_to_date(out: Path, source: Path, options: TextOptions, val_frac: float,
+                vocab: Vocab | None, unk: str | None) -> bool:
+    """Whether `out` holds `source` prepared exactly as this call would prepare it: same
+    file, options and split, and a vocabulary built from the text or the given one."""
     try:
         meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
         [recorded] = meta["sources"]
         stat = source.stat()
-        return (meta.get("format_version") == FORMAT_VERSION
+        same = (meta.get("format_version") == FORMAT_VERSION
                 and recorded["path"] == str(source.resolve())
                 and recorded["bytes"] == stat.st_size
                 and recorded["mtime_ns"] == stat.st_mtime_ns
                 and meta["options"] == options.to_dict()
-                and meta["val_frac"] == val_frac and meta["test_frac"] == 0)
-    except (OSError, ValueError, KeyError, TypeError):
+                and meta["val_frac"] == val_frac and meta["test_frac"] == 0
+                and meta["vocab_given"] is (vocab is not None) and meta["unk"] == unk)
+        return same and (vocab is None or Vocab.load(out / "vocab.json").chars == vocab.chars)
+    except (OSError, ValueError, KeyError, TypeError, DataError):
         return False
 
 

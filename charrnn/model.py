@@ -27,7 +27,7 @@ class CharRNN(nn.Module):
                  cell: str = "lstm", dropout: float = 0.0, embed_dim: int = 0):
         super().__init__()
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
-        self.cell = cell
+        self.cell, self.embed_dim = cell, embed_dim
         if embed_dim > 0:
             self.embedding = nn.Embedding(vocab_size, embed_dim)
             input_size = embed_dim
@@ -77,6 +77,12 @@ class CharRNN(nn.Module):
         device = device or self.head.weight.device
         h = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
         return (h, h.clone()) if self.cell == "lstm" else h
+
+
+def describe_model(cfg) -> str:
+    """'2x256 LSTM', with the embedding if any: a ModelConfig or a CharRNN."""
+    return f"{cfg.num_layers}x{cfg.hidden_size} {cfg.cell.upper()}" + (
+        f" (embedding {cfg.embed_dim})" if cfg.embed_dim else "")
 
 
 def detach_hidden(hidden: Hidden) -> Hidden:

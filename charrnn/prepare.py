@@ -231,6 +231,7 @@ def _prepare(sources, out_dir, val_frac, test_frac, options, vocab, unk, progres
 
     seen = Vocab.from_counts(counts)
     unk_id = -1
+    given_vocab = vocab is not None
     if vocab is None:
         vocab = seen
     else:
@@ -306,6 +307,8 @@ def _prepare(sources, out_dir, val_frac, test_frac, options, vocab, unk, progres
         "val_frac": val_frac,
         "test_frac": test_frac,
         "options": options.to_dict(),
+        # How the vocabulary came about: a reuse of it must be asked for the same way.
+        "vocab_given": given_vocab,
         "unk": unk,
         "sources": [
             {"path": s.name if s.name == "-" else str(Path(s.name).resolve()),

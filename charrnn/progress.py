@@ -55,6 +55,12 @@ class Progress:
         else:
             self.echo(message)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

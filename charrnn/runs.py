@@ -3,7 +3,6 @@ runs/latest pointing at the newest one."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -33,9 +32,18 @@ def new_run_dir(runs_dir: str | Path, name: str | None, corpus: str) -> Path:
     raise CharRNNError(f"too many runs named {base} under {runs_dir}")
 
 
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    """The real run directory behind `run_dir`: `runs/latest` is a link, and a run is known
+    by the directory the link points at, never by the link."""
+    return Path(os.path.realpath(run_dir))
+
+
 def update_latest(runs_dir: Path, run_dir: Path) -> None:
-    """Point runs_dir/latest at run_dir (a relative symlink, replaced atomically)."""
+    """Point runs_dir/latest at run_dir (a relative symlink, replaced atomically). Anything
+    named `latest` that is not such a link is left alone, and so is a link to itself."""
     latest = runs_dir / "latest"
+    if run_dir.name == "latest" or (latest.exists() and not latest.is_symlink()):
+        return
     tmp = runs_dir / f".latest.{os.getpid()}"
     try:
         tmp.unlink(missing_ok=True)
@@ -50,19 +58,3 @@ def prune_periodic(run_dir: Path, keep: int) -> None:
     periodic = sorted(run_dir.glob("step-*.pt"))
     for old in periodic[:-keep] if keep else periodic:
         old.unlink(missing_ok=True)
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop records past `step` (written after the checkpoint a run resumes from)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut off by a crash
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)

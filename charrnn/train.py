@@ -15,17 +15,19 @@ What happens per step is only device work: the batch is a view of the corpus ten
 loss is summed on the device and read at log intervals, and a step with a non-finite loss or
 gradient is skipped inside the fused optimizer (found_inf) rather than by a host check
 (optimizers without a fused kernel, as on mps, read one flag per step instead).
+
+`Trainer.run` is the loop; each part it calls is a method that can be used on its own:
+`schedule` (the learning rate from recorded progress), `train_step`, `report` (logging),
+`evaluate_and_save`, and the stop decision (`limit_reached`, `StopRequests.poll`).
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import math
-import signal
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,63 +35,18 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .checkpoint import config_of, find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import hidden_of, load_init, rng_of, save_checkpoint, training_state
 from .config import Config, parse_duration
 from .data import PreparedData, Streams
 from .device import autocast, describe, resolve_device, resolve_precision
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, DataError
 from .evaluate import LN2, evaluate
-from .model import (CharRNN, detach_hidden, hidden_from_tensors, hidden_tensors,
-                    select_rows)
-from .prepare import TextOptions
-from .progress import Progress
-from .runs import new_run_dir, prune_periodic, truncate_metrics, update_latest
+from .metrics import IntervalMeter, MetricsLog
+from .model import CharRNN, describe_model, hidden_from_tensors, hidden_tensors, select_rows
+from .progress import Progress, format_seconds
+from .runs import new_run_dir, prune_periodic, resolve_run_dir, update_latest
+from .stopping import StopRequests
 from .vocab import Vocab
-
-
-def describe_model(m) -> str:
-    return f"{m.num_layers}x{m.hidden_size} {m.cell.upper()}" + (
-        f" (embedding {m.embed_dim})" if m.embed_dim else "")
-
-
-def load_init(source: str) -> tuple[Path, dict, Vocab]:
-    """The checkpoint named by `train.init_from`: its path, its state and its vocabulary."""
-    path = find_checkpoint(source)
-    state = load_checkpoint(path)
-    try:
-        vocab = Vocab.from_dict(state["vocab"])
-    except (KeyError, TypeError, DataError):
-        raise CheckpointError(f"--init-from {path}: the checkpoint has no usable vocabulary") from None
-    return path, state, vocab
-
-
-def fine_tuning(cfg: Config, explicit: set[str]):
-    """For `train.init_from`: the config with the checkpoint's model, the checkpoint's
-    vocabulary and text options (with which new text is to be encoded), and the loaded
-    checkpoint for `train(init=...)`. `explicit` names the keys the user set by flag; model
-    keys among them must agree with the checkpoint, except the dropout."""
-    init = load_init(cfg.train.init_from)
-    path, state, vocab = init
-    model = config_of(state).model
-    for key in sorted(explicit):
-        section, _, name = key.partition(".")
-        if section == "model" and name != "dropout" and getattr(cfg.model, name) != getattr(model, name):
-            raise ConfigError(f"--init-from: the model is the checkpoint's ({describe_model(model)}, "
-                              f"model.{name} = {getattr(model, name)!r}); leave out model.{name}")
-    if "model.dropout" in explicit:
-        model = replace(model, dropout=cfg.model.dropout)
-    try:
-        options = TextOptions(**state["text_options"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"--init-from {path}: the checkpoint is incomplete ({e})") from None
-    return replace(cfg, model=model), vocab, options, init
-
-
-# Settings that may change when a run is resumed; anything else must match the checkpoint.
-RESUMABLE = {"max_steps", "max_epochs", "max_time", "device", "precision", "compile",
-             "eval_every", "eval_batch_size", "eval_chars", "log_every", "keep", "save_every",
-             "max_bad_steps", "lr", "min_lr", "warmup_steps", "lr_decay", "decay_steps", "weight_decay",
-             "grad_clip"}
 
 
 @dataclass
@@ -97,9 +54,25 @@ class TrainResult:
     run_dir: Path | None
     step: int
     reason: str  # max_steps | max_epochs | max_time | interrupted | diverged
-    best_val_loss: float
+    best_val_loss: float  # inf when the run never evaluated
     last_val_loss: float | None
     signal: int | None = None
+    best_step: int | None = None
+    elapsed: float = 0.0  # training time of the whole run, across resumes (seconds)
+    chars_per_s: float = 0.0  # average training speed of this invocation
+
+    def summary(self) -> str:
+        """The end-of-run line."""
+        parts = [f"stopped at step {self.step} ({self.reason}) after "
+                 f"{format_seconds(self.elapsed)}"]
+        if math.isfinite(self.best_val_loss):
+            parts.append(f"best val loss {self.best_val_loss:.4f} nats/char "
+                         f"({self.best_val_loss / LN2:.4f} bpc) at step {self.best_step}")
+        else:
+            parts.append("not evaluated")
+        if self.chars_per_s:
+            parts.append(f"{self.chars_per_s:,.0f} chars/s")
+        return "; ".join(parts) + (f"; {self.run_dir}/" if self.run_dir else "")
 
 
 def learning_rate(step: int, cfg, progress: float | None) -> float:
@@ -112,54 +85,41 @@ def learning_rate(step: int, cfg, progress: float | None) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def resume_config(saved: Config, overrides: dict[str, dict]) -> Config:
-    """The checkpoint's config with the overrides a resumed run may apply."""
-    for section, values in overrides.items():
-        for key, value in values.items():
-            old = getattr(getattr(saved, section), key)
-            if value == old:
-                continue
-            if section != "train" or key not in RESUMABLE:
-                raise CheckpointError(
-                    f"--resume: {section}.{key} is {old!r} in the checkpoint, {value!r} given; "
-                    f"it cannot change on resume (start a new run instead)")
-    return Config(model=saved.model, train=replace(saved.train, **overrides.get("train", {})))
+def run_progress(step: int, elapsed: float, cfg, stop_step: int | None,
+                 max_seconds: float) -> float | None:
+    """How far the run is, in [0, 1], from what the checkpoint records (steps, training
+    time): the schedule continues across a resume instead of starting over."""
+    if cfg.decay_steps:
+        return step / cfg.decay_steps
+    if stop_step is not None:
+        return step / stop_step
+    if max_seconds:
+        return elapsed / max_seconds
+    return None
 
 
-class _Stop:
-    """SIGINT/SIGTERM: the first asks training to stop after the current step and save;
-    a second one interrupts at once (checkpoint writes are atomic, so nothing is corrupted)."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor, fused: bool) -> None:
+    """The optimizer step, or none at all where `bad` (a 0-d bool tensor) is set: the
+    weights and the optimizer's moments and step count stay as they were."""
+    if fused:
+        # The fused kernels take found_inf and skip the whole update on the device, with no
+        # host synchronisation.
+        opt.found_inf = bad.float()
+        opt.step()
+    elif not bad.item():
+        # The other implementations assert that found_inf is unset; for them the decision
+        # costs one read of the device per step.
+        opt.step()
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data: PreparedData, run_dir: Path | None = None,
+    def __init__(self, cfg: Config, data: PreparedData, *, run_dir: Path | None = None,
                  state: dict | None = None, echo=print, progress: bool = True,
                  resident: bool | None = None, init: tuple[Path, dict, Vocab] | None = None,
                  fused: bool | None = None):
         """`state`: a checkpoint to resume; `init`: `load_init(cfg.train.init_from)` when the
-        caller has it already (else it is loaded here); `fused`: the fused AdamW kernel
-        (default: where PyTorch has one)."""
+        caller has loaded it already; `fused`: the fused AdamW kernel (default: where
+        PyTorch has one)."""
         self.cfg, self.data, self.echo = cfg, data, echo
         t = cfg.train
         self.dist = distributed.from_env()
@@ -167,7 +127,6 @@ class Trainer:
         distributed.init(self.dist, self.device)
         self.main = self.dist.is_main
         self.precision = resolve_precision(t.precision, self.device)
-        self.amp_dtype = self.precision.autocast
         if t.batch_size % self.dist.world_size:
             raise DataError(f"batch_size {t.batch_size} must be divisible by the number of "
                             f"processes ({self.dist.world_size})")
@@ -193,38 +152,35 @@ class Trainer:
         self.steps_per_epoch = self.streams.steps_per_epoch
 
         self.step = 0
-        self.best_val_loss = math.inf
+        self.best_val_loss, self.best_step = math.inf, None
         self.last_val_loss: float | None = None
         self.last_eval_step = -1
         self.skipped = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # training time across resumes
+        self.eval_seconds = 0.0  # how long the last evaluation took
         self.hidden = None
         if state is not None:
             self._restore(state)
         elif self.dist.enabled:
             torch.manual_seed(t.seed + self.dist.rank)  # distinct dropout masks per rank
+        self.forward = self._wrap(self.model)
+        self.run_dir = run_dir
+        self.progress_enabled = progress and self.main
+        self.metrics = MetricsLog(None)
 
-        forward = self.model
+    def _wrap(self, model):
+        forward = model
         if self.dist.enabled:
             # The only buffer is the constant one-hot table: nothing to re-broadcast per step.
             with warnings.catch_warnings():
-                # torch marks broadcast_buffers deprecated but asks that code relying on buffers
-                # not being synced keep using it until its replacement exists.
+                # torch marks broadcast_buffers deprecated but asks that code relying on
+                # buffers not being synced keep using it until its replacement exists.
                 warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated",
                                         FutureWarning)
                 forward = DistributedDataParallel(
-                    self.model,
-                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                     broadcast_buffers=False)
-        if t.compile:
-            forward = torch.compile(forward)
-        self.forward = forward
-
-        self.run_dir = None
-        self.metrics = None
-        self.progress_enabled = progress and self.main
-        if run_dir is not None:
-            self.attach(run_dir)
+        return torch.compile(forward) if self.cfg.train.compile else forward
 
     def _init_weights(self, init: tuple[Path, dict, Vocab]) -> None:
         """Fine-tuning: the weights of another run's checkpoint, on this run's data."""
@@ -239,34 +195,25 @@ class Trainer:
                                   f"{describe_model(self.cfg.model)} model; leave the model "
                                   f"settings to the checkpoint") from None
 
-    def attach(self, run_dir: Path) -> None:
-        """Start writing to `run_dir` (the main process only): config, metrics, checkpoints."""
-        self.run_dir = run_dir
-        if self.main:
-            (run_dir / "config.toml").write_text(self.cfg.to_toml(), encoding="utf-8")
-            truncate_metrics(run_dir / "metrics.jsonl", self.step)
-            self.metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-
-    # ------------------------------------------------------------------------------------
-
     def _restore(self, state: dict) -> None:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
             self.best_val_loss = float(state["best_val_loss"])
+            self.best_step = state.get("best_step")
             self.last_val_loss = state.get("last_val_loss")
             self.last_eval_step = int(state.get("last_eval_step", -1))
             self.skipped = int(state.get("skipped", 0))
             self.elapsed = float(state.get("elapsed", 0.0))
-            saved = state.get("hidden")
-            if saved:
-                rows = slice(*self.dist.rows(self.cfg.train.batch_size))
-                hidden = hidden_from_tensors([h.to(self.device) for h in saved], self.cfg.model.cell)
-                self.hidden = select_rows(hidden, rows)
-            rng = state["rng"]
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint cannot be resumed: {e}") from None
+        saved = hidden_of(state)
+        if saved:
+            rows = slice(*self.dist.rows(self.cfg.train.batch_size))
+            hidden = hidden_from_tensors([h.to(self.device) for h in saved], self.cfg.model.cell)
+            self.hidden = select_rows(hidden, rows)
+        rng = rng_of(state)
         if self.dist.enabled:
             torch.manual_seed(self.cfg.train.seed + self.dist.rank + self.step)
         else:
@@ -274,46 +221,51 @@ class Trainer:
             if self.device.type == "cuda" and rng.get("cuda") is not None:
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
 
-    def checkpoint_state(self) -> dict:
-        """Everything a resumed run needs. Collective under DDP: every rank must call it."""
-        hidden = None
-        if self.hidden is not None:
-            hidden = [distributed.gather_rows(self.dist, h.detach()).float().cpu()
-                      for h in hidden_tensors(self.hidden)]
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "config": self.cfg.to_dict(),
-            "vocab": {"chars": self.vocab.chars},
-            "text_options": self.data.options.to_dict(),
-            "data": {"name": self.data.name, "root": str(self.data.root.resolve())},
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "position": self.step % self.steps_per_epoch,
-            "best_val_loss": self.best_val_loss,
-            "last_val_loss": self.last_val_loss,
-            "last_eval_step": self.last_eval_step,
-            "skipped": self.skipped,
-            "elapsed": self.elapsed,
-            "hidden": hidden,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(self.device)
-                    if self.device.type == "cuda" else None},
-        }
-
-    def save(self, *names: str) -> None:
-        state = self.checkpoint_state()
-        if not self.main or self.run_dir is None:
-            return
-        for name in names:
-            save_checkpoint(self.run_dir / name, state)
-
-    def log(self, record: dict) -> None:
-        if self.metrics is not None:
-            self.metrics.write(json.dumps(record) + "\n")
-            self.metrics.flush()
-
     # ------------------------------------------------------------------------------------
+    # the loop
+
+    def run(self, final_eval: bool = True) -> TrainResult:
+        """Train until a limit or a signal; evaluate and save at the end (if `final_eval`)."""
+        self._announce()
+        t = self.cfg.train
+        stop_step, max_seconds = self.stop_step(), parse_duration(t.max_time)
+        meter = IntervalMeter(self.device, self.dist, t.batch_size * t.seq_len)
+        started, start_step, start_elapsed = time.monotonic(), self.step, self.elapsed
+        progress = Progress(self.progress_enabled, self.step, stop_step, self.echo)
+        with StopRequests(self.dist) as stop, self.metrics.opened(self._metrics_path()), progress:
+            reason = self.limit_reached(stop_step) or (
+                "max_time" if self.time_up(max_seconds, final_eval=False) else None)
+            while reason is None:
+                lr = self.schedule(stop_step, max_seconds)
+                meter.add(*self.train_step(lr))
+                self.step += 1
+                self.elapsed = start_elapsed + time.monotonic() - started
+                progress.step()
+                if self.step % t.log_every == 0 or self.step == start_step + 1:
+                    reason = self.report(meter, progress, lr, stop_step, max_seconds,
+                                         record=self.step % t.log_every == 0)
+                if reason is None:
+                    with meter.paused():  # chars/s is training speed: evals and saves apart
+                        self.evaluate_and_save(progress)
+                    self.elapsed = start_elapsed + time.monotonic() - started
+                    reason = (stop.poll(self.time_up(max_seconds, final_eval))
+                              or self.limit_reached(stop_step))
+            self._finish(reason, progress, final_eval)
+        return TrainResult(self.run_dir, self.step, reason, self.best_val_loss,
+                           self.last_val_loss, stop.signal, self.best_step, self.elapsed,
+                           meter.average_speed())
+
+    def limit_reached(self, stop_step: int | None) -> str | None:
+        if stop_step is not None and self.step >= stop_step:
+            return "max_steps" if self.cfg.train.max_steps == stop_step else "max_epochs"
+        return None
+
+    def time_up(self, max_seconds: float, final_eval: bool) -> bool:
+        """Past the time budget, counting the final evaluation still to come."""
+        if not max_seconds:
+            return False
+        to_come = self.eval_seconds if final_eval and self.last_eval_step != self.step else 0.0
+        return self.elapsed + to_come >= max_seconds
 
     def stop_step(self) -> int | None:
         t = self.cfg.train
@@ -324,188 +276,160 @@ class Trainer:
             limits.append(math.ceil(t.max_epochs * self.steps_per_epoch))
         return min(limits) if limits else None
 
-    def evaluate(self) -> tuple[float, bool]:
+    def schedule(self, stop_step: int | None, max_seconds: float) -> float:
+        """Set and return this step's learning rate."""
         t = self.cfg.train
+        lr = learning_rate(self.step, t, run_progress(self.step, self.elapsed, t, stop_step,
+                                                      max_seconds))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on the next chunk: (loss, bad), both 0-d device tensors; a bad step (a
+        non-finite loss or gradient) changes neither the weights nor the optimizer."""
+        t, opt = self.cfg.train, self.optimizer
+        chunk = self.step % self.steps_per_epoch
+        if chunk == 0 or self.hidden is None:
+            self.hidden = self.model.init_hidden(self.streams.rows, self.device)  # streams wrapped
+        idx, targets = self.streams.batch(chunk)  # (B, T) views
+        with autocast(self.device, self.precision.autocast):
+            logits, hidden = self.forward(idx, self.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                                   targets.reshape(-1).long())
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        params = [p for group in opt.param_groups for p in group["params"]]
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(opt)
+        if t.grad_clip > 0:
+            # Clipping by global norm keeps one exploding chunk from wrecking the weights.
+            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip, foreach=True)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        loss = loss.detach()
+        if self.scaler.is_enabled():
+            bad = ~torch.isfinite(loss)  # inf gradients are the scaler's business
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+            skip_or_step(opt, bad, self.fused)
+        # A non-finite state would poison every later chunk of its stream: restart it.
+        self.hidden = hidden_from_tensors(
+            [torch.where(bad, 0.0, h.detach()) for h in hidden_tensors(hidden)],
+            self.cfg.model.cell)
+        return loss, bad
+
+    def report(self, meter: IntervalMeter, progress: Progress, lr: float,
+               stop_step: int | None, max_seconds: float, record: bool = True) -> str | None:
+        """A progress line (and, with `record`, a metrics record that closes the interval);
+        "diverged" after max_bad_steps non-finite steps in a row. Reads the device once."""
+        t = self.cfg.train
+        stats = meter.read(close=record)
+        self.skipped = stats.skipped
+        if record:
+            self.metrics.write({"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                                "train_loss": stats.loss, "lr": lr,
+                                "chars_per_s": round(stats.chars_per_s, 1),
+                                "elapsed": round(self.elapsed, 3), "skipped": stats.skipped})
+        left = _time_left(self.step, stop_step, stats.chars_per_s / meter.chars_per_step,
+                          max_seconds - self.elapsed if max_seconds else None)
+        progress.report(self.step, stats.loss,
+                        None if self.last_val_loss is None else self.last_val_loss / LN2,
+                        stats.chars_per_s, self.elapsed, left)
+        if stats.consecutive_bad >= t.max_bad_steps:
+            progress.write(f"stopping: {stats.consecutive_bad} steps in a row had a non-finite "
+                           f"loss or gradient (skipped, weights untouched); try a lower --lr "
+                           f"(now {t.lr:g}) or --grad-clip; last.pt is left as it was")
+            return "diverged"
+        return None
+
+    def evaluate_and_save(self, progress: Progress, force: bool = False) -> None:
+        """Evaluate (every eval_every steps, or now with `force`) and save best/last, and the
+        periodic checkpoints that train.save_every or train.keep ask for."""
+        t = self.cfg.train
+        periodic = t.keep and (self.step % t.save_every == 0 if t.save_every else True)
+        if force or self.step % t.eval_every == 0:
+            loss, improved = self.validate()
+            progress.write(f"step {self.step} | val loss {loss:.4f} nats/char, "
+                           f"{loss / LN2:.4f} bpc" + (" (best)" if improved else ""))
+            self.save(*(("best.pt", "last.pt") if improved else ("last.pt",)))
+        elif not (t.save_every and self.step % t.save_every == 0):
+            return
+        if periodic:
+            self.save(f"step-{self.step:08d}.pt")
+            if self.main and self.run_dir is not None:
+                prune_periodic(self.run_dir, t.keep)
+
+    def validate(self) -> tuple[float, bool]:
+        """The validation loss now, and whether it is the best so far (recorded)."""
+        t = self.cfg.train
+        started = time.monotonic()
         loss = evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
-                        self.amp_dtype, self.dist)
+                        self.precision.autocast, self.dist)
+        self.eval_seconds = time.monotonic() - started
         self.last_val_loss, self.last_eval_step = loss, self.step
         improved = loss < self.best_val_loss
         if improved:
-            self.best_val_loss = loss
-        self.log({"step": self.step, "val_loss": loss, "val_bpc": loss / LN2,
-                  "elapsed": round(self.elapsed, 3)})
+            self.best_val_loss, self.best_step = loss, self.step
+        self.metrics.write({"step": self.step, "val_loss": loss, "val_bpc": loss / LN2,
+                            "elapsed": round(self.elapsed, 3)})
         return loss, improved
 
-    def run(self, final_eval: bool = True) -> TrainResult:
-        """Train until a limit or a signal; evaluate and save at the end (if `final_eval`)."""
-        t = self.cfg.train
-        if self.main:
-            self.echo(f"device: {describe(self.device)}"
-                      + (f", {self.dist.world_size} processes" if self.dist.enabled else "")
-                      + f"; {self.precision.describe(self.device)}")
-            params = sum(p.numel() for p in self.model.parameters())
-            self.echo(f"model: {describe_model(self.cfg.model)}, {params:,} parameters, vocabulary "
-                      f"{len(self.vocab)}; {self.steps_per_epoch} steps per epoch"
-                      + (f"; weights from {t.init_from}" if t.init_from and self.step == 0 else ""))
-            if self.run_dir is not None:
-                self.echo(f"run: {self.run_dir}")
-        stop_step = self.stop_step()
-        max_seconds = parse_duration(t.max_time)
-        if stop_step is None and not max_seconds and self.main:
-            self.echo("no --max-steps, --max-epochs or --max-time: training until Ctrl-C")
-        progress = Progress(self.progress_enabled, self.step, stop_step, self.echo)
-        with _Stop() as stop:
-            try:
-                reason = self._loop(stop, stop_step, max_seconds, progress, final_eval)
-            finally:
-                progress.close()
-                if self.metrics is not None:
-                    self.metrics.close()
-        return TrainResult(self.run_dir, self.step, reason, self.best_val_loss,
-                           self.last_val_loss, stop.signal)
-
-    def _loop(self, stop: _Stop, stop_step: int | None, max_seconds: float, progress,
-              final_eval: bool) -> str:
-        t = self.cfg.train
-        device, model, opt = self.device, self.model, self.optimizer
-        params = [p for p in model.parameters()]
-        V = len(self.vocab)
-        rows_T = t.batch_size * t.seq_len  # characters per step over all ranks
-        loss_sum = torch.zeros((), device=device)
-        good = torch.zeros((), device=device)
-        bad_run = torch.zeros((), device=device)
-        bad_total = torch.zeros((), device=device)
-        started = time.monotonic()
-        start_elapsed = self.elapsed
-        interval_start, interval_steps = started, 0
-        reason = None
-        while reason is None:
-            if stop_step is not None and self.step >= stop_step:
-                reason = "max_steps" if t.max_steps == stop_step else "max_epochs"
-                break
-            chunk = self.step % self.steps_per_epoch
-            if chunk == 0 or self.hidden is None:
-                self.hidden = model.init_hidden(self.streams.rows, device)  # streams wrapped
-
-            if t.decay_steps:
-                frac = self.step / t.decay_steps
-            elif stop_step is not None:
-                frac = self.step / stop_step
-            elif max_seconds:
-                frac = (time.monotonic() - started) / max_seconds
-            else:
-                frac = None
-            lr = learning_rate(self.step, t, frac)
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-            idx, targets = self.streams.batch(chunk)  # (B, T) views
-            with autocast(device, self.amp_dtype):
-                logits, hidden = self.forward(idx, self.hidden)  # (B, T, V)
-                loss = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1).long())
-            opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.scaler.is_enabled():
-                self.scaler.unscale_(opt)
-            if t.grad_clip > 0:
-                # Clipping by global norm keeps one exploding chunk from wrecking the weights.
-                norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip, foreach=True)
-            else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
-            loss = loss.detach()
-            if self.scaler.is_enabled():
-                bad = ~torch.isfinite(loss)  # inf gradients are the scaler's business
-                self.scaler.step(opt)
-                self.scaler.update()
-            else:
-                bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
-                skip_or_step(opt, bad, self.fused)
-            # A non-finite state would poison every later chunk of its stream: restart it.
-            self.hidden = tuple(torch.where(bad, 0.0, h) for h in hidden_tensors(detach_hidden(hidden)))
-            self.hidden = hidden_from_tensors(list(self.hidden), self.cfg.model.cell)
-            loss_sum += torch.where(bad, 0.0, loss)
-            good += ~bad
-            bad_run.add_(bad).mul_(bad)
-            bad_total += bad
-            self.step += 1
-            interval_steps += 1
-            progress.step()
-
-            now = time.monotonic()
-            self.elapsed = start_elapsed + (now - started)
-            if self.step % t.log_every == 0:
-                # One read of the device per interval; under DDP the mean over all ranks.
-                totals = distributed.all_reduce_sum(self.dist, torch.stack([loss_sum, good]))
-                n_good, consecutive = float(totals[1]), int(bad_run.item())
-                self.skipped = int(bad_total.item())
-                train_loss = float(totals[0]) / n_good if n_good else math.nan
-                speed = interval_steps * rows_T / max(now - interval_start, 1e-9)
-                self.log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                          "train_loss": train_loss, "lr": lr, "chars_per_s": round(speed, 1),
-                          "elapsed": round(self.elapsed, 3), "skipped": self.skipped})
-                left = _time_left(self.step, stop_step, speed / rows_T,
-                                  max_seconds - (now - started) if max_seconds else None)
-                progress.report(self.step, train_loss,
-                                None if self.last_val_loss is None else self.last_val_loss / LN2,
-                                speed, self.elapsed, left)
-                loss_sum.zero_(), good.zero_()
-                interval_start, interval_steps = now, 0
-                if consecutive >= t.max_bad_steps:
-                    progress.write(
-                        f"stopping: {consecutive} steps in a row had a non-finite loss or "
-                        f"gradient (skipped, weights untouched); try a lower --lr "
-                        f"(now {t.lr:g}) or --grad-clip; last.pt is left as it was")
-                    return "diverged"
-
-            paused = now
-            if self.step % t.eval_every == 0:
-                self._evaluate_and_save(progress)
-            if t.save_every and self.step % t.save_every == 0:
-                self._save_periodic()
-            now = time.monotonic()
-            interval_start += now - paused  # chars/s is training speed: evals and saves apart
-
-            if max_seconds and now - started >= max_seconds:
-                reason = "max_time"
-            check_signal = not self.dist.enabled or self.step % t.log_every == 0
-            if check_signal and distributed.any_rank(self.dist, stop.signal is not None, device):
-                reason = "interrupted"
-
+    def _finish(self, reason: str, progress: Progress, final_eval: bool) -> None:
         if reason == "interrupted":
             progress.write(f"interrupted at step {self.step}: saving last.pt")
             self.save("last.pt")
-        elif final_eval and self.last_eval_step != self.step:
-            self._evaluate_and_save(progress)
-        return reason
+        elif reason != "diverged" and final_eval and self.last_eval_step != self.step:
+            self.evaluate_and_save(progress, force=True)
 
-    def _evaluate_and_save(self, progress) -> None:
-        loss, improved = self.evaluate()
-        progress.write(f"step {self.step} | val loss {loss:.4f} nats/char, "
-                       f"{loss / LN2:.4f} bpc" + (" (best)" if improved else ""))
-        self.save(*(("best.pt", "last.pt") if improved else ("last.pt",)))
-        if self.cfg.train.keep and not self.cfg.train.save_every:
-            self._save_periodic()
+    # ------------------------------------------------------------------------------------
+    # output
 
-    def _save_periodic(self) -> None:
-        if self.cfg.train.keep == 0:
+    def _announce(self) -> None:
+        if not self.main:
             return
-        self.save(f"step-{self.step:08d}.pt")
-        if self.main and self.run_dir is not None:
-            prune_periodic(self.run_dir, self.cfg.train.keep)
+        t, V = self.cfg.train, len(self.vocab)
+        self.echo(f"device: {describe(self.device)}"
+                  + (f", {self.dist.world_size} processes" if self.dist.enabled else "")
+                  + f"; {self.precision.describe(self.device)}")
+        params = sum(p.numel() for p in self.model.parameters())
+        self.echo(f"model: {describe_model(self.cfg.model)}, {params:,} parameters, vocabulary "
+                  f"{V}; {self.steps_per_epoch} steps per epoch"
+                  + (f"; weights from {t.init_from}" if t.init_from and self.step == 0 else ""))
+        if not self.cfg.model.embed_dim and V > 500:
+            self.echo(f"hint: a one-hot input over {V:,} characters costs {V:,} x "
+                      f"{self.cfg.model.hidden_size} multiply-adds per gate per character; "
+                      f"--embed-dim 128 is much cheaper")
+        if self.run_dir is not None:
+            self.echo(f"run: {self.run_dir}")
+        if not (t.max_steps or t.max_epochs or t.max_time):
+            self.echo("no --max-steps, --max-epochs or --max-time: training until Ctrl-C")
 
+    def _metrics_path(self) -> Path | None:
+        return self.run_dir / "metrics.jsonl" if self.main and self.run_dir else None
 
-def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor, fused: bool) -> None:
-    """The optimizer step, or none at all where `bad` (a 0-d bool tensor) is set: the
-    weights and the optimizer's moments and step count stay as they were."""
-    if fused:
-        # The fused kernels take found_inf and skip the whole update on the device, with no
-        # host synchronisation.
-        opt.found_inf = bad.float()
-        opt.step()
-    elif not bad.item():
-        # The other implementations assert that found_inf is unset; for them the decision
-        # costs one read of the device per step.
-        opt.step()
+    def checkpoint_state(self) -> dict:
+        """Everything a resumed run needs. Collective under DDP: every rank must call it."""
+        hidden = None
+        if self.hidden is not None:
+            hidden = [distributed.gather_rows(self.dist, h.detach()).float().cpu()
+                      for h in hidden_tensors(self.hidden)]
+        return training_state(
+            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+            config=self.cfg, vocab=self.vocab, text_options=self.data.options,
+            data_root=self.data.root, step=self.step, best_val_loss=self.best_val_loss,
+            best_step=self.best_step, last_val_loss=self.last_val_loss,
+            last_eval_step=self.last_eval_step, skipped=self.skipped, elapsed=self.elapsed,
+            hidden=hidden, device=self.device)
+
+    def save(self, *names: str) -> None:
+        state = self.checkpoint_state()
+        if not self.main or self.run_dir is None:
+            return
+        for name in names:
+            save_checkpoint(self.run_dir / name, state)
 
 
 def _time_left(step, stop_step, steps_per_s, seconds_left):
@@ -520,22 +444,26 @@ def _time_left(step, stop_step, steps_per_s, seconds_left):
 # ----------------------------------------------------------------------------------------
 
 
-def train(cfg: Config, data: PreparedData, runs_dir: str | Path = "runs",
+def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
           name: str | None = None, resume_state: dict | None = None,
           resume_dir: Path | None = None, echo=print, progress: bool = True,
-          resident: bool | None = None,
-          init: tuple[Path, dict, Vocab] | None = None,
+          resident: bool | None = None, init: tuple[Path, dict, Vocab] | None = None,
           fused: bool | None = None) -> TrainResult:
     """Train a model on `data`; writes runs_dir/<name>/ (or continues `resume_dir`)."""
     dist = distributed.from_env()
     # Everything that can reject the input (device, data, checkpoint) runs before the run
     # directory is created, so a refused run leaves nothing behind.
-    trainer = Trainer(cfg, data, None, resume_state, echo, progress, resident, init, fused)
+    trainer = Trainer(cfg, data, state=resume_state, echo=echo, progress=progress,
+                      resident=resident, init=init, fused=fused)
     run_dir, finished = None, False
+    if resume_dir is not None:
+        resume_dir = resolve_run_dir(resume_dir)
     try:
         if dist.is_main:
             run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, data.name)
-        trainer.attach(run_dir)
+            (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+            MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.step)
+        trainer.run_dir = run_dir
         result = trainer.run()
         finished = True
     finally:
@@ -545,24 +473,5 @@ def train(cfg: Config, data: PreparedData, runs_dir: str | Path = "runs",
         gc.collect()
         distributed.shutdown(dist, wait=finished)
     if dist.is_main and run_dir is not None:
-        update_latest(Path(runs_dir) if resume_dir is None else resume_dir.parent, run_dir)
+        update_latest(run_dir.parent if resume_dir is not None else Path(runs_dir), run_dir)
     return result
-
-
-def resume(run_dir: str | Path, overrides: dict[str, dict], data: PreparedData | None = None,
-           **kwargs) -> TrainResult:
-    """Continue the run in `run_dir` from its last.pt."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"--resume {run_dir}: not a run directory")
-    state = load_checkpoint(run_dir / "last.pt")
-    cfg = resume_config(config_of(state), overrides)
-    if data is None:
-        root = Path(state.get("data", {}).get("root", ""))
-        if not (root / "meta.json").exists():
-            raise DataError(f"--resume: the run's data directory {root} is gone; pass the "
-                            f"corpus or prepared directory again")
-        data = PreparedData(root)
-    if data.vocab.chars != state["vocab"]["chars"]:
-        raise CheckpointError("--resume: the corpus's vocabulary differs from the checkpoint's")
-    return train(cfg, data, resume_state=state, resume_dir=run_dir, **kwargs)

@@ -76,7 +76,7 @@ def test_bf16_training_on_cpu_runs_and_reports_its_plan(corpus, workdir, fused):
                                  "train.seq_len": 8, "train.max_steps": 6,
                                  "train.eval_every": 3, "train.precision": "bf16",
                                  "train.device": "cpu"})
-    result = train(cfg, open_corpus(corpus), "runs", echo=lines.append, progress=False,
+    result = train(cfg, open_corpus(corpus), runs_dir="runs", echo=lines.append, progress=False,
                    fused=fused)
     assert result.step == 6 and result.best_val_loss < 10
     assert any("recurrent layers fp32, head bf16" in line for line in lines)
@@ -121,7 +121,7 @@ def test_no_non_contiguous_rnn_weight_warning_on_cuda(corpus, workdir):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.train import resume
+    from charrnn.resume import resume
 
     data = open_corpus(corpus)
     cfg = load_config(overrides={"model.hidden_size": 32, "train.batch_size": 4,
@@ -129,7 +129,7 @@ def test_no_non_contiguous_rnn_weight_warning_on_cuda(corpus, workdir):
                                  "train.eval_every": 2, "train.device": "cuda"})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        first = train(cfg, data, "runs", "run", echo=quiet, progress=False)
+        first = train(cfg, data, runs_dir="runs", name="run", echo=quiet, progress=False)
         resume(first.run_dir, {"train": {"max_steps": 8}}, echo=quiet, progress=False)
         model, _, _ = model_from_checkpoint(load_checkpoint(first.run_dir / "last.pt"))
         model = model.to(GPU).train()

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import math
 import os
 import signal
@@ -18,7 +19,8 @@ from charrnn.data import open_corpus, stream_length
 from charrnn.errors import CheckpointError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
-from charrnn.train import Trainer, learning_rate, resume, train
+from charrnn.resume import resume
+from charrnn.train import Trainer, learning_rate, train
 
 SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,
          "train.batch_size": 4, "train.seq_len": 16, "train.eval_every": 10,
@@ -47,9 +49,9 @@ both_optimizers = pytest.mark.parametrize("fused", [True, False], ids=["fused", 
 @both_optimizers
 def test_exact_resume(corpus, workdir, fused):
     data = open_corpus(corpus)
-    full = train(small_config(**{"train.max_steps": 40}), data, "runs", "full",
+    full = train(small_config(**{"train.max_steps": 40}), data, runs_dir="runs", name="full",
                  echo=quiet, progress=False, fused=fused)
-    half = train(small_config(**{"train.max_steps": 20}), data, "runs", "half",
+    half = train(small_config(**{"train.max_steps": 20}), data, runs_dir="runs", name="half",
                  echo=quiet, progress=False, fused=fused)
     assert half.step == 20
     resumed = resume(half.run_dir, {"train": {"max_steps": 40}}, echo=quiet, progress=False,
@@ -70,7 +72,7 @@ def test_exact_resume(corpus, workdir, fused):
 
 def test_resume_refuses_a_changed_model_shape(corpus, workdir):
     data = open_corpus(corpus)
-    run = train(small_config(**{"train.max_steps": 10}), data, "runs", echo=quiet, progress=False)
+    run = train(small_config(**{"train.max_steps": 10}), data, runs_dir="runs", echo=quiet, progress=False)
     with pytest.raises(CheckpointError, match="model.hidden_size is 32 in the checkpoint, 64 given"):
         resume(run.run_dir, {"model": {"hidden_size": 64}}, echo=quiet)
     with pytest.raises(CheckpointError, match="train.batch_size"):
@@ -113,7 +115,7 @@ def test_learning_rate_schedule():
 @both_optimizers
 def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, monkeypatch, fused):
     data = open_corpus(corpus)
-    good = train(small_config(**{"train.max_steps": 10}), data, "runs", echo=quiet, progress=False)
+    good = train(small_config(**{"train.max_steps": 10}), data, runs_dir="runs", echo=quiet, progress=False)
     saved = (good.run_dir / "last.pt").read_bytes()
     state = load_checkpoint(good.run_dir / "last.pt")
 
@@ -121,10 +123,11 @@ def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, monkeyp
         return F.cross_entropy(logits, targets, **kwargs) * float("nan")
 
     monkeypatch.setattr("charrnn.train.F", SimpleNamespace(cross_entropy=nan_loss))
-    from charrnn.train import resume_config
     from charrnn.checkpoint import config_of
-    cfg = resume_config(config_of(state), {"train": {"max_steps": 100, "max_bad_steps": 3}})
-    trainer = Trainer(cfg, data, good.run_dir, state, echo=quiet, progress=False, fused=fused)
+    cfg = config_of(state)
+    cfg = replace(cfg, train=replace(cfg.train, max_steps=100, max_bad_steps=3))
+    trainer = Trainer(cfg, data, run_dir=good.run_dir, state=state, echo=quiet, progress=False,
+                      fused=fused)
     result = trainer.run()
     assert result.reason == "diverged" and result.step == 15  # noticed at the first log
     assert trainer.skipped == 5
@@ -141,7 +144,7 @@ def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, monkeyp
 def test_keep_bounds_periodic_checkpoints(corpus, workdir):
     data = open_corpus(corpus)
     run = train(small_config(**{"train.max_steps": 30, "train.keep": 2, "train.save_every": 5}),
-                data, "runs", echo=quiet, progress=False)
+                data, runs_dir="runs", echo=quiet, progress=False)
     names = sorted(p.name for p in run.run_dir.glob("*.pt"))
     assert names == ["best.pt", "last.pt", "step-00000025.pt", "step-00000030.pt"]
 
@@ -149,8 +152,8 @@ def test_keep_bounds_periodic_checkpoints(corpus, workdir):
 def test_gathered_batches_train_like_resident_ones(corpus, workdir):
     data = open_corpus(corpus)
     cfg = small_config(**{"train.max_steps": 12, "model.dropout": 0.0})
-    a = train(cfg, data, "runs", "a", echo=quiet, progress=False, resident=True)
-    b = train(cfg, data, "runs", "b", echo=quiet, progress=False, resident=False)
+    a = train(cfg, data, runs_dir="runs", name="a", echo=quiet, progress=False, resident=True)
+    b = train(cfg, data, runs_dir="runs", name="b", echo=quiet, progress=False, resident=False)
     sa, sb = load_checkpoint(a.run_dir / "last.pt"), load_checkpoint(b.run_dir / "last.pt")
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key])
@@ -160,22 +163,22 @@ def test_time_spent_evaluating_counts_toward_max_time(corpus, workdir, monkeypat
     # An evaluation that crosses the time limit ends the run at that step: no extra step and
     # no second evaluation of the same weights.
     data = open_corpus(corpus)
-    slow_eval = Trainer.evaluate
+    slow_eval = Trainer.validate
 
     def evaluate_slowly(self):
         time.sleep(1.5)
         return slow_eval(self)
 
-    monkeypatch.setattr(Trainer, "evaluate", evaluate_slowly)
+    monkeypatch.setattr(Trainer, "validate", evaluate_slowly)
     cfg = small_config(**{"train.max_time": "1s", "train.eval_every": 5, "train.max_steps": 0})
-    result = train(cfg, data, "runs", "timed", echo=quiet, progress=False)
+    result = train(cfg, data, runs_dir="runs", name="timed", echo=quiet, progress=False)
     evals = [r["step"] for r in records(result.run_dir) if "val_loss" in r]
     assert result.step == 5 and evals == [5]
 
 
 def test_init_from_starts_from_the_checkpoint_weights(corpus, workdir):
     data = open_corpus(corpus)
-    first = train(small_config(**{"train.max_steps": 8}), data, "runs", "first", echo=quiet,
+    first = train(small_config(**{"train.max_steps": 8}), data, runs_dir="runs", name="first", echo=quiet,
                   progress=False)
     source = load_checkpoint(first.run_dir / "last.pt")["model"]
     cfg = small_config(**{"train.max_steps": 8, "train.init_from": str(first.run_dir)})
@@ -191,7 +194,7 @@ def test_eval_chars_scores_a_prefix_of_the_validation_split(corpus, workdir):
     cfg = small_config(**{"train.max_steps": 6, "train.eval_chars": 300})
     trainer = Trainer(cfg, data, echo=quiet, progress=False)
     trainer.run(final_eval=False)
-    loss, _ = trainer.evaluate()
+    loss, _ = trainer.validate()
     val = data.split("val")
     assert len(val) > 300
     t = cfg.train

@@ -1,0 +1,82 @@
+"""When to stop: signals, and one decision shared by every process.
+
+    with StopRequests(dist) as stop:
+        while ...:
+            ...one training step...
+            why = stop.poll(time_up)   # None, "max_time" or "interrupted": the same on every rank
+
+SIGINT and SIGTERM ask training to stop after the current step and save. In one process a
+second signal interrupts at once (checkpoint writes are atomic, so nothing is corrupted).
+Under torchrun the launcher passes a Ctrl-C on to the workers, which the terminal has
+signalled already: there, repeated signals are not a request to hurry, and the launcher's
+own kill timeout is the hard stop.
+
+With several processes every rank must stop at the same step, or the others wait forever in
+the next collective. Each step, every rank adds its wish to stop (a signal, or its clock
+past the time budget) to an all-reduce on a CPU process group of its own, started without
+waiting; the next step reads the result, which is the same on every rank. That costs no GPU
+synchronisation and stops all ranks one step after the first of them asked.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import torch
+import torch.distributed as torch_dist
+
+from .distributed import Dist
+
+REASONS = (None, "max_time", "interrupted")  # by priority: a signal wins over the clock
+
+
+class StopRequests:
+    def __init__(self, dist: Dist):
+        self.dist = dist
+        self.signal: int | None = None
+        self._previous = {}
+        self._vote = torch.zeros(1, dtype=torch.int32)
+        self._pending = None
+        self._group = (torch_dist.new_group(backend="gloo")
+                       if dist.enabled and torch_dist.is_initialized() else None)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            if not self.dist.enabled:
+                raise KeyboardInterrupt
+            return
+        self.signal = signum
+
+    def poll(self, time_up: bool) -> str | None:
+        """Call once per step on every rank: why to stop now, the same answer on every rank."""
+        wish = 2 if self.signal is not None else 1 if time_up else 0
+        if self._group is None:
+            return REASONS[wish]
+        decided = 0
+        if self._pending is not None:
+            self._pending.wait()
+            decided = int(self._vote.item())
+        if decided:
+            self._pending = None
+            return REASONS[decided]
+        self._vote.fill_(wish)
+        self._pending = torch_dist.all_reduce(self._vote, op=torch_dist.ReduceOp.MAX,
+                                              group=self._group, async_op=True)
+        return None
+
+    def __exit__(self, *exc):
+        if self._pending is not None and exc[0] is None:
+            self._pending.wait()  # every rank started this all-reduce: finish it together
+        self._pending = None
+        if self._group is not None and exc[0] is None:
+            torch_dist.destroy_process_group(self._group)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
