@@ -12,10 +12,12 @@ signalled already: there, repeated signals are not a request to hurry, and the l
 own kill timeout is the hard stop.
 
 With several processes every rank must stop at the same step, or the others wait forever in
-the next collective. Each step, every rank adds its wish to stop (a signal, or its clock
-past the time budget) to an all-reduce on a CPU process group of its own, started without
-waiting; the next step reads the result, which is the same on every rank. That costs no GPU
-synchronisation and stops all ranks one step after the first of them asked.
+the next collective. After each step every rank adds its wish to stop (a signal, or its
+clock past the time budget) to an all-reduce on a CPU (gloo) process group of its own, so
+all ranks stop together at the end of the step in which the first of them asked. It costs a
+small message per step and no GPU synchronisation. A step must still end before the launcher
+gives up waiting (torchrun's --shutdown-timeout, 30 s by default; scripts/train_multigpu.sh
+raises it).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ class StopRequests:
         self.signal: int | None = None
         self._previous = {}
         self._vote = torch.zeros(1, dtype=torch.int32)
-        self._pending = None
         self._group = (torch_dist.new_group(backend="gloo")
                        if dist.enabled and torch_dist.is_initialized() else None)
 
@@ -60,22 +61,11 @@ class StopRequests:
         wish = 2 if self.signal is not None else 1 if time_up else 0
         if self._group is None:
             return REASONS[wish]
-        decided = 0
-        if self._pending is not None:
-            self._pending.wait()
-            decided = int(self._vote.item())
-        if decided:
-            self._pending = None
-            return REASONS[decided]
         self._vote.fill_(wish)
-        self._pending = torch_dist.all_reduce(self._vote, op=torch_dist.ReduceOp.MAX,
-                                              group=self._group, async_op=True)
-        return None
+        torch_dist.all_reduce(self._vote, op=torch_dist.ReduceOp.MAX, group=self._group)
+        return REASONS[int(self._vote.item())]
 
     def __exit__(self, *exc):
-        if self._pending is not None and exc[0] is None:
-            self._pending.wait()  # every rank started this all-reduce: finish it together
-        self._pending = None
         if self._group is not None and exc[0] is None:
             torch_dist.destroy_process_group(self._group)
         for sig, handler in self._previous.items():
