@@ -64,15 +64,6 @@ def all_reduce_sum(d: Dist, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_rank(d: Dist, flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on any of them."""
-    if not d.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def gather_rows(d: Dist, tensor: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Concatenate every rank's rows along `dim` (ranks own consecutive rows)."""
     if not d.enabled:
@@ -86,8 +77,3 @@ def gather_rows(d: Dist, tensor: torch.Tensor, dim: int = 1) -> torch.Tensor:
         parts.append(torch.empty(shape, dtype=tensor.dtype, device=tensor.device))
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=dim)
-
-
-def barrier(d: Dist) -> None:
-    if d.enabled:
-        dist.barrier()

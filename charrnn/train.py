@@ -158,6 +158,7 @@ class Trainer:
         self.skipped = 0
         self.elapsed = 0.0  # training time across resumes
         self.eval_seconds = 0.0  # how long the last evaluation took
+        self._clock = (time.monotonic(), 0.0)  # (when this invocation started, elapsed then)
         self.hidden = None
         if state is not None:
             self._restore(state)
@@ -230,7 +231,8 @@ class Trainer:
         t = self.cfg.train
         stop_step, max_seconds = self.stop_step(), parse_duration(t.max_time)
         meter = IntervalMeter(self.device, self.dist, t.batch_size * t.seq_len)
-        started, start_step, start_elapsed = time.monotonic(), self.step, self.elapsed
+        start_step = self.step
+        self._clock = (time.monotonic(), self.elapsed)
         progress = Progress(self.progress_enabled, self.step, stop_step, self.echo)
         with StopRequests(self.dist) as stop, self.metrics.opened(self._metrics_path()), progress:
             reason = self.limit_reached(stop_step) or (
@@ -239,7 +241,7 @@ class Trainer:
                 lr = self.schedule(stop_step, max_seconds)
                 meter.add(*self.train_step(lr))
                 self.step += 1
-                self.elapsed = start_elapsed + time.monotonic() - started
+                self._tick()
                 progress.step()
                 if self.step % t.log_every == 0 or self.step == start_step + 1:
                     reason = self.report(meter, progress, lr, stop_step, max_seconds,
@@ -247,13 +249,18 @@ class Trainer:
                 if reason is None:
                     with meter.paused():  # chars/s is training speed: evals and saves apart
                         self.evaluate_and_save(progress)
-                    self.elapsed = start_elapsed + time.monotonic() - started
+                    self._tick()
                     reason = (stop.poll(self.time_up(max_seconds, final_eval))
                               or self.limit_reached(stop_step))
             self._finish(reason, progress, final_eval)
         return TrainResult(self.run_dir, self.step, reason, self.best_val_loss,
                            self.last_val_loss, stop.signal, self.best_step, self.elapsed,
                            meter.average_speed())
+
+    def _tick(self) -> None:
+        """Bring `elapsed` (training time across resumes) up to now."""
+        started, start_elapsed = self._clock
+        self.elapsed = start_elapsed + time.monotonic() - started
 
     def limit_reached(self, stop_step: int | None) -> str | None:
         if stop_step is not None and self.step >= stop_step:
@@ -369,6 +376,7 @@ class Trainer:
         loss = evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
                         self.precision.autocast, self.dist)
         self.eval_seconds = time.monotonic() - started
+        self._tick()  # the evaluation counts toward the time budget
         self.last_val_loss, self.last_eval_step = loss, self.step
         improved = loss < self.best_val_loss
         if improved:
