@@ -5,7 +5,7 @@ The library is the product; `charrnn.cli` is one client of it:
     from charrnn.config import load_config
     from charrnn.data import open_corpus
     from charrnn.train import train
-    result = train(load_config("configs/tiny.toml"), open_corpus("corpus.txt"))
+    result = train(load_config("tiny"), open_corpus("corpus.txt"))
 """
 
 __version__ = "0.1.0"

@@ -28,13 +28,6 @@ def _user_errors(func):
     return wrapper
 
 
-def preset_path(name: str) -> str:
-    """A config file path as given, or a shipped preset's file for `tiny`, `cpu`, `gpu`."""
-    from .config import preset
-
-    return name if Path(name).exists() else str(preset(name) or name)
-
-
 def _text_options(encoding, lower, unidecode, keep_crlf):
     from .prepare import TextOptions
     return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
@@ -217,8 +210,6 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
     echo = (lambda *a, **k: None) if quiet else click.echo
     options = _text_options(encoding, lower, unidecode, keep_crlf)
 
-    if config_file:
-        config_file = preset_path(config_file)
     if resume_dir is not None:
         # Validate the file and flags on their own before comparing them with the checkpoint.
         load_config(config_file, overrides)

@@ -194,7 +194,10 @@ def preset(name: str) -> Path | None:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file, or a shipped preset by name (`tiny`, `cpu`, `gpu`) from any directory."""
     path = Path(path)
+    if not path.exists() and preset(str(path)):
+        path = preset(str(path))
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
