@@ -6,18 +6,11 @@
 # CONFIG is a file or a preset name (default gpu). GPU picks the device (default 0); NAME
 # the run (default <corpus>-<config>). The run goes on after you log out.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-usage() { echo "usage: train_gpu.sh CORPUS [CONFIG] [charrnn train flags...]" >&2; exit 2; }
-[ $# -ge 1 ] || usage
-CORPUS="$1"; shift
-CONFIG=gpu
-if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then CONFIG="$1"; shift; fi
-[ -e "$CORPUS" ] || { echo "train_gpu.sh: corpus not found: $CORPUS" >&2; exit 1; }
+job_args "$@"
 install_charrnn ""
 GPU="${GPU:-0}"
 CUDA_VISIBLE_DEVICES="$GPU" "$VENV/bin/python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
     || { echo "train_gpu.sh: no CUDA GPU visible (GPU=$GPU); train on this machine with: charrnn train $CORPUS" >&2; exit 1; }
-NAME="${NAME:-$(basename "${CORPUS%.*}")-$(basename "${CONFIG%.toml}")}"
-RUNS="${RUNS:-runs}"
 RESUME=()
 if [ -f "$RUNS/$NAME/last.pt" ]; then
     RESUME=(--resume "$RUNS/$NAME")
@@ -28,7 +21,7 @@ fi
 mkdir -p logs
 LOG="logs/$NAME-$(date +%Y%m%d-%H%M%S).log"
 CUDA_VISIBLE_DEVICES="$GPU" nohup "$VENV/bin/charrnn" train "$CORPUS" -c "$CONFIG" \
-    --device cuda --runs "$RUNS" "${RESUME[@]}" "$@" > "$LOG" 2>&1 &
+    --device cuda --runs "$RUNS" "${RESUME[@]}" "${FLAGS[@]}" > "$LOG" 2>&1 &
 PID=$!
 # Report a job that dies at start (a bad flag, a bad corpus) instead of leaving it to the log.
 for _ in 1 2 3 4 5 6 7 8 9 10; do

@@ -6,12 +6,7 @@
 # The corpus is prepared once first, so the processes do not race to prepare it. Ctrl-C
 # (or SIGTERM) stops every process at the same step, saves last.pt and exits with 130 (143).
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-usage() { echo "usage: train_multigpu.sh CORPUS [CONFIG] [charrnn train flags...]" >&2; exit 2; }
-[ $# -ge 1 ] || usage
-CORPUS="$1"; shift
-CONFIG=gpu
-if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then CONFIG="$1"; shift; fi
-[ -e "$CORPUS" ] || { echo "train_multigpu.sh: corpus not found: $CORPUS" >&2; exit 1; }
+job_args "$@"
 install_charrnn ""
 GPUS="$("$VENV/bin/python" -c 'import torch; print(torch.cuda.device_count())')"
 if [ -z "${NPROC:-}" ]; then
@@ -23,8 +18,6 @@ if [ -f "$CORPUS" ]; then
     DATA="data/$(basename "${CORPUS%.*}")"
     [ -f "$DATA/meta.json" ] || "$VENV/bin/charrnn" prepare "$CORPUS" -o "$DATA"
 fi
-NAME="${NAME:-$(basename "${CORPUS%.*}")-$(basename "${CONFIG%.toml}")}"
-RUNS="${RUNS:-runs}"
 if [ -f "$RUNS/$NAME/last.pt" ]; then RUN=(--resume "$RUNS/$NAME"); else RUN=(--name "$NAME"); fi
 echo "torchrun: $NPROC processes, $RUNS/$NAME"
 # torchrun reports a signal it received as an error of its own; the workers stop together
@@ -32,7 +25,7 @@ echo "torchrun: $NPROC processes, $RUNS/$NAME"
 # status. A step can be long: give the workers that long before torchrun kills them.
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}"
 "$VENV/bin/torchrun" --standalone --nproc_per_node="$NPROC" -m charrnn train "$DATA" \
-    -c "$CONFIG" --runs "$RUNS" "${RUN[@]}" "$@" &
+    -c "$CONFIG" --runs "$RUNS" "${RUN[@]}" "${FLAGS[@]}" &
 PID=$!
 trap 'kill -INT $PID 2>/dev/null; wait $PID || true; exit 130' INT
 trap 'kill -TERM $PID 2>/dev/null; wait $PID || true; exit 143' TERM
