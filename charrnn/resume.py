@@ -57,19 +57,21 @@ def flatten(layers: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if isinstance(values, dict) for key, value in values.items()}
 
 
-def resume_config(saved: Config, requested: Config, explicit: set[str],
-                  source: str = "given") -> Config:
+def resume_config(saved: Config, requested: Config, explicit: set[str] | dict[str, str]
+                  ) -> Config:
     """The checkpoint's config with what the user set explicitly (`explicit`, dotted keys,
-    values from `requested`): keys in RESUMABLE take the new value, any other must agree."""
+    values from `requested`; as a dict, each key's origin for messages): keys in RESUMABLE
+    take the new value, any other must agree."""
+    origin = explicit if isinstance(explicit, dict) else dict.fromkeys(explicit, "given")
     changes = {}
-    for key in sorted(explicit):
+    for key in sorted(origin):
         section, _, name = key.partition(".")
         old, new = getattr(getattr(saved, section), name), getattr(getattr(requested, section), name)
         if new == old:
             continue
         if section != "train" or name not in RESUMABLE:
             raise CheckpointError(
-                f"--resume: {key} is {old!r} in the checkpoint, {new!r} {source}; it cannot "
+                f"--resume: {key} is {old!r} in the checkpoint, {new!r} {origin[key]}; it cannot "
                 f"change on resume (drop it, or start a new run)")
         changes[name] = new
     return Config(model=saved.model, train=replace(saved.train, **changes))
@@ -95,10 +97,11 @@ def resume(run_dir: str | Path, overrides: dict[str, dict] | None = None, *,
         state = last_checkpoint(run_dir)
     overrides = overrides or {}
     file_layer = read_toml(config_file) if config_file else {}
-    explicit = set(flatten(file_layer)) | set(flatten(overrides))
+    # Flags come after the file, so a key set by both is the flag's.
+    explicit = {**dict.fromkeys(flatten(file_layer), f"in {config_file}"),
+                **dict.fromkeys(flatten(overrides), "given")}
     requested = load_config(config_file, flatten(overrides))  # validates both on their own
-    source = f"in {config_file}" if config_file else "given"
-    cfg = resume_config(config_of(state), requested, explicit, source)
+    cfg = resume_config(config_of(state), requested, explicit)
     if data is None:
         root = data_root_of(state)
         if root is None or not (root / "meta.json").exists():

@@ -84,6 +84,8 @@ def test_the_same_command_with_resume_continues(corpus, workdir):
     (workdir / "other.toml").write_text('[model]\nhidden_size = 64\n')
     r = run("train", corpus, "-c", "other.toml", "--resume", "runs/job")
     assert_clean_error(r, "model.hidden_size is 32 in the checkpoint, 64 in other.toml")
+    r = run(*job, "--resume", "runs/job", "--hidden-size", "48")
+    assert_clean_error(r, "model.hidden_size is 32 in the checkpoint, 48 given")
 
 
 def test_resume_config_applies_only_explicit_resumable_keys():
