@@ -35,15 +35,12 @@ def _text_options(encoding, lower, unidecode, keep_crlf):
 
 def _vocab_from(path: str):
     """A vocab.json, or the vocabulary a checkpoint (or a run directory's) carries."""
-    from .checkpoint import find_checkpoint, load_checkpoint
+    from .checkpoint import find_checkpoint, load_checkpoint, vocab_of
     from .vocab import Vocab
 
     p = Path(path)
     if p.is_dir() or p.suffix == ".pt":
-        state = load_checkpoint(find_checkpoint(p))
-        if "vocab" not in state:
-            raise CharRNNError(f"{p} holds no vocabulary")
-        return Vocab.from_dict(state["vocab"])
+        return vocab_of(load_checkpoint(find_checkpoint(p)))
     return Vocab.load(p)
 
 
@@ -269,11 +266,14 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--unidecode", is_flag=True,
               help="Transliterate the prime to ASCII (automatic if the model was trained so).")
+@click.option("--stop", "stops", multiple=True, metavar="STR",
+              help="End each sample right after the first STR it generates (repeatable; "
+                   "escapes such as \\n understood). --length stays the cap.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")
 @_user_errors
 def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
-           unidecode, runs_dir):
+           unidecode, stops, runs_dir):
     """Generate text from a trained model, streamed as it comes.
 
     TARGET is a checkpoint file or a run directory (its best.pt, else last.pt); by default
@@ -282,20 +282,14 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     \b
       charrnn sample --temperature 0.5
       charrnn sample runs/latest -p "ROMEO:" -n 2000 --seed 1
-      charrnn sample model.pt --num-samples 8 --top-k 10
+      charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\n\n'
     """
     from .checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
     from .device import resolve_device
-    from .sample import Sampler
+    from .sample import Sampler, check_prime, check_settings
 
-    if length < 0:
-        raise CharRNNError(f"--length must be >= 0, got {length}")
-    if temperature < 0:
-        raise CharRNNError(f"--temperature must be >= 0, got {temperature}")
-    if top_k < 0:
-        raise CharRNNError(f"--top-k must be >= 1 (or 0 for all), got {top_k}")
-    if num_samples < 1:
-        raise CharRNNError(f"--num-samples must be >= 1, got {num_samples}")
+    check_settings(length, temperature, top_k, num_samples)
+    stops = [_unescape(s, "--stop") for s in stops]
     if prime_file:
         try:
             prime = Path(prime_file).read_text(encoding="utf-8")
@@ -304,29 +298,31 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     path = find_checkpoint(target, runs_dir)
     model, vocab, options = model_from_checkpoint(load_checkpoint(path))
     prime = options.apply(prime)
+    stops = [options.apply(s) for s in stops]
     if unidecode:
         from unidecode import unidecode as to_ascii
         prime = to_ascii(prime)
-    missing = vocab.missing(prime)
-    if missing:
-        shown = ", ".join(repr(c) for c in missing[:20])
-        ascii_model = all(c.isascii() for c in vocab.chars)
-        hint = ("; the model knows only ASCII: add --unidecode to transliterate the prime"
-                if ascii_model and not unidecode and not all(c.isascii() for c in missing)
-                else "; change the prime")
-        raise CharRNNError(f"the prime has characters the model does not know: {shown}{hint}")
+    check_prime(vocab, prime, transliterated=unidecode)
+    for s in stops:
+        if vocab.missing(s):
+            raise CharRNNError(f"--stop {s!r} can never be generated: the model does not know "
+                               + ", ".join(repr(c) for c in vocab.missing(s)))
     sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
     out = sys.stdout
     if num_samples == 1:
         out.write(prime)
-        for pieces in sampler.generate(length, prime):
+        for pieces in sampler.generate(length, prime, stop=stops):
             out.write(pieces[0])
             out.flush()
         out.write("\n")
         return
-    texts = [[] for _ in range(num_samples)]
-    for pieces in sampler.generate(length, prime, num_samples):
-        for t, piece in zip(texts, pieces):
-            t.append(piece)
-    for i, t in enumerate(texts):
-        out.write(f"--- sample {i + 1} ---\n{prime}{''.join(t)}\n")
+    for i, text in enumerate(sampler.texts(length, prime, num_samples, stops)):
+        out.write(f"--- sample {i + 1} ---\n{prime}{text}\n")
+
+
+def _unescape(text: str, flag: str) -> str:
+    """Backslash escapes (\\n, \\t, \\u00e9) in a command-line string; other text as is."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise CharRNNError(f"{flag} {text!r}: bad escape ({e.reason})") from None

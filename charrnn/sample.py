@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
+from torch import nn
 
 from .errors import CharRNNError
 from .model import CharRNN, hidden_tensors
@@ -35,7 +36,21 @@ class Stepper:
     the same sequence of kernels can be captured as a CUDA graph.
     """
 
+    @staticmethod
+    def supports(model) -> bool:
+        """Whether the hand-written step computes this model: a CharRNN whose recurrent
+        layers are plain nn.LSTM / nn.GRU / nn.RNN (tanh) with biases, no projection, one
+        direction. Any other model is sampled with the plain model call."""
+        rnn, head = getattr(model, "rnn", None), getattr(model, "head", None)
+        cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}.get(getattr(model, "cell", None))
+        return (cls is not None and type(rnn) is cls and rnn.bias and not rnn.bidirectional
+                and getattr(rnn, "proj_size", 0) == 0
+                and getattr(rnn, "nonlinearity", "tanh") == "tanh"
+                and type(head) is nn.Linear and head.bias is not None)
+
     def __init__(self, model: CharRNN, batch_size: int = 1):
+        if not self.supports(model):
+            raise ValueError("Stepper does not support this model; use ReferenceStepper")
         self.cell = model.cell
         rnn, H, L = model.rnn, model.hidden_size, model.num_layers
         B, V = batch_size, model.vocab_size
@@ -168,7 +183,8 @@ def _onednn_matvec_works() -> bool:
     global _onednn_checked
     if _onednn_checked is None:
         try:
-            w, x, b = torch.randn(64, 32), torch.randn(1, 32), torch.randn(64)
+            gen = torch.Generator().manual_seed(0)  # leaves the global random state alone
+            w, x, b = (torch.randn(*shape, generator=gen) for shape in ((64, 32), (1, 32), (64,)))
             _onednn_checked = bool(torch.backends.mkldnn.is_available() and torch.allclose(
                 _onednn_linear(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()), atol=1e-4))
         except Exception:  # a build without it
@@ -237,41 +253,103 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int,
     return Picker(logits.shape[-1], temperature, top_k)(logits.float(), noise, out)
 
 
+MAX_TEMPERATURE = 1e3
+MIN_TEMPERATURE = 1e-3  # below it logits / T overflows float32: use 0 (the argmax) instead
+
+
+def check_settings(length: int = 0, temperature: float = 1.0, top_k: int = 0,
+                   num_samples: int = 1) -> None:
+    """Refuse sampling settings out of range, naming the flag."""
+    if length < 0:
+        raise CharRNNError(f"--length must be >= 0, got {length}")
+    if not (temperature == 0 or MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE):
+        raise CharRNNError(f"--temperature must be 0 (always the likeliest character) or between "
+                           f"{MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, got {temperature}")
+    if top_k < 0:
+        raise CharRNNError(f"--top-k must be >= 1 (or 0 for all), got {top_k}")
+    if num_samples < 1:
+        raise CharRNNError(f"--num-samples must be >= 1, got {num_samples}")
+
+
+def check_prime(vocab: Vocab, prime: str, transliterated: bool = False) -> None:
+    """Refuse a prime with characters the model does not know, with the way out."""
+    missing = vocab.missing(prime)
+    if not missing:
+        return
+    shown = ", ".join(repr(c) for c in missing[:20])
+    ascii_model = all(c.isascii() for c in vocab.chars)
+    hint = ("; the model knows only ASCII: add --unidecode to transliterate the prime"
+            if ascii_model and not transliterated and not all(c.isascii() for c in missing)
+            else "; change the prime")
+    raise CharRNNError(f"the prime has characters the model does not know: {shown}{hint}")
+
+
+class StopStrings:
+    """Ends each stream right after the first stop string in its generated text.
+
+    `cut(pieces)` takes the new text of each stream and returns it cut where a stream ends
+    (and "" for streams already ended); a stop string may span pieces.
+    """
+
+    def __init__(self, stops, num_samples: int):
+        self.stops = [s for s in stops if s]
+        self.keep = max((len(s) for s in self.stops), default=1) - 1
+        self.tails = [""] * num_samples  # the last few generated characters of each stream
+        self.ended = [False] * num_samples
+
+    @property
+    def all_ended(self) -> bool:
+        return bool(self.stops) and all(self.ended)
+
+    def cut(self, pieces: list[str]) -> list[str]:
+        if not self.stops:
+            return pieces
+        out = []
+        for b, piece in enumerate(pieces):
+            if self.ended[b]:
+                out.append("")
+                continue
+            text = self.tails[b] + piece
+            ends = [text.find(s) + len(s) for s in self.stops if s in text]
+            if ends:
+                self.ended[b] = True
+                piece = piece[:min(ends) - len(self.tails[b])]
+            self.tails[b] = text[len(text) - self.keep:] if self.keep else ""
+            out.append(piece)
+        return out
+
+
 class Sampler:
     """Samples text from a model: the prime through the fused RNN once, then one step per
     character. Random numbers are drawn for a block of characters at a time; on CUDA the
     per-character step is replayed as a captured CUDA graph, since there a step is a few dozen
     tiny kernels and launching them costs more than running them."""
 
+    PRIME_CHUNK = 4096  # characters of the prime per model call: bounded memory for any prime
+
     def __init__(self, model: CharRNN, vocab: Vocab, temperature: float = 1.0, top_k: int = 0,
                  seed: int | None = None, device="cpu", reference: bool = False,
                  cuda_graph: bool = True):
-        if temperature < 0:
-            raise CharRNNError(f"--temperature must be >= 0, got {temperature}")
-        if top_k < 0:
-            raise CharRNNError(f"--top-k must be >= 1 (or 0 for all), got {top_k}")
+        check_settings(temperature=temperature, top_k=top_k)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = vocab
         self.temperature, self.top_k = temperature, top_k
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else torch.seed())
-        self.reference = reference
-        self.use_graph = cuda_graph and self.device.type == "cuda" and not reference
+        # Models the hand-written step does not cover take the plain model call.
+        self.reference = reference or not Stepper.supports(self.model)
+        self.use_graph = cuda_graph and self.device.type == "cuda" and not self.reference
         self.on_device = False  # the CUDA-graph form of the loop even without a graph (tests)
 
     @torch.inference_mode()
     def generate(self, length: int, prime: str = "", num_samples: int = 1,
-                 flush_every: int | None = None) -> Iterator[list[str]]:
-        """Yield, every `flush_every` characters, the new text of each of the B streams."""
-        if length < 0:
-            raise CharRNNError(f"--length must be >= 0, got {length}")
-        if num_samples < 1:
-            raise CharRNNError(f"--num-samples must be >= 1, got {num_samples}")
-        missing = self.vocab.missing(prime)
-        if missing:
-            shown = ", ".join(repr(c) for c in missing[:20])
-            raise CharRNNError(f"the prime has characters the model does not know: {shown}")
+                 flush_every: int | None = None, stop=()) -> Iterator[list[str]]:
+        """Yield, every `flush_every` characters, the new text of each of the B streams.
+        With `stop` strings, a stream ends right after the first one it generates (its
+        later pieces are ""), and generation ends when every stream has."""
+        check_settings(length=length, num_samples=num_samples)
+        check_prime(self.vocab, prime)
         B, V = num_samples, len(self.vocab)
         if flush_every is None:
             # Reading ids back to the host synchronises a GPU: do it in blocks there. On CPU,
@@ -284,20 +362,13 @@ class Sampler:
                      on_device=self.use_graph or self.on_device)
         if self.use_graph:
             loop.capture()  # falls back to the eager loop where capture fails
-        if not prime:
-            # Start where text often starts: after a newline, if the model knows one.
-            start = ("\n" if "\n" in self.vocab else self.vocab.chars[int(torch.randint(
-                V, (1,), generator=self.generator, device=self.device))])
-            ids = torch.tensor([self.vocab.index[start]], device=self.device)
-        else:
-            ids = torch.tensor(self.vocab.encode(prime), device=self.device)
-        # The whole prime goes through the fused kernel in one call.
-        logits, hidden = self.model(ids[None, :].expand(B, -1), None)
+        logits, hidden = self._prime(prime, B)
         loop.stepper.load(hidden)
-        loop.stepper.logits.copy_(logits[:, -1])
+        loop.stepper.logits.copy_(logits)
+        stops = StopStrings(stop, B)
         chars = self.vocab.chars
         done = 0
-        while done < length:
+        while done < length and not stops.all_ended:
             n = min(block, length - done)
             loop.begin_block(self.generator)
             shown = 0
@@ -305,9 +376,33 @@ class Sampler:
                 loop.next(i, first=done == 0 and i == 0)
                 if i + 1 - shown == flush_every or i + 1 == n:
                     rows = loop.record[shown:i + 1].t().tolist()
-                    yield ["".join([chars[j] for j in row]) for row in rows]
+                    yield stops.cut(["".join([chars[j] for j in row]) for row in rows])
                     shown = i + 1
+                    if stops.all_ended:
+                        return
             done += n
+
+    def _prime(self, prime: str, B: int):
+        """The logits (B, V) after the prime and the state it leaves: the prime through the
+        fused kernel, a chunk at a time."""
+        if not prime:
+            # Start where text often starts: after a newline, if the model knows one.
+            prime = ("\n" if "\n" in self.vocab else self.vocab.chars[int(torch.randint(
+                len(self.vocab), (1,), generator=self.generator, device=self.device))])
+        ids = torch.tensor(self.vocab.encode(prime), device=self.device)
+        hidden = None
+        for start in range(0, len(ids), self.PRIME_CHUNK):
+            chunk = ids[start:start + self.PRIME_CHUNK]
+            logits, hidden = self.model(chunk[None, :].expand(B, -1), hidden)
+        return logits[:, -1], hidden
+
+    def texts(self, length: int, prime: str = "", num_samples: int = 1, stop=()) -> list[str]:
+        """The B complete samples (prime excluded) as strings."""
+        parts = [[] for _ in range(num_samples)]
+        for pieces in self.generate(length, prime, num_samples, stop=stop):
+            for p, piece in zip(parts, pieces):
+                p.append(piece)
+        return ["".join(p) for p in parts]
 
 
 def _block_size(B: int, V: int, length: int) -> int:
@@ -389,12 +484,7 @@ class _Loop:
         return True
 
 
-def sample_text(model: CharRNN, vocab: Vocab, length: int, prime: str = "", **kwargs) -> list[str]:
+def sample_text(model: CharRNN, vocab: Vocab, length: int, prime: str = "",
+                num_samples: int = 1, stop=(), **kwargs) -> list[str]:
     """Convenience: the B complete samples (prime excluded) as strings."""
-    num_samples = kwargs.pop("num_samples", 1)
-    sampler = Sampler(model, vocab, **kwargs)
-    parts = [[] for _ in range(num_samples)]
-    for pieces in sampler.generate(length, prime, num_samples):
-        for p, piece in zip(parts, pieces):
-            p.append(piece)
-    return ["".join(p) for p in parts]
+    return Sampler(model, vocab, **kwargs).texts(length, prime, num_samples, stop)

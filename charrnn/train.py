@@ -302,8 +302,7 @@ class Trainer:
         idx, targets = self.streams.batch(chunk)  # (B, T) views
         with autocast(self.device, self.precision.autocast):
             logits, hidden = self.forward(idx, self.hidden)  # (B, T, V)
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                   targets.reshape(-1).long())
+            loss = self.loss(logits, targets)
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         params = [p for group in opt.param_groups for p in group["params"]]
@@ -327,6 +326,11 @@ class Trainer:
             [torch.where(bad, 0.0, h.detach()) for h in hidden_tensors(hidden)],
             self.cfg.model.cell)
         return loss, bad
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy in nats per character of logits (B, T, V) for targets (B, T)."""
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                               targets.reshape(-1).long())
 
     def report(self, meter: IntervalMeter, progress: Progress, lr: float,
                stop_step: int | None, max_seconds: float, record: bool = True) -> str | None:

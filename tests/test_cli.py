@@ -165,6 +165,10 @@ SAMPLE_CASES = [
     (["sample", "runs/good", "--length", "-1"], "--length"),
     (["sample", "runs/good", "--temperature", "-0.5"], "--temperature"),
     (["sample", "runs/good", "--top-k", "-1"], "--top-k"),
+    (["sample", "runs/good", "-t", "nan"], "--temperature"),
+    (["sample", "runs/good", "-t", "1e-300"], "--temperature"),
+    (["sample", "runs/good", "--stop", "\\x"], "--stop"),
+    (["sample", "runs/good", "--stop", "€"], "can never be generated"),
     (["sample", "runs/good", "-p", "Zebra€"], "'Z', '€'"),
     (["sample", "runs/empty"], "has no checkpoint"),
     (["sample", "runs/nothing"], "not found"),
@@ -210,3 +214,13 @@ def test_prime_is_transliterated_like_the_training_text(corpus, workdir):
     assert_clean_error(run("sample", "runs/ascii", "-p", "quiét"), "'é'", "add --unidecode")
     r = run("sample", "runs/ascii", "-p", "quiét", "--unidecode", "-n", "5")
     assert r.exit_code == 0 and r.output.startswith("quiet")
+
+
+def test_sample_stops_after_a_stop_string(trained, workdir):
+    free = run("sample", trained, "-n", "400", "--seed", "3", "-p", "The ")
+    assert free.exit_code == 0, free.output
+    generated = free.output[len("The "):-1]
+    assert "\n" in generated
+    r = run("sample", trained, "-n", "400", "--seed", "3", "-p", "The ", "--stop", "\\n")
+    assert r.exit_code == 0, r.output
+    assert r.output == "The " + generated[:generated.index("\n") + 1] + "\n"

@@ -157,3 +157,89 @@ def test_graph_capture_falls_back_where_there_is_no_cuda():
     loop = _Loop(random_model("lstm"), 1, 8, 1.0, 0, on_device=True)
     assert loop.capture() is False
     assert loop.advance == loop._advance_on_device
+
+
+class Unusual(CharRNN):
+    """A CharRNN whose recurrent layers the hand-written step does not cover."""
+
+    def __init__(self, rnn):
+        super().__init__(V, H, 2, "rnn" if isinstance(rnn, torch.nn.RNN) else
+                         "lstm" if isinstance(rnn, torch.nn.LSTM) else "gru")
+        self.rnn = rnn
+        if getattr(rnn, "proj_size", 0):
+            self.head = torch.nn.Linear(rnn.proj_size, V)
+
+
+@pytest.mark.parametrize("rnn", [
+    torch.nn.RNN(V, H, 2, nonlinearity="relu", batch_first=True),
+    torch.nn.LSTM(V, H, 2, proj_size=8, batch_first=True),
+    torch.nn.GRU(V, H, 2, bias=False, batch_first=True),
+], ids=["relu", "proj_size", "no_bias"])
+def test_models_the_fast_step_does_not_cover_take_the_plain_call(rnn):
+    torch.manual_seed(0)
+    model = Unusual(rnn).eval()
+    assert not Stepper.supports(model)
+    with pytest.raises(ValueError):
+        Stepper(model)
+    [text] = sample_text(model, VOCAB, 30, prime="ab", temperature=0)
+    ids = torch.tensor(VOCAB.encode("ab"))
+    with torch.no_grad():
+        for _ in range(30):
+            nxt = model(ids[None])[0][0, -1].argmax()
+            ids = torch.cat([ids, nxt[None]])
+    assert text == VOCAB.decode(ids[2:].tolist())
+
+
+def test_the_usual_models_take_the_fast_step():
+    for cell in ("lstm", "gru", "rnn"):
+        assert Stepper.supports(random_model(cell, embed_dim=4 if cell == "gru" else 0))
+
+
+def test_the_onednn_self_check_leaves_the_global_random_state_alone():
+    sample_module._onednn_checked = None
+    before = torch.get_rng_state()
+    sample_module._onednn_matvec_works()
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_long_prime_goes_through_in_chunks_with_the_same_result(monkeypatch):
+    model = random_model("lstm")
+    prime = "abcdefghij\n" * 40
+    whole = sample_text(model, VOCAB, 40, prime=prime, seed=5)
+    chunked = Sampler(model, VOCAB, seed=5)
+    chunked.PRIME_CHUNK = 7
+    assert chunked.texts(40, prime) == whole
+
+
+@pytest.mark.parametrize("flush_every", [1, 3, 16])
+def test_stop_strings_end_each_stream_after_its_first_occurrence(flush_every):
+    model = random_model("gru")
+    free = Sampler(model, VOCAB, seed=4).texts(300, "ab", num_samples=3)
+    stops = ["ja", "\n"]
+    sampler = Sampler(model, VOCAB, seed=4)
+    stopped = ["".join(p) for p in zip(*sampler.generate(300, "ab", 3, flush_every, stop=stops))]
+    for full, cut in zip(free, stopped):
+        ends = [full.find(s) + len(s) for s in stops if s in full]
+        assert cut == (full[:min(ends)] if ends else full)
+    assert len({len(t) for t in stopped}) > 1  # streams end independently
+
+
+def test_stop_strings_are_never_matched_in_the_prime():
+    model = random_model("gru")
+    free = sample_text(model, VOCAB, 50, prime="ab", seed=2)[0]
+    # "b" ends the prime: only a "b" that is generated ends the sample.
+    stopped = sample_text(model, VOCAB, 50, prime="ab", seed=2, stop=["b"])[0]
+    assert stopped == (free[:free.index("b") + 1] if "b" in free else free)
+
+
+def test_generation_ends_when_every_stream_has_stopped():
+    model = random_model("gru")
+    sampler = Sampler(model, VOCAB, seed=0)
+    pieces = list(sampler.generate(10_000, "", 2, flush_every=1, stop=list("abcdefghij\n")))
+    assert len(pieces) <= 2 and all(len("".join(p)) == 1 for p in zip(*pieces))
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), 1e-300, -1])
+def test_temperatures_that_cannot_work_are_refused(temperature):
+    with pytest.raises(CharRNNError, match="--temperature must be 0"):
+        Sampler(random_model("lstm"), VOCAB, temperature=temperature)
