@@ -124,43 +124,38 @@ def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, l
 
 # ----------------------------------------------------------------------------------------
 
-# flag -> config key, for the common knobs
-TRAIN_FLAGS = {
-    "model": "model.cell", "hidden_size": "model.hidden_size", "num_layers": "model.num_layers",
-    "dropout": "model.dropout", "embed_dim": "model.embed_dim",
-    "seq_len": "train.seq_len", "batch_size": "train.batch_size", "lr": "train.lr",
-    "grad_clip": "train.grad_clip", "seed": "train.seed", "device": "train.device",
-    "precision": "train.precision", "compile": "train.compile", "max_steps": "train.max_steps",
-    "max_epochs": "train.max_epochs", "max_time": "train.max_time",
-    "init_from": "train.init_from",
-}
+def config_flags(func):
+    """One option per config key that has a flag (config.flags(): help, choices and names
+    live with the fields), passed to the command as `flags` {param name: value}."""
+    from .config import flags
+
+    kinds = {"int": int, "float": float, "str": str}
+    for flag in reversed(flags()):
+        name = flag.flag[2:].replace("-", "_")
+        if flag.type == "bool":
+            option = click.option(f"{flag.flag}/--no-{flag.flag[2:]}", name, default=None,
+                                  help=flag.help)
+        else:
+            option = click.option(flag.flag, name, help=flag.help,
+                                  type=click.Choice(flag.choices) if flag.choices
+                                  else kinds[flag.type])
+        func = option(func)
+    return func
+
+
+def _flag_overrides(values: dict) -> dict:
+    """{param name: value} of the config flags given -> {config key: value}."""
+    from .config import flags
+
+    keys = {f.flag[2:].replace("-", "_"): f.key for f in flags()}
+    return {keys[name]: value for name, value in values.items() if value is not None}
 
 
 @main.command()
 @click.argument("corpus", required=False)
 @click.option("-c", "--config", "config_file",
               help="A TOML config file, or a shipped preset by name: tiny, cpu, gpu.")
-@click.option("--model", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell.")
-@click.option("--hidden-size", type=int, help="Units per recurrent layer.")
-@click.option("--num-layers", type=int, help="Stacked recurrent layers.")
-@click.option("--dropout", type=float, help="Dropout between layers and before the head.")
-@click.option("--embed-dim", type=int, help="Learned embedding size (0 = one-hot input).")
-@click.option("--seq-len", type=int, help="Characters per chunk (backpropagation length).")
-@click.option("--batch-size", type=int, help="Parallel streams (B).")
-@click.option("--lr", type=float, help="Peak learning rate (AdamW).")
-@click.option("--grad-clip", type=float, help="Clip the global gradient norm (0 = off).")
-@click.option("--seed", type=int, help="Random seed.")
-@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="fp32; bf16 (the head in bf16, the recurrent layers in fp32); fp16 (CUDA: "
-                   "cuDNN in fp16 with loss scaling). auto = fp32.")
-@click.option("--compile/--no-compile", default=None,
-              help="torch.compile the model. The recurrent layers still run as their "
-                   "cuDNN/oneDNN kernels (Dynamo does not compile nn.LSTM/GRU): only the "
-                   "input, head and loss are compiled, so expect little gain.")
-@click.option("--max-steps", type=int, help="Stop after this many steps in total.")
-@click.option("--max-epochs", type=float, help="Stop after this many passes over the data.")
-@click.option("--max-time", help="Stop after this long, e.g. 90s, 10m, 1h30m.")
+@config_flags
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Set any config value, e.g. --set train.eval_every=200 (repeatable).")
 @click.option("--runs", "--out", "runs_dir", default="runs", show_default=True,
@@ -168,9 +163,6 @@ TRAIN_FLAGS = {
 @click.option("--name", help="Run directory name  [default: <time>-<corpus>]")
 @click.option("--resume", "resume_dir", type=click.Path(),
               help="Continue the run in this directory from its last.pt.")
-@click.option("--init-from", type=click.Path(),
-              help="Fine-tune: start from this checkpoint's (or run directory's) weights, "
-                   "with its model and vocabulary.")
 @click.option("--unk", help="With --init-from and a text CORPUS: map characters outside the "
                             "checkpoint's vocabulary to this one.")
 @click.option("--data-dir", default="data", show_default=True, type=click.Path(),
@@ -200,7 +192,7 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
     from .resume import resume
     from .train import train as run_train
 
-    overrides = {TRAIN_FLAGS[k]: v for k, v in flags.items() if v is not None}
+    overrides = _flag_overrides(flags)
     for assignment in assignments:
         key, value = parse_set(assignment)
         overrides[key] = value

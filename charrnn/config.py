@@ -25,24 +25,31 @@ else:  # pragma: no cover
 from .errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
-
-
-def _resumable(default):
-    """A [train] field that may change when a run is resumed."""
-    return field(default=default, metadata={"resumable": True})
-
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _field(default, *, resumable: bool = False, flag: str | None = None,
+           help: str | None = None, choices: tuple[str, ...] | None = None):
+    """A config field with its metadata: whether it may change when a run is resumed, and
+    its command-line flag (`help` given: `--name` from the field's name unless `flag`)."""
+    return field(default=default, metadata={"resumable": resumable, "flag": flag, "help": help,
+                                            "choices": choices})
+
+
+def _resumable(default, **kwargs):
+    """A [train] field that may change when a run is resumed."""
+    return _field(default, resumable=True, **kwargs)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = "lstm"
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0
+    cell: str = _field("lstm", flag="--model", choices=CELLS, help="Recurrent cell.")
+    hidden_size: int = _field(256, help="Units per recurrent layer.")
+    num_layers: int = _field(2, help="Stacked recurrent layers.")
+    dropout: float = _field(0.0, help="Dropout between layers and before the head.")
     # 0 = one-hot input (the classic char-rnn); > 0 = a learned embedding of this size,
     # which is cheaper when the vocabulary has thousands of characters.
-    embed_dim: int = 0
+    embed_dim: int = _field(0, help="Learned embedding size (0 = one-hot input).")
 
     def __post_init__(self):
         _check_choice("model.cell", self.cell, CELLS)
@@ -56,9 +63,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seq_len: int = 64
-    batch_size: int = 32
-    lr: float = _resumable(2e-3)
+    seq_len: int = _field(64, help="Characters per chunk (backpropagation length).")
+    batch_size: int = _field(32, help="Parallel streams (B).")
+    lr: float = _resumable(2e-3, help="Peak learning rate (AdamW).")
     min_lr: float = _resumable(1e-4)
     warmup_steps: int = _resumable(100)
     lr_decay: str = _resumable("cosine")  # cosine | constant
@@ -68,10 +75,11 @@ class TrainConfig:
     weight_decay: float = _resumable(0.0)
     beta1: float = 0.9
     beta2: float = 0.99
-    grad_clip: float = _resumable(1.0)  # 0 disables clipping
-    max_steps: int = _resumable(0)  # 0 = no limit from steps
-    max_epochs: float = _resumable(0.0)  # 0 = no limit from epochs
-    max_time: str = _resumable("")  # e.g. "10m", "1h30m"; empty = no limit from time
+    grad_clip: float = _resumable(1.0, help="Clip the global gradient norm (0 = off).")
+    max_steps: int = _resumable(0, help="Stop after this many steps in total.")
+    max_epochs: float = _resumable(0.0, help="Stop after this many passes over the data.")
+    max_time: str = _resumable("", help="Stop after this much training time in total, e.g. "
+                                        "90s, 10m, 1h30m (across resumes).")
     eval_every: int = _resumable(500)
     eval_batch_size: int = _resumable(32)
     # Characters of the validation split scored at each evaluation, from its start; 0 = all.
@@ -81,13 +89,20 @@ class TrainConfig:
     keep: int = _resumable(0)  # periodic checkpoints kept besides best.pt and last.pt
     save_every: int = _resumable(0)  # steps between periodic checkpoints (0 = at eval only)
     max_bad_steps: int = _resumable(5)  # consecutive non-finite steps before giving up
-    seed: int = 1337
+    seed: int = _field(1337, help="Random seed.")
     # Start from the weights of this checkpoint (a file or a run directory) instead of random
     # ones: fine-tuning. The model shape and vocabulary are the checkpoint's.
-    init_from: str = ""
-    device: str = _resumable("auto")
-    precision: str = _resumable("auto")
-    compile: bool = _resumable(False)
+    init_from: str = _field("", help="Fine-tune: start from this checkpoint's (or run "
+                             "directory's) weights, with its model and vocabulary.")
+    device: str = _resumable("auto", help="auto, cpu, cuda, cuda:N or mps.")
+    precision: str = _resumable(
+        "auto", choices=PRECISIONS,
+        help="fp32; bf16 (the head in bf16, the recurrent layers in fp32); fp16 (CUDA: cuDNN "
+             "in fp16 with loss scaling). auto = fp32.")
+    compile: bool = _resumable(
+        False, help="torch.compile the model. The recurrent layers still run as their "
+                    "cuDNN/oneDNN kernels (Dynamo does not compile nn.LSTM/GRU): only the "
+                    "input, head and loss are compiled, so expect little gain.")
 
     def __post_init__(self):
         for key in ("seq_len", "batch_size", "eval_every", "eval_batch_size", "log_every",
@@ -145,6 +160,29 @@ class Config:
 
 
 SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag for a config key (from the field's metadata)."""
+
+    key: str  # "model.hidden_size"
+    flag: str  # "--hidden-size"
+    type: str  # "int" | "float" | "str" | "bool"
+    help: str
+    choices: tuple[str, ...] | None
+
+
+def flags() -> list[Flag]:
+    """The config keys that have a command-line flag of their own, in declaration order."""
+    out = []
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            if f.metadata.get("help"):
+                out.append(Flag(f"{section}.{f.name}",
+                                f.metadata["flag"] or "--" + f.name.replace("_", "-"),
+                                f.type, f.metadata["help"], f.metadata["choices"]))
+    return out
 
 
 # ----------------------------------------------------------------------------------------

@@ -68,3 +68,19 @@ def test_parse_duration():
     assert parse_duration("1h30m") == 5400
     assert parse_duration("") == 0
     assert parse_duration("12") == 12
+
+
+def test_command_line_flags_come_from_the_config_fields():
+    from click.testing import CliRunner
+
+    from charrnn.cli import _flag_overrides, main
+    from charrnn.config import flags
+
+    listed = flags()
+    assert {f.key for f in listed} >= {"model.cell", "model.hidden_size", "train.lr",
+                                       "train.max_time", "train.precision", "train.compile"}
+    out = CliRunner().invoke(main, ["train", "--help"]).output
+    for f in listed:
+        assert f.flag in out, f.flag
+    assert _flag_overrides({"model": "gru", "hidden_size": None, "max_time": "1m"}) == {
+        "model.cell": "gru", "train.max_time": "1m"}
