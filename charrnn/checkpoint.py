@@ -12,14 +12,13 @@ never run code.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .config import Config, config_from_dict
+from .files import atomic_write
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .model import CharRNN
 from .prepare import TextOptions
@@ -31,43 +30,8 @@ KIND = "charrnn"
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write `state` to `path` so that `path` is always either the old file or the new one."""
-    path = Path(path)
     state = {"kind": KIND, "format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint is not
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointError(f"could not write {path}: {e.strerror or e}; "
-                                  f"the previous checkpoint is kept") from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda f: torch.save(state, f), error=CheckpointError)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

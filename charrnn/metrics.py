@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .errors import CharRNNError
+from .files import atomic_write_text, write_failure
 
 
 @dataclass
@@ -89,7 +91,14 @@ class MetricsLog:
     @contextlib.contextmanager
     def opened(self, path: Path | None):
         self.path = path
-        self.file = open(path, "a", encoding="utf-8") if path is not None else None
+        self.file = None
+        if path is not None:
+            try:
+                # O_NOFOLLOW: a link planted in the run directory is not written through.
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            except OSError as e:
+                raise CharRNNError(f"cannot write {path}: {e.strerror or e}") from None
+            self.file = os.fdopen(fd, "a", encoding="utf-8")
         try:
             yield self
         finally:
@@ -98,22 +107,37 @@ class MetricsLog:
             self.file = None
 
     def write(self, record: dict) -> None:
-        if self.file is not None:
+        if self.file is None:
+            return
+        try:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        except OSError as e:
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError:
+                pass  # the same failure again, flushing what is buffered
+            raise CharRNNError(f"could not write {self.path}: {write_failure(e)}; training "
+                               f"stopped, the last checkpoint is kept") from None
 
     @staticmethod
     def truncate(path: Path, step: int) -> None:
         """Drop records past `step` (written after the checkpoint a run resumes from)."""
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             return
         kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            text = "" if path.is_symlink() else path.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
+        for line in text.splitlines():
             try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut off by a crash
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
+            if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)) \
+                    and record.get("step", 0) <= step:
+                kept.append(line)
+        # Rewritten whole and renamed into place: a link there is replaced, not followed.
+        atomic_write_text(path, "".join(line + "\n" for line in kept))

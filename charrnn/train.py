@@ -23,6 +23,7 @@ gradient is skipped inside the fused optimizer (found_inf) rather than by a host
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
@@ -41,6 +42,7 @@ from .data import PreparedData, Streams
 from .device import autocast, describe, resolve_device, resolve_precision
 from .errors import CheckpointError, DataError
 from .evaluate import LN2, evaluate
+from .files import DirectoryLock, atomic_write_text, remove_stale
 from .metrics import IntervalMeter, MetricsLog
 from .model import CharRNN, describe_model, hidden_from_tensors, hidden_tensors, select_rows
 from .progress import Progress, format_seconds
@@ -471,13 +473,17 @@ def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
     if resume_dir is not None:
         resume_dir = resolve_run_dir(resume_dir)
     try:
-        if dist.is_main:
-            run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, data.name)
-            (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
-            MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.step)
-        trainer.run_dir = run_dir
-        result = trainer.run()
-        finished = True
+        with contextlib.ExitStack() as stack:
+            if dist.is_main:
+                run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, data.name)
+                # One trainer per run directory; what a killed one left half-written goes.
+                stack.enter_context(DirectoryLock(run_dir, "run directory"))
+                remove_stale(run_dir)
+                atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+                MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.step)
+            trainer.run_dir = run_dir
+            result = trainer.run()
+            finished = True
     finally:
         # DDP's reducer holds the process group: release it first, so that the group's
         # threads stop here rather than at interpreter exit (where gloo can abort).

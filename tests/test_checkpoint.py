@@ -77,7 +77,10 @@ def test_newer_format_is_refused(tmp_path):
 
 @pytest.mark.parametrize("failure, raised, message", [
     (OSError(28, "No space left on device"), CheckpointError,
-     "No space left on device.*previous checkpoint is kept"),
+     "no space left on the device.*previous one is kept"),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"),
+     CheckpointError, "the write failed.*previous one is kept"),
+    (OSError(27, "File too large"), CheckpointError, "file too large"),
     (KeyboardInterrupt(), KeyboardInterrupt, None),
 ])
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure, raised, message):

@@ -1,0 +1,158 @@
+"""Writing files so that a failure loses nothing, and one writer per directory.
+
+    atomic_write(path, lambda f: f.write(data))   # path is the old file or the new one
+    with DirectoryLock(run_dir, "run directory"):  # one trainer per run at a time
+        ...
+
+Every file charrnn writes goes through `atomic_write`: a private temporary file beside the
+target, fsync, then a rename over the target. A rename replaces a symbolic link instead of
+writing through it, so nothing outside the directory is touched, and a failed write (a full
+disk, a file-size limit, a signal) leaves the previous file as it was and no temporary file
+behind. The temporary names start with `.` and end in `.tmp`; `remove_stale` cleans those a
+killed process left, under the directory's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+from .errors import CharRNNError
+
+
+def atomic_write(path: str | Path, write: Callable, binary: bool = True,
+                 what: str | None = None, error: type[CharRNNError] = CharRNNError) -> None:
+    """Call `write(file)` on a temporary file and rename it to `path` once complete."""
+    path = Path(path)
+    try:
+        with _signals_deferred():
+            _write_and_rename(path, write, binary)
+    except BaseException as e:
+        reason = write_failure(e)
+        if reason is None:
+            raise
+        kept = " (the previous one is kept)" if path.exists() else ""
+        raise error(f"could not write {what or path}: {reason}{kept}") from None
+
+
+def _write_and_rename(path: Path, write: Callable, binary: bool) -> None:
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; our files are not
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends: a Ctrl-C (or a second one) during a
+    write is handled once the file is complete, never halfway through torch.save."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, blocked)
+
+
+def write_failure(e: BaseException) -> str | None:
+    """Why a write failed, in words, for the errors a full or broken disk raises; None for
+    anything else. torch.save reports the writer's errors as RuntimeError."""
+    if isinstance(e, OSError):
+        if e.errno == errno.ENOSPC:
+            return "no space left on the device; free some and resume"
+        if e.errno == errno.EFBIG:
+            return "file too large for the file system or the process's limit"
+        return e.strerror or str(e)
+    if isinstance(e, RuntimeError) and ("inline_container" in str(e) or "write" in str(e).lower()):
+        return "the write failed (a full disk or a file-size limit?); free some space and resume"
+    return None
+
+
+def atomic_write_text(path: str | Path, text: str, what: str | None = None) -> None:
+    atomic_write(path, lambda f: f.write(text), binary=False, what=what)
+
+
+def remove_stale(directory: Path) -> None:
+    """Delete the temporary files a killed writer left in `directory` (hold its lock)."""
+    for p in directory.glob(".*.tmp"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+        except OSError:
+            pass
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory for this process's life in the `with` block: a
+    `.lock` file inside it, held with flock (released by the kernel if the process dies).
+
+    `wait=False` refuses at once, naming the PID that holds it; `wait=True` waits for it.
+    """
+
+    def __init__(self, directory: str | Path, what: str, wait: bool = False):
+        self.directory, self.what, self.wait = Path(directory), what, wait
+        self.fd: int | None = None
+
+    def __enter__(self):
+        path = self.directory / ".lock"
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise CharRNNError(f"cannot lock {self.what} {self.directory}: "
+                               f"{e.strerror or e}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(self.fd)
+            self.fd = None
+            raise CharRNNError(f"{self.what} {self.directory} is in use by process {holder}; "
+                               f"wait for it to finish (or stop it) and try again") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Make the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
