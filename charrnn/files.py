@@ -56,7 +56,7 @@ def _write_and_rename(path: Path, write: Callable, binary: bool) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -144,7 +144,7 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     # Make the rename itself durable; not every platform can open a directory.
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -15,6 +15,7 @@ there is no test split, as in nanoGPT's shakespeare_char.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,8 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .errors import DataError
+from .errors import CharRNNError, DataError
+from .files import DirectoryLock, fsync_dir, write_failure
 from .vocab import MAX_CODE_POINT, Vocab
 
 CHUNK_BYTES = 8 << 20
@@ -148,21 +150,33 @@ def _code_points(text: str) -> np.ndarray:
 
 
 class _Source:
-    """One input, opened for a pass: a file, or standard input spooled to a temporary file."""
+    """One input, opened for a pass: a file, or standard input spooled to a temporary file.
+    `identity()` (size and modification time) tells whether it changed between passes."""
 
     def __init__(self, name: str, spool_dir: Path):
         self.name = name
         self.path = Path(name)
         self.spooled = None
         if name == "-":
-            fd, tmp = tempfile.mkstemp(prefix=".stdin-", dir=spool_dir)
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(sys.stdin.buffer, out, CHUNK_BYTES)
+            fd, tmp = tempfile.mkstemp(prefix=".stdin-", suffix=".tmp", dir=spool_dir)
             self.path = self.spooled = Path(tmp)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(sys.stdin.buffer, out, CHUNK_BYTES)
+            except BaseException as e:
+                self.cleanup()  # an interrupted or failed spool leaves nothing in $TMPDIR
+                if isinstance(e, OSError):
+                    raise DataError(f"cannot spool standard input to {spool_dir}: "
+                                    f"{write_failure(e)}") from None
+                raise
 
     @property
     def size(self) -> int:
         return self.path.stat().st_size
+
+    def identity(self) -> tuple[int, int]:
+        st = self.path.stat()
+        return st.st_size, st.st_mtime_ns
 
     def open(self) -> BinaryIO:
         try:
@@ -175,6 +189,11 @@ class _Source:
             self.spooled.unlink(missing_ok=True)
 
 
+def _changed(source: _Source) -> DataError:
+    return DataError(f"{source.name} changed while it was being prepared; nothing was "
+                     f"written: prepare it again once it is complete")
+
+
 # ----------------------------------------------------------------------------------------
 # the two passes
 
@@ -182,33 +201,61 @@ class _Source:
 def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
             test_frac: float = 0.0, options: TextOptions = TextOptions(), glob: str = "*",
             vocab: Vocab | None = None, unk: str | None = None, progress: bool = False,
-            chunk_bytes: int = CHUNK_BYTES) -> dict:
+            chunk_bytes: int = CHUNK_BYTES, reuse=None) -> dict:
     """Prepare `inputs` into `out_dir`; returns the metadata written to meta.json.
 
     With `vocab`, characters are encoded with that vocabulary (for fine-tuning); a character
     outside it becomes `unk` when given, else is an error.
+
+    The new files are built in a private directory inside `out_dir` and moved into place
+    only once complete, under a lock on `out_dir`: preparers of the same output take turns,
+    and a failure at any point leaves the previous preparation as it was. `reuse`, called
+    under the lock, may return the meta of a preparation another process has just made.
     """
-    if not (0 < val_frac < 1):
-        raise DataError(f"--val-frac must be between 0 and 1 (exclusive), got {val_frac}")
-    if not (0 <= test_frac < 1) or val_frac + test_frac >= 1:
-        raise DataError(
-            f"--val-frac + --test-frac must leave training text (got {val_frac} + {test_frac})")
+    _check_fractions(val_frac, test_frac)
     names = find_sources(inputs, glob)
-    sources = [_Source(n, Path(tempfile.gettempdir())) for n in names]
+    sources = []
     try:
-        return _prepare(sources, Path(out_dir), val_frac, test_frac, options, vocab, unk,
-                        progress, chunk_bytes)
+        for n in names:
+            sources.append(_Source(n, Path(tempfile.gettempdir())))
+        bar = _progress_bar(2 * sum(s.size for s in sources), progress)
+        started = time.perf_counter()
+        identities = [s.identity() for s in sources]
+        counts, digests = _count(sources, options, chunk_bytes, bar)
+        vocab, unk_id, given = _choose_vocab(counts, vocab, unk, sources)
+        sizes = split_sizes(int(counts.sum()), val_frac, test_frac)
+        out_dir = Path(out_dir)
+        with _staging(out_dir) as (stage, publish):
+            if reuse is not None and (meta := reuse()) is not None:
+                return meta
+            _encode(sources, stage, vocab.lookup_table(unk=unk_id), vocab.dtype, sizes,
+                    digests, options, chunk_bytes, bar)
+            if [s.identity() for s in sources] != identities:
+                raise _changed(next(s for s, i in zip(sources, identities) if s.identity() != i))
+            bar.close()
+            meta = _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources,
+                         digests, time.perf_counter() - started)
+            vocab.save(stage / "vocab.json")
+            with open(stage / "meta.json", "w", encoding="utf-8") as f:
+                json.dump(meta, f, indent=2)
+            publish()
+        return meta
     finally:
         for s in sources:
             s.cleanup()
 
 
-def _prepare(sources, out_dir, val_frac, test_frac, options, vocab, unk, progress, chunk_bytes):
-    started = time.perf_counter()
-    total_bytes = sum(s.size for s in sources)
-    bar = _progress_bar(2 * total_bytes, progress)
+def _check_fractions(val_frac: float, test_frac: float) -> None:
+    if not (0 < val_frac < 1):
+        raise DataError(f"--val-frac must be between 0 and 1 (exclusive), got {val_frac}")
+    if not (0 <= test_frac < 1) or val_frac + test_frac >= 1:
+        raise DataError(
+            f"--val-frac + --test-frac must leave training text (got {val_frac} + {test_frac})")
 
-    # Pass 1: histogram of code points, checksums, and a decode check of every byte.
+
+def _count(sources, options, chunk_bytes, bar) -> tuple[np.ndarray, list[str]]:
+    """Pass 1: the histogram of code points and each source's checksum; decodes every byte,
+    so an encoding error is found before anything is written."""
     counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
     digests = []
     for source in sources:
@@ -221,94 +268,104 @@ def _prepare(sources, out_dir, val_frac, test_frac, options, vocab, unk, progres
                 else:
                     counts += np.bincount(cps, minlength=MAX_CODE_POINT + 1)
         digests.append(digest.hexdigest())
-
     n_chars = int(counts.sum())
     names = ", ".join(s.name for s in sources)
     if n_chars == 0:
         raise DataError(f"corpus is empty: {names}")
     if all(chr(p).isspace() for p in np.flatnonzero(counts)):
         raise DataError(f"corpus holds only whitespace ({n_chars} characters): {names}")
+    return counts, digests
 
+
+def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, sources
+                  ) -> tuple[Vocab, int, bool]:
+    """The vocabulary to encode with (the text's own, or the given one recounted), the id
+    that unknown characters take (-1: none may occur), and whether it was given."""
     seen = Vocab.from_counts(counts)
-    unk_id = -1
-    given_vocab = vocab is not None
     if vocab is None:
-        vocab = seen
-    else:
-        missing = [c for c in seen.chars if c not in vocab]
-        if missing and unk is None:
-            shown = ", ".join(repr(c) for c in missing[:10])
-            raise DataError(f"{len(missing)} characters are not in the given vocabulary "
-                            f"({shown}); pass --unk CHAR to map them to one character")
-        if unk is not None:
-            if unk not in vocab:
-                raise DataError(f"--unk {unk!r} is not in the given vocabulary")
-            unk_id = vocab.index[unk]
-        # Recount under the given vocabulary so counts line up with its ids.
-        vocab = Vocab(vocab.chars, [int(counts[ord(c)]) for c in vocab.chars])
-        if unk is not None:
-            vocab.counts[unk_id] += sum(seen.counts[seen.index[c]] for c in missing)
+        return seen, -1, False
+    missing = [c for c in seen.chars if c not in vocab]
+    if missing and unk is None:
+        shown = ", ".join(repr(c) for c in missing[:10])
+        raise DataError(f"{len(missing)} characters are not in the given vocabulary "
+                        f"({shown}); pass --unk CHAR to map them to one character")
+    unk_id = -1
+    if unk is not None:
+        if unk not in vocab:
+            raise DataError(f"--unk {unk!r} is not in the given vocabulary")
+        unk_id = vocab.index[unk]
+    # Recount under the given vocabulary so counts line up with its ids.
+    recounted = Vocab(vocab.chars, [int(counts[ord(c)]) for c in vocab.chars])
+    if unk is not None:
+        recounted.counts[unk_id] += sum(seen.counts[seen.index[c]] for c in missing)
+    return recounted, unk_id, True
 
+
+def split_sizes(n_chars: int, val_frac: float, test_frac: float) -> dict[str, int]:
+    """Characters per split: train from the start, then val, then test."""
     n_train = int(n_chars * (1 - val_frac - test_frac))
     n_val = int(n_chars * val_frac) if test_frac > 0 else n_chars - n_train
-    n_test = n_chars - n_train - n_val
-    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    sizes = {"train": n_train, "val": n_val, "test": n_chars - n_train - n_val}
     if n_train < 2 or n_val < 2:
         raise DataError(f"corpus too short to split: {n_chars} characters give {n_train} "
                         f"for training and {n_val} for validation; give more text")
+    return sizes
 
-    # Pass 2: encode into the split files, written under temporary names. The output
-    # directory is made only now, so a corpus refused above leaves nothing behind.
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-").close()
-    except OSError as e:
-        raise DataError(f"cannot write to output directory {out_dir}: {e.strerror}") from None
-    table = vocab.lookup_table(unk=unk_id)
-    dtype = vocab.dtype
-    tmp = {s: out_dir / f".{s}.bin.tmp" for s in SPLITS if sizes[s] > 0}
-    files = {s: open(p, "wb") for s, p in tmp.items()}
-    try:
-        split_iter = iter(s for s in SPLITS if sizes[s] > 0)
-        split = next(split_iter)
+
+def _encode(sources, stage: Path, table: np.ndarray, dtype: np.dtype, sizes: dict,
+            digests: list[str], options, chunk_bytes, bar) -> None:
+    """Pass 2: the ids of every character into one file per split, in `stage`. A source
+    that reads differently from pass 1 (checksum, length, a character not counted) is
+    refused: the files would not match the vocabulary or the sizes."""
+    files = {s: open(stage / f"{s}.bin", "wb") for s in SPLITS if sizes[s] > 0}
+    with contextlib.ExitStack() as stack:
+        for f in files.values():
+            stack.enter_context(f)
+        order = iter(files)
+        split = next(order)
         room = sizes[split]
-        for source in sources:
+        for source, expected in zip(sources, digests):
+            digest = hashlib.sha256()
             with source.open() as raw:
-                for cps in code_point_chunks(raw, source.name, options, chunk_bytes, bar.update):
-                    ids = (table[:256] if cps.dtype == np.uint8 else table)[cps].astype(dtype)
+                reader = _HashingReader(raw, digest)
+                for cps in code_point_chunks(reader, source.name, options, chunk_bytes, bar.update):
+                    ids = (table[:256] if cps.dtype == np.uint8 else table)[cps]
+                    if len(ids) and ids.min() < 0:
+                        raise _changed(source)  # a character pass 1 did not see
+                    ids = ids.astype(dtype)
                     while len(ids):
+                        if split is None:
+                            raise _changed(source)  # longer than in pass 1
                         take = ids[:room]
                         files[split].write(take.tobytes())
                         ids = ids[len(take):]
                         room -= len(take)
                         if room == 0:
-                            split = next(split_iter, None)
+                            split = next(order, None)
                             room = sizes[split] if split else 0
+            if digest.hexdigest() != expected:
+                raise _changed(source)
+        if split is not None:
+            raise _changed(sources[-1])  # shorter than in pass 1
         for f in files.values():
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
-        for f in files.values():
-            f.close()
-        for p in tmp.values():
-            p.unlink(missing_ok=True)
-        raise
-    for f in files.values():
-        f.close()
-    bar.close()
 
-    meta = {
+
+def _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources, digests,
+          seconds) -> dict:
+    return {
         "format_version": FORMAT_VERSION,
         "vocab_size": len(vocab),
-        "dtype": dtype.name,
+        "dtype": vocab.dtype.name,
         "byteorder": "little",
-        "chars": n_chars,
+        "chars": sum(sizes.values()),
         "splits": sizes,
         "val_frac": val_frac,
         "test_frac": test_frac,
         "options": options.to_dict(),
         # How the vocabulary came about: a reuse of it must be asked for the same way.
-        "vocab_given": given_vocab,
+        "vocab_given": given,
         "unk": unk,
         "sources": [
             {"path": s.name if s.name == "-" else str(Path(s.name).resolve()),
@@ -316,20 +373,52 @@ def _prepare(sources, out_dir, val_frac, test_frac, options, vocab, unk, progres
              "sha256": d}
             for s, d in zip(sources, digests)
         ],
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(seconds, 3),
     }
-    # Replace the old dataset only now that the new one is complete; meta.json goes last, so
-    # a directory with a meta.json always has the files it describes.
-    (out_dir / "meta.json").unlink(missing_ok=True)
-    for split in SPLITS:
-        (out_dir / f"{split}.bin").unlink(missing_ok=True)
-    for split, p in tmp.items():
-        os.replace(p, out_dir / f"{split}.bin")
-    vocab.save(out_dir / "vocab.json")
-    with open(out_dir / ".meta.json.tmp", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(out_dir / ".meta.json.tmp", out_dir / "meta.json")
-    return meta
+
+
+OUTPUTS = ("meta.json", "vocab.json") + tuple(f"{s}.bin" for s in SPLITS)
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path):
+    """(a private directory inside out_dir, publish()) under out_dir's lock. `publish` moves
+    the staged files into place, meta.json last, so a directory with a meta.json always has
+    the files it describes; the staging directory goes in any case."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(out_dir, "output directory", wait=True)
+        lock.__enter__()
+    except (OSError, CharRNNError) as e:
+        reason = e.strerror if isinstance(e, OSError) else str(e)
+        raise DataError(f"cannot write to output directory {out_dir}: {reason}") from None
+    try:
+        for old in out_dir.glob(".staging-*"):  # left by a killed preparer
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+        except OSError as e:
+            raise DataError(f"cannot write to output directory {out_dir}: {e.strerror}") from None
+
+        def publish():
+            (out_dir / "meta.json").unlink(missing_ok=True)
+            for name in OUTPUTS:
+                if name != "meta.json":
+                    (out_dir / name).unlink(missing_ok=True)
+                    if (stage / name).exists():
+                        os.replace(stage / name, out_dir / name)
+            os.replace(stage / "meta.json", out_dir / "meta.json")
+            fsync_dir(out_dir)
+
+        try:
+            yield stage, publish
+        except OSError as e:
+            raise DataError(f"could not write the prepared corpus in {out_dir}: "
+                            f"{write_failure(e)}; the previous preparation is kept") from None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    finally:
+        lock.__exit__(None, None, None)
 
 
 class _HashingReader:

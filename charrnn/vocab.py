@@ -11,23 +11,32 @@ order they were seen in, so two corpora with one alphabet share one vocabulary.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError
+from .files import atomic_write_text
 
 MAX_CODE_POINT = 0x10FFFF
 
 
 class Vocab:
     def __init__(self, chars: list[str], counts: list[int] | None = None):
+        if not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise DataError("vocabulary entries must be single characters")
         if len(set(chars)) != len(chars):
             raise DataError("vocabulary has repeated characters")
-        if any(len(c) != 1 for c in chars):
-            raise DataError("vocabulary entries must be single characters")
+        surrogates = [c for c in chars if 0xD800 <= ord(c) <= 0xDFFF]
+        if surrogates:
+            raise DataError(f"vocabulary holds {len(surrogates)} lone surrogate(s) "
+                            f"(U+{ord(surrogates[0]):04X}), which are not text")
+        if counts is not None and (
+                not isinstance(counts, list) or len(counts) != len(chars)
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                           for n in counts)):
+            raise DataError("vocabulary counts must be one non-negative integer per character")
         self.chars = list(chars)
         self.counts = list(counts) if counts is not None else None
         self.index = {c: i for i, c in enumerate(self.chars)}
@@ -94,10 +103,8 @@ class Vocab:
         return cls(data["chars"], data.get("counts"))
 
     def save(self, path: str | Path) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False, indent=0)
-        os.replace(tmp, path)
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=0)
+        atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":
@@ -108,3 +115,7 @@ class Vocab:
             raise DataError(f"vocabulary file not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"vocabulary file {path} is not valid JSON: {e}") from None
+        except DataError as e:
+            raise DataError(f"vocabulary file {path}: {e}") from None
+        except OSError as e:
+            raise DataError(f"cannot read vocabulary file {path}: {e.strerror or e}") from None

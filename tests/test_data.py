@@ -80,7 +80,7 @@ def test_open_corpus_errors(workdir):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
 def test_resident_streams_on_the_host_share_the_array(dtype):
-    # On CPU the encoded split (a memory map in practice) is the storage: no widened copy.
+    # On CPU the encoded split (read or mapped) is the storage: no widened copy.
     array = (np.arange(5000) % 300 % np.iinfo(dtype).max).astype(dtype)
     streams = Streams(array, 4, 16, device="cpu")
     assert streams.resident
