@@ -12,15 +12,17 @@ never run code.
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
 import torch
 
 from .config import Config, config_from_dict
-from .files import atomic_write
+from .device import check_fits
 from .errors import CharRNNError, CheckpointError, ConfigError
-from .model import CharRNN
+from .files import atomic_write
+from .model import CharRNN, describe_model, parameter_count
 from .prepare import TextOptions
 from .vocab import Vocab
 
@@ -42,17 +44,23 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"not a checkpoint file: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"refused to load {path}: it holds Python objects beyond tensors and plain "
+                f"data, which could run code; only charrnn checkpoints are loaded") from None
         raise CheckpointError(
-            f"refused to load {path}: it holds Python objects beyond tensors and plain data, "
-            f"which could run code; only charrnn checkpoints are loaded") from None
+            f"{path} is not a readable checkpoint (truncated, or not a charrnn checkpoint)") from None
     except Exception:  # torch raises many kinds for a damaged or foreign file
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, or not a charrnn checkpoint)") from None
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a charrnn checkpoint")
     version = state.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"{path} has no valid format version ({version!r}); it is "
+                              f"damaged or not a charrnn checkpoint")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer charrnn (format {version}, this "
                               f"one reads up to {FORMAT_VERSION}); upgrade charrnn to load it")
     return state
@@ -97,7 +105,7 @@ def vocab_of(state: dict) -> Vocab:
 
 def text_options_of(state: dict) -> TextOptions:
     try:
-        return TextOptions(**state["text_options"])
+        return TextOptions.from_dict(state["text_options"])
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint has no usable text options ({e})") from None
 
@@ -113,33 +121,165 @@ def hidden_of(state: dict) -> list[torch.Tensor] | None:
 
 
 def rng_of(state: dict) -> dict:
+    """The random states: {"torch": the CPU generator's, "cuda": the GPU's or None}."""
+    rng = state.get("rng")
+    if not isinstance(rng, dict) or not _is_byte_tensor(rng.get("torch")):
+        raise CheckpointError("checkpoint cannot be resumed: it has no valid random state")
     try:
-        rng = state["rng"]
-        rng["torch"]
-    except (KeyError, TypeError):
-        raise CheckpointError("checkpoint cannot be resumed: it has no random state") from None
+        torch.Generator().set_state(rng["torch"])
+    except (RuntimeError, TypeError):
+        raise CheckpointError("checkpoint cannot be resumed: its random state is damaged") from None
+    if rng.get("cuda") is not None and not _is_byte_tensor(rng["cuda"]):
+        raise CheckpointError("checkpoint cannot be resumed: its CUDA random state is damaged")
+    return rng
+
+
+def _is_byte_tensor(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1
+
+
+# ----------------------------------------------------------------------------------------
+# checking a checkpoint against the model it is loaded into, before torch sees it
+
+
+def check_weights(weights, model: torch.nn.Module, finite: bool = False) -> None:
+    """Every weight the model has, with its shape and a floating dtype (and finite values
+    with `finite`); raises CheckpointError naming the first that is wrong."""
+    check_tensors(weights, dict(model.state_dict()), "weights", finite)
+
+
+def check_tensors(found, expected: dict, what: str, finite: bool = True) -> None:
+    if not isinstance(found, dict):
+        raise CheckpointError(f"checkpoint {what} are not a table of tensors")
+    if set(found) != set(expected):
+        extra, missing = sorted(set(found) - set(expected)), sorted(set(expected) - set(found))
+        raise CheckpointError(f"checkpoint {what} do not fit the model: "
+                              + (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"))
+    for key, want in expected.items():
+        got = found[key]
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise CheckpointError(f"checkpoint {what} {key} has shape {shape}, the model "
+                                  f"needs {tuple(want.shape)}")
+        if not got.dtype.is_floating_point:
+            raise CheckpointError(f"checkpoint {what} {key} is {got.dtype}, not floating point")
+        if finite and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"checkpoint {what} {key} holds NaN or infinite values")
+
+
+def check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
+    """An AdamW state for exactly these parameters: groups, moments of each parameter's
+    shape, finite step counts (a wrong shape reaches the fused kernel as a crash)."""
+    fresh = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list) \
+            or not isinstance(saved.get("state"), dict):
+        raise CheckpointError("checkpoint optimizer state is not an optimizer state")
+    if len(saved["param_groups"]) != len(fresh["param_groups"]):
+        raise CheckpointError("checkpoint optimizer state has the wrong parameter groups")
+    for got, want in zip(saved["param_groups"], fresh["param_groups"]):
+        if not isinstance(got, dict) or got.get("params") != want["params"]:
+            raise CheckpointError("checkpoint optimizer state has the wrong parameter groups")
+        for key, value in want.items():
+            if key != "params" and not _same_kind(got.get(key, value), value):
+                raise CheckpointError(f"checkpoint optimizer setting {key} is "
+                                      f"{got.get(key)!r}")
+    for index, entry in saved["state"].items():
+        if type(index) is not int or not 0 <= index < len(params) or not isinstance(entry, dict):
+            raise CheckpointError(f"checkpoint optimizer state has an entry {index!r} for no parameter")
+        shape = params[index].shape
+        check_tensors({k: entry.get(k) for k in ("exp_avg", "exp_avg_sq")},
+                      {"exp_avg": params[index], "exp_avg_sq": params[index]},
+                      f"optimizer state of parameter {index}")
+        step = entry.get("step")
+        if not isinstance(step, torch.Tensor) or step.numel() != 1 or not bool(
+                torch.isfinite(step).all()) or float(step) < 0:
+            raise CheckpointError(f"checkpoint optimizer step count of parameter {index} "
+                                  f"(shape {tuple(shape)}) is damaged")
+
+
+def _same_kind(got, want) -> bool:
+    """An optimizer setting of the kind a fresh optimizer has (numbers finite)."""
+    if isinstance(want, bool) or want is None:
+        return got is None or isinstance(got, bool)
+    if isinstance(want, (int, float)):
+        return isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got)
+    if isinstance(want, tuple):
+        return isinstance(got, tuple) and len(got) == len(want) and all(
+            _same_kind(g, w) for g, w in zip(got, want))
+    return type(got) is type(want)
+
+
+def check_hidden(hidden, cell: str, num_layers: int, batch_size: int, hidden_size: int) -> None:
+    if hidden is None:
+        return
+    want = (num_layers, batch_size, hidden_size)
+    if not isinstance(hidden, list) or len(hidden) != (2 if cell == "lstm" else 1) or not all(
+            isinstance(h, torch.Tensor) and h.shape == want and h.dtype.is_floating_point
+            and bool(torch.isfinite(h).all()) for h in hidden):
+        raise CheckpointError(f"checkpoint hidden state is not {len(want)} finite tensor(s) "
+                              f"of shape {want}")
+
+
+def progress_of(state: dict) -> dict:
+    """The counters of a training state, checked: step, best/last validation loss and
+    their steps, skipped steps, training time."""
+    def number(key, default, kind=float, optional=False, minimum=None):
+        value = state.get(key, default)
+        if value is None and optional:
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int:
+            ok = ok and float(value).is_integer()
+        elif ok:
+            ok = not math.isnan(value)
+        if not ok or (minimum is not None and value < minimum):
+            raise CheckpointError(f"checkpoint {key} is {value!r}: the file is damaged")
+        return kind(value)
+
+    progress = {
+        "step": number("step", None, int, minimum=0),
+        "best_val_loss": number("best_val_loss", math.inf, minimum=0),
+        "best_step": number("best_step", None, int, optional=True, minimum=0),
+        "last_val_loss": number("last_val_loss", None, optional=True, minimum=0),
+        "last_eval_step": number("last_eval_step", -1, int, minimum=-1),
+        "skipped": number("skipped", 0, int, minimum=0),
+        "elapsed": number("elapsed", 0.0, minimum=0),
+    }
+    if not math.isfinite(progress["elapsed"]):
+        raise CheckpointError("checkpoint elapsed is not finite: the file is damaged")
+    return progress
     return rng
 
 
 def config_of(state: dict) -> Config:
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError("checkpoint has no config")
     try:
-        return config_from_dict(state["config"])
-    except (KeyError, ConfigError) as e:
+        return config_from_dict(config)
+    except ConfigError as e:
         raise CheckpointError(f"checkpoint has an unusable config: {e}") from None
 
 
 def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:
-    """Rebuild the model (on CPU, in eval mode), its vocabulary and text options."""
+    """Rebuild the model (on CPU, in eval mode), its vocabulary and text options. The
+    weights must fit the model and be finite (a diverged model samples nothing useful)."""
     vocab, options = vocab_of(state), text_options_of(state)
-    try:
-        cfg = config_of(state)
-        model = CharRNN.from_config(len(vocab), cfg.model)
-        model.load_state_dict(state["model"])
-    except CharRNNError as e:
-        raise CheckpointError(f"checkpoint is inconsistent: {e}") from None
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint is inconsistent or incomplete: {e}") from None
+    cfg = config_of(state)
+    model = build_model(len(vocab), cfg)
+    check_weights(state.get("model"), model, finite=True)
+    model.load_state_dict(state["model"])
     return model.eval(), vocab, options
+
+
+def build_model(vocab_size: int, cfg: Config, device=None) -> CharRNN:
+    """The CharRNN of a config, refused before allocating when it cannot fit."""
+    device = torch.device(device or "cpu")
+    params = parameter_count(vocab_size, cfg.model)
+    check_fits(4 * params, device, f"a {describe_model(cfg.model)} model over {vocab_size:,} "
+               f"characters ({params:,} parameters)", "choose a smaller model")
+    return CharRNN.from_config(vocab_size, cfg.model).to(device)
 
 
 def load_init(source: str | Path) -> tuple[Path, dict, Vocab]:

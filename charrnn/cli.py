@@ -280,7 +280,7 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     from .device import resolve_device
     from .sample import Sampler, check_prime, check_settings
 
-    check_settings(length, temperature, top_k, num_samples)
+    check_settings(length, temperature, top_k, num_samples, seed)
     stops = [_unescape(s, "--stop") for s in stops]
     if prime_file:
         try:

@@ -55,7 +55,7 @@ class ModelConfig:
         _check_choice("model.cell", self.cell, CELLS)
         _check_positive("model.hidden_size", self.hidden_size)
         _check_positive("model.num_layers", self.num_layers)
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # also refuses nan
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.embed_dim < 0:
             raise ConfigError(f"model.embed_dim must be >= 0 (0 = one-hot), got {self.embed_dim}")
@@ -105,6 +105,12 @@ class TrainConfig:
                     "input, head and loss are compiled, so expect little gain.")
 
     def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and not math.isfinite(value):
+                raise ConfigError(f"train.{f.name} must be a finite number, got {value}")
+        if not 0 <= self.seed < 2**64:
+            raise ConfigError(f"train.seed must be in [0, 2^64), got {self.seed}")
         for key in ("seq_len", "batch_size", "eval_every", "eval_batch_size", "log_every",
                     "max_bad_steps"):
             _check_positive(f"train.{key}", getattr(self, key))

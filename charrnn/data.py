@@ -83,12 +83,8 @@ class PreparedData:
                 k in SPLITS and type(v) is int and v >= 0 for k, v in splits.items()):
             raise bad("'splits' must map train/val/test to character counts")
         try:
-            self.options = TextOptions(**meta["options"])
-            if not (isinstance(self.options.encoding, str) and all(
-                    isinstance(v, bool) for v in (self.options.lower, self.options.unidecode,
-                                                  self.options.keep_crlf))):
-                raise TypeError
-        except (KeyError, TypeError):
+            self.options = TextOptions.from_dict(meta.get("options"))
+        except TypeError:
             raise bad("'options' are not the text options charrnn writes") from None
 
     @property

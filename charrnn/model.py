@@ -79,6 +79,17 @@ class CharRNN(nn.Module):
         return (h, h.clone()) if self.cell == "lstm" else h
 
 
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
+    """The parameters a CharRNN of this config has, without building it."""
+    G, H, L = GATES[cfg.cell], cfg.hidden_size, cfg.num_layers
+    first = cfg.embed_dim or vocab_size
+    rnn = G * H * (first + H + 2) + (L - 1) * G * H * (2 * H + 2)
+    return vocab_size * cfg.embed_dim + rnn + H * vocab_size + vocab_size
+
+
 def describe_model(cfg) -> str:
     """'2x256 LSTM', with the embedding if any: a ModelConfig or a CharRNN."""
     return f"{cfg.num_layers}x{cfg.hidden_size} {cfg.cell.upper()}" + (

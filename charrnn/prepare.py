@@ -51,6 +51,17 @@ class TextOptions:
         return {"encoding": self.encoding, "lower": self.lower, "unidecode": self.unidecode,
                 "keep_crlf": self.keep_crlf}
 
+    @classmethod
+    def from_dict(cls, data) -> "TextOptions":
+        """As written by to_dict; anything else raises TypeError."""
+        if not isinstance(data, dict) or set(data) - {"encoding", "lower", "unidecode", "keep_crlf"}:
+            raise TypeError("not a dict of text options")
+        options = cls(**data)
+        if not isinstance(options.encoding, str) or not all(
+                isinstance(v, bool) for v in (options.lower, options.unidecode, options.keep_crlf)):
+            raise TypeError("text options of the wrong types")
+        return options
+
     def apply(self, text: str) -> str:
         """The same transforms, for a prime given at sampling time."""
         if not self.keep_crlf:

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from .errors import CharRNNError
-from .model import CharRNN, hidden_tensors
+from .device import check_fits
+from .model import GATES, CharRNN, hidden_tensors
 from .vocab import Vocab
 
 
@@ -57,7 +58,7 @@ class Stepper:
         self.H, self.num_layers, self.batch_size = H, L, B
         weight = model.head.weight
         kw = {"device": weight.device, "dtype": weight.dtype}
-        G = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+        G = GATES[self.cell]
         with torch.no_grad():
             inputs = (model.embedding.weight if model.embedding is not None
                       else model.one_hot)  # (V, input_size)
@@ -258,8 +259,10 @@ MIN_TEMPERATURE = 1e-3  # below it logits / T overflows float32: use 0 (the argm
 
 
 def check_settings(length: int = 0, temperature: float = 1.0, top_k: int = 0,
-                   num_samples: int = 1) -> None:
+                   num_samples: int = 1, seed: int | None = None) -> None:
     """Refuse sampling settings out of range, naming the flag."""
+    if seed is not None and not 0 <= seed < 2**64:
+        raise CharRNNError(f"--seed must be in [0, 2^64), got {seed}")
     if length < 0:
         raise CharRNNError(f"--length must be >= 0, got {length}")
     if not (temperature == 0 or MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE):
@@ -330,7 +333,7 @@ class Sampler:
     def __init__(self, model: CharRNN, vocab: Vocab, temperature: float = 1.0, top_k: int = 0,
                  seed: int | None = None, device="cpu", reference: bool = False,
                  cuda_graph: bool = True):
-        check_settings(temperature=temperature, top_k=top_k)
+        check_settings(temperature=temperature, top_k=top_k, seed=seed)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = vocab
@@ -351,6 +354,10 @@ class Sampler:
         check_settings(length=length, num_samples=num_samples)
         check_prime(self.vocab, prime)
         B, V = num_samples, len(self.vocab)
+        m = self.model
+        per_stream = m.num_layers * m.hidden_size * (GATES[m.cell] + 3) + 2 * V + 64
+        check_fits(4 * B * per_stream, self.device, f"sampling {B:,} streams at once",
+                   "ask for fewer --num-samples")
         if flush_every is None:
             # Reading ids back to the host synchronises a GPU: do it in blocks there. On CPU,
             # 16 characters (a few ms) still look like a stream, and each yield and write
@@ -398,11 +405,12 @@ class Sampler:
 
     def texts(self, length: int, prime: str = "", num_samples: int = 1, stop=()) -> list[str]:
         """The B complete samples (prime excluded) as strings."""
-        parts = [[] for _ in range(num_samples)]
+        parts = None  # made after generate has checked that B streams fit
         for pieces in self.generate(length, prime, num_samples, stop=stop):
+            parts = parts or [[] for _ in pieces]
             for p, piece in zip(parts, pieces):
                 p.append(piece)
-        return ["".join(p) for p in parts]
+        return ["".join(p) for p in parts] if parts else [""] * num_samples
 
 
 def _block_size(B: int, V: int, length: int) -> int:

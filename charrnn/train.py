@@ -36,15 +36,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .checkpoint import hidden_of, load_init, rng_of, save_checkpoint, training_state
+from .checkpoint import (check_hidden, check_optimizer, check_weights, hidden_of, load_init,
+                         progress_of, rng_of, save_checkpoint, training_state)
 from .config import Config, parse_duration
 from .data import PreparedData, Streams
-from .device import autocast, describe, resolve_device, resolve_precision
+from .device import autocast, check_fits, describe, resolve_device, resolve_precision
 from .errors import CheckpointError, DataError
 from .evaluate import LN2, evaluate
 from .files import DirectoryLock, atomic_write_text, remove_stale
 from .metrics import IntervalMeter, MetricsLog
-from .model import CharRNN, describe_model, hidden_from_tensors, hidden_tensors, select_rows
+from .model import (GATES, CharRNN, describe_model, hidden_from_tensors, hidden_tensors,
+                    parameter_count, select_rows)
 from .progress import Progress, format_seconds
 from .runs import new_run_dir, prune_periodic, resolve_run_dir, update_latest
 from .stopping import StopRequests
@@ -135,6 +137,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         self.vocab = data.vocab
+        self._check_memory()
         self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
         if state is None and t.init_from:
             self._init_weights(init or load_init(t.init_from))
@@ -185,6 +188,18 @@ class Trainer:
                     broadcast_buffers=False)
         return torch.compile(forward) if self.cfg.train.compile else forward
 
+    def _check_memory(self) -> None:
+        """Refuse, before allocating, a model and batch that cannot fit on the device: the
+        weights, their gradients and two AdamW moments, and a step's activations."""
+        t, m, V = self.cfg.train, self.cfg.model, len(self.vocab)
+        rows = t.batch_size // self.dist.world_size
+        activations = rows * t.seq_len * (m.num_layers * m.hidden_size * (GATES[m.cell] + 2)
+                                          + 3 * V)
+        check_fits(4 * (4 * parameter_count(V, m) + activations), self.device,
+                   f"training a {describe_model(m)} over {V:,} characters with "
+                   f"batch_size {t.batch_size} x seq_len {t.seq_len}",
+                   "use a smaller model, --batch-size or --seq-len")
+
     def _init_weights(self, init: tuple[Path, dict, Vocab]) -> None:
         """Fine-tuning: the weights of another run's checkpoint, on this run's data."""
         path, state, vocab = init
@@ -192,37 +207,39 @@ class Trainer:
             raise DataError(f"{self.data.root} is not encoded with the vocabulary of {path}; "
                             f"prepare the text with: charrnn prepare TEXT --vocab {path}")
         try:
-            self.model.load_state_dict(state["model"])
-        except (KeyError, RuntimeError):
-            raise CheckpointError(f"--init-from {path}: its weights do not fit a "
-                                  f"{describe_model(self.cfg.model)} model; leave the model "
-                                  f"settings to the checkpoint") from None
+            check_weights(state.get("model"), self.model, finite=True)
+        except CheckpointError as e:
+            raise CheckpointError(f"--init-from {path}: {e}; leave the model settings to the "
+                                  f"checkpoint") from None
+        self.model.load_state_dict(state["model"])
 
     def _restore(self, state: dict) -> None:
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.step = int(state["step"])
-            self.best_val_loss = float(state["best_val_loss"])
-            self.best_step = state.get("best_step")
-            self.last_val_loss = state.get("last_val_loss")
-            self.last_eval_step = int(state.get("last_eval_step", -1))
-            self.skipped = int(state.get("skipped", 0))
-            self.elapsed = float(state.get("elapsed", 0.0))
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint cannot be resumed: {e}") from None
+        """Continue from a checkpoint, each part checked before torch sees it."""
+        m, t = self.cfg.model, self.cfg.train
+        check_weights(state.get("model"), self.model, finite=True)
+        check_optimizer(state.get("optimizer"), self.optimizer)
+        check_hidden(hidden_of(state), m.cell, m.num_layers, t.batch_size, m.hidden_size)
+        rng = rng_of(state)
+        progress = progress_of(state)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for key, value in progress.items():
+            setattr(self, key, value)
         saved = hidden_of(state)
         if saved:
-            rows = slice(*self.dist.rows(self.cfg.train.batch_size))
-            hidden = hidden_from_tensors([h.to(self.device) for h in saved], self.cfg.model.cell)
+            rows = slice(*self.dist.rows(t.batch_size))
+            hidden = hidden_from_tensors([h.to(self.device) for h in saved], m.cell)
             self.hidden = select_rows(hidden, rows)
-        rng = rng_of(state)
         if self.dist.enabled:
-            torch.manual_seed(self.cfg.train.seed + self.dist.rank + self.step)
+            torch.manual_seed(t.seed + self.dist.rank + self.step)
         else:
             torch.set_rng_state(rng["torch"])
             if self.device.type == "cuda" and rng.get("cuda") is not None:
-                torch.cuda.set_rng_state(rng["cuda"], self.device)
+                try:
+                    torch.cuda.set_rng_state(rng["cuda"], self.device)
+                except RuntimeError:
+                    raise CheckpointError("checkpoint cannot be resumed: its CUDA random "
+                                          "state is damaged") from None
 
     # ------------------------------------------------------------------------------------
     # the loop

@@ -1,0 +1,489 @@
+"""Faults injected on purpose: crafted checkpoints and prepared directories, concurrent
+writers, data changing under a job, writes that fail, signals during a save, links planted
+in a run, values out of range. Each must end in one line, a non-zero exit and nothing lost."""
+
+import copy
+import json
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.data import PreparedData, open_corpus
+from charrnn.errors import CharRNNError, CheckpointError, DataError
+from charrnn.files import DirectoryLock, atomic_write
+from charrnn.metrics import MetricsLog
+from charrnn.prepare import prepare
+from charrnn.resume import resume
+from charrnn.train import Trainer, train
+
+from conftest import make_text
+from test_cli import TINY, assert_clean_error, run, snapshot
+
+CHARRNN = [sys.executable, "-m", "charrnn"]
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+@pytest.fixture
+def trained(corpus, workdir):
+    r = run("train", corpus, *TINY, "--name", "good")
+    assert r.exit_code == 0, r.output
+    return workdir / "runs" / "good"
+
+
+def crafted(trained, workdir, change, name="crafted"):
+    """A copy of the run with its last.pt changed by `change(state)`."""
+    state = load_checkpoint(trained / "last.pt")
+    change(state)
+    run_dir = workdir / "runs" / name
+    run_dir.mkdir()
+    torch.save(state, run_dir / "last.pt")
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------
+# 1. files we read are validated before use
+
+
+def _first_moment(state):
+    return next(iter(state["optimizer"]["state"].values()))
+
+
+CHECKPOINT_FAULTS = {
+    "optimizer moment of the wrong shape": (
+        lambda s: _first_moment(s).__setitem__("exp_avg", torch.zeros(3)), "optimizer state"),
+    "optimizer state for no parameter": (
+        lambda s: s["optimizer"]["state"].__setitem__(99, {}), "for no parameter"),
+    "optimizer setting not a number": (
+        lambda s: s["optimizer"]["param_groups"][0].__setitem__("lr", "fast"), "setting lr"),
+    "config is None": (lambda s: s.__setitem__("config", None), "no config"),
+    "hidden state of the wrong shape": (
+        lambda s: s.__setitem__("hidden", [torch.zeros(1, 2, 3)] * 2), "hidden state"),
+    "random state damaged": (
+        lambda s: s["rng"].__setitem__("torch", torch.zeros(7, dtype=torch.uint8)),
+        "random state is damaged"),
+    "random state missing": (lambda s: s.__setitem__("rng", None), "no valid random state"),
+    "weights of the wrong shape": (
+        lambda s: s["model"].__setitem__("head.bias", torch.zeros(2)), "head.bias has shape"),
+    "weights not finite": (
+        lambda s: s["model"]["head.weight"].fill_(float("nan")), "NaN or infinite"),
+    "step negative": (lambda s: s.__setitem__("step", -4), "step is -4"),
+    "vocabulary not characters": (
+        lambda s: s.__setitem__("vocab", {"chars": [1, 2]}), "vocabulary"),
+}
+
+
+@pytest.mark.parametrize("fault", list(CHECKPOINT_FAULTS))
+def test_crafted_checkpoints_are_refused_on_resume(trained, workdir, fault):
+    change, message = CHECKPOINT_FAULTS[fault]
+    run_dir = crafted(trained, workdir, change)
+    before = snapshot(workdir)
+    assert_clean_error(run("train", "--resume", run_dir), message)
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("fault", ["weights of the wrong shape", "weights not finite",
+                                   "config is None", "vocabulary not characters"])
+def test_crafted_checkpoints_are_refused_by_sample(trained, workdir, fault):
+    change, message = CHECKPOINT_FAULTS[fault]
+    run_dir = crafted(trained, workdir, change)
+    assert_clean_error(run("sample", run_dir), message)
+
+
+def test_a_wrong_moment_never_reaches_the_fused_kernel(trained, workdir):
+    # Before the checks this was a segmentation fault inside _fused_adam: run it in a
+    # process of its own so that a crash shows as a crash.
+    change, _ = CHECKPOINT_FAULTS["optimizer moment of the wrong shape"]
+    run_dir = crafted(trained, workdir, change)
+    proc = subprocess.run(CHARRNN + ["train", "--resume", str(run_dir)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "optimizer state" in proc.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"x", "not a readable checkpoint"),
+    (None, "no valid format version"),
+])
+def test_damaged_checkpoint_files_get_the_right_message(workdir, content, message):
+    path = workdir / "c.pt"
+    if content is None:
+        torch.save({"kind": "charrnn", "format_version": "2"}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                   st.text(max_size=3), st.lists(st.integers(0, 3), max_size=3),
+                   st.builds(torch.zeros, st.integers(0, 4)))
+
+
+def _paths(obj, prefix=()):
+    """Every key path into nested dicts and lists."""
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return
+    for key, value in items:
+        yield prefix + (key,)
+        yield from _paths(value, prefix + (key,))
+
+
+def _replace(obj, path, value):
+    for key in path[:-1]:
+        obj = obj[key]
+    if isinstance(obj, tuple):
+        return False
+    obj[path[-1]] = value
+    return True
+
+
+@pytest.fixture(scope="module")
+def good_state(tmp_path_factory):
+    root = tmp_path_factory.mktemp("state")
+    (root / "c.txt").write_text(make_text(6000), encoding="utf-8")
+    data = open_corpus(root / "c.txt", root / "data")
+    cfg_args = {"model": {"hidden_size": 8, "num_layers": 1},
+                "train": {"batch_size": 2, "seq_len": 8, "max_steps": 3, "eval_every": 3}}
+    from charrnn.config import build_config
+    result = train(build_config(cfg_args), data, runs_dir=root / "runs", echo=quiet,
+                   progress=False)
+    return load_checkpoint(result.run_dir / "last.pt"), data
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_damaged_part_of_a_checkpoint_is_refused_or_harmless(good_state, data):
+    state, prepared = good_state
+    state = copy.deepcopy(state)
+    paths = sorted(_paths(state), key=repr)
+    path = data.draw(st.sampled_from(paths))
+    if not _replace(state, path, data.draw(LEAVES)):
+        return
+    from charrnn.checkpoint import config_of
+    for attempt in (lambda: model_from_checkpoint(state),
+                    lambda: Trainer(config_of(state), prepared, state=state, echo=quiet,
+                                    progress=False)):
+        try:
+            attempt()
+        except CharRNNError:
+            pass  # refused with a message: fine; anything else fails the test
+
+
+META_FAULTS = {
+    "not an object": (lambda m: [1, 2], "not a JSON object"),
+    "unknown dtype": (lambda m: {**m, "dtype": "float64"}, "dtype 'float64'"),
+    "vocab_size disagrees": (lambda m: {**m, "vocab_size": 3}, "vocab_size 3"),
+    "splits not counts": (lambda m: {**m, "splits": {"train": "many"}}, "'splits'"),
+    "options not ours": (lambda m: {**m, "options": {"lower": "yes"}}, "'options'"),
+    "version as text": (lambda m: {**m, "format_version": "1"}, "format '1'"),
+}
+
+
+@pytest.mark.parametrize("fault", list(META_FAULTS))
+def test_crafted_meta_json_is_refused(corpus, workdir, fault):
+    change, message = META_FAULTS[fault]
+    prepare([str(corpus)], "data/corpus")
+    meta = json.loads(Path("data/corpus/meta.json").read_text())
+    Path("data/corpus/meta.json").write_text(json.dumps(change(meta)))
+    assert_clean_error(run("train", "data/corpus", *TINY), message)
+    assert not Path("runs").exists()
+
+
+def test_a_vocabulary_shorter_than_the_ids_is_refused(corpus, workdir):
+    prepare([str(corpus)], "data/corpus")
+    vocab = json.loads(Path("data/corpus/vocab.json").read_text())
+    meta = json.loads(Path("data/corpus/meta.json").read_text())
+    vocab = {"chars": vocab["chars"][:-3]}
+    meta["vocab_size"] = len(vocab["chars"])
+    Path("data/corpus/vocab.json").write_text(json.dumps(vocab))
+    Path("data/corpus/meta.json").write_text(json.dumps(meta))
+    assert_clean_error(run("train", "data/corpus", *TINY), "ids beyond its vocabulary")
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["format_version", "vocab_size", "dtype", "byteorder", "chars",
+                            "splits", "options", "val_frac"]),
+       value=st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                                    st.text(max_size=4)),
+                          lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                          max_leaves=6))
+def test_any_damaged_meta_json_is_refused_or_harmless(tmp_path_factory, key, value):
+    root = tmp_path_factory.mktemp("meta")
+    (root / "c.txt").write_text(make_text(3000), encoding="utf-8")
+    prepare([str(root / "c.txt")], root / "d")
+    meta = json.loads((root / "d" / "meta.json").read_text())
+    meta[key] = value
+    (root / "d" / "meta.json").write_text(json.dumps(meta))
+    try:
+        data = PreparedData(root / "d")
+        for split in ("train", "val"):
+            ids = data.split(split)
+            assert int(ids.max()) < len(data.vocab)
+    except DataError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------
+# 2. one writer per thing
+
+
+def test_concurrent_preparers_of_one_output_take_turns(workdir):
+    big = workdir / "big.txt"
+    big.write_text(make_text(3_000_000), encoding="utf-8")
+    procs = [subprocess.Popen(CHARRNN + ["prepare", str(big), "-o", "data/big"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    data = PreparedData("data/big")
+    assert sum(len(data.split(s)) for s in ("train", "val")) == 3_000_000
+    assert sorted(p.name for p in Path("data/big").iterdir()) == [
+        ".lock", "meta.json", "train.bin", "val.bin", "vocab.json"]
+
+
+def test_a_second_trainer_of_a_run_is_refused_naming_the_holder(trained, workdir):
+    before = (trained / "last.pt").read_bytes()
+    with DirectoryLock(trained, "run directory"):
+        assert_clean_error(run("train", "--resume", trained, "--max-steps", "40"),
+                           "is in use by process", str(os.getpid()))
+    assert (trained / "last.pt").read_bytes() == before
+    r = run("train", "--resume", trained, "--max-steps", "30")  # free again
+    assert r.exit_code == 0, r.output
+
+
+# ----------------------------------------------------------------------------------------
+# 3. the data under a running job
+
+
+@pytest.mark.parametrize("change", ["new character", "longer", "same size, other text"])
+def test_a_source_changed_between_passes_is_refused(corpus, workdir, monkeypatch, change):
+    import charrnn.prepare as prep
+
+    prepare([str(corpus)], "data/corpus")
+    before = snapshot(workdir / "data")
+    count = prep._count
+
+    def count_then_change(sources, *args):
+        result = count(sources, *args)
+        text = corpus.read_text()
+        if change == "new character":
+            text += "Zürich"
+        elif change == "longer":
+            text += text[:500]
+        else:
+            text = text[::-1]
+        corpus.write_text(text)
+        return result
+
+    monkeypatch.setattr(prep, "_count", count_then_change)
+    with pytest.raises(DataError, match="changed while it was being prepared"):
+        prepare([str(corpus)], "data/corpus")
+    assert snapshot(workdir / "data") == before
+
+
+def test_a_split_truncated_under_a_running_job_changes_nothing(corpus, workdir):
+    data = open_corpus(corpus)
+    from test_train import small_config
+    trainer = Trainer(small_config(**{"train.max_steps": 12}), data, echo=quiet, progress=False)
+    for split in ("train", "val"):
+        os.truncate(data.root / f"{split}.bin", 10)
+    result = trainer.run()
+    assert result.reason == "max_steps" and math.isfinite(result.best_val_loss)
+    with pytest.raises(DataError, match="has 10 bytes"):
+        PreparedData(data.root).split("train")
+    with pytest.raises(DataError, match="has 10 bytes"):
+        PreparedData(data.root).split("train", mapped=True)
+
+
+def test_a_vocabulary_that_is_not_text_changes_nothing(corpus, workdir):
+    prepare([str(corpus)], "data/corpus")
+    before = snapshot(workdir / "data")
+    Path("bad.json").write_text('{"chars": ["a", "\\ud800"]}')
+    assert_clean_error(run("prepare", corpus, "--vocab", "bad.json", "--unk", "a",
+                           "-o", "data/corpus"), "surrogate")
+    assert snapshot(workdir / "data") == before
+
+
+def test_interrupted_stdin_leaves_no_spool_file(workdir, monkeypatch):
+    import tempfile
+
+    spool = workdir / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+
+    class Endless:
+        def __init__(self):
+            self.reads = 0
+
+        def read(self, n=-1):
+            self.reads += 1
+            if self.reads > 3:
+                raise KeyboardInterrupt
+            return b"a" * 4096
+
+    monkeypatch.setattr("sys.stdin", type("S", (), {"buffer": Endless()})())
+    with pytest.raises(KeyboardInterrupt):
+        prepare(["-"], "data/stdin")
+    assert list(spool.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------
+# 4. writes that fail
+
+
+def test_a_file_size_limit_during_a_save_keeps_the_last_checkpoint(trained, workdir):
+    before = (trained / "last.pt").read_bytes()
+    limit = len(before) // 2
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(CHARRNN + ["train", "--resume", str(trained), "--max-steps", "30"],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limited)
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0 and "could not write" in err and "Traceback" not in err, err
+    assert (trained / "last.pt").read_bytes() == before
+    assert not list(trained.glob(".*.tmp"))
+
+
+def test_a_full_disk_under_the_metrics_stops_with_one_line(corpus, workdir):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    log = MetricsLog(None)
+    with pytest.raises(CharRNNError, match="no space left"):
+        with log.opened(Path("/dev/full")):
+            log.write({"step": 1})
+
+
+@pytest.mark.parametrize("failure, message", [
+    (OSError(28, "No space left on device"), "no space left"),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos"), "write failed"),
+    (PermissionError(13, "Permission denied"), "Permission denied"),
+])
+def test_failed_writes_are_one_line_and_keep_the_old_file(workdir, failure, message):
+    Path("f").write_bytes(b"good")
+
+    def fail(f):
+        f.write(b"half")
+        raise failure
+
+    with pytest.raises(CharRNNError, match=message):
+        atomic_write("f", fail)
+    assert Path("f").read_bytes() == b"good" and sorted(os.listdir()) == ["f"]
+
+
+def test_a_vanished_run_directory_is_one_line(workdir):
+    with pytest.raises(CharRNNError, match="could not write"):
+        atomic_write(workdir / "gone" / "last.pt", lambda f: f.write(b"x"))
+
+
+def test_a_signal_during_a_write_waits_for_the_file(workdir):
+    got = []
+    previous = signal.signal(signal.SIGINT, lambda *a: got.append(Path("f").read_bytes()))
+    try:
+        def write(f):
+            f.write(b"first half ")
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            f.write(b"second half")
+
+        atomic_write("f", write)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert got and got[0] == b"first half second half"  # handled once the file was complete
+
+
+def test_stale_temporary_files_go_when_the_run_continues(trained, workdir):
+    stale = trained / ".best.pt.k2j3h4.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    r = run("train", "--resume", trained, "--max-steps", "25")
+    assert r.exit_code == 0, r.output
+    assert not stale.exists()
+
+
+# ----------------------------------------------------------------------------------------
+# 5. nothing outside the run is touched
+
+
+def test_links_in_a_run_are_replaced_not_followed(trained, workdir):
+    outside = workdir / "outside"
+    outside.mkdir()
+    for name in ("config.toml", "metrics.jsonl"):
+        (outside / name).write_text("mine\n")
+        (trained / name).unlink()
+        (trained / name).symlink_to(outside / name)
+    r = run("train", "--resume", trained, "--max-steps", "30")
+    assert r.exit_code == 0, r.output
+    for name in ("config.toml", "metrics.jsonl"):
+        assert (outside / name).read_text() == "mine\n"
+        assert not (trained / name).is_symlink() and (trained / name).stat().st_size > 0
+
+
+def test_a_regular_file_named_latest_is_left_alone(corpus, workdir):
+    Path("runs").mkdir()
+    Path("runs/latest").write_text("my notes\n")
+    r = run("train", corpus, *TINY, "--name", "a")
+    assert r.exit_code == 0, r.output
+    assert Path("runs/latest").read_text() == "my notes\n"
+
+
+# ----------------------------------------------------------------------------------------
+# 6. values
+
+
+VALUE_CASES = [
+    (["train", "corpus.txt", "--seed", str(2**70)], "train.seed"),
+    (["train", "corpus.txt", "--max-epochs", "nan"], "train.max_epochs must be a finite"),
+    (["train", "corpus.txt", "--max-epochs", "inf"], "train.max_epochs must be a finite"),
+    (["train", "corpus.txt", "--set", "train.weight_decay=nan"], "train.weight_decay"),
+    (["train", "corpus.txt", "--device", "bogus"], "train.device"),
+    (["train", "corpus.txt", "--hidden-size", "2000000"], "needs about"),
+    (["train", "corpus.txt", "--batch-size", "100000000", "--hidden-size", "8"],
+     "needs about"),
+    (["sample", "runs/good", "-t", "inf"], "--temperature"),
+    (["sample", "runs/good", "--seed", str(2**64)], "--seed"),
+    (["sample", "runs/good", "--device", "bogus"], "--device"),
+    (["sample", "runs/good", "--num-samples", "10000000000"], "needs about"),
+]
+
+
+@pytest.mark.parametrize("args, message", VALUE_CASES, ids=[" ".join(c[0][2:]) for c in VALUE_CASES])
+def test_values_out_of_range_are_refused(trained, workdir, args, message):
+    before = snapshot(workdir)
+    assert_clean_error(run(*args), message)
+    assert snapshot(workdir) == before
+
+
+def test_the_parameter_estimate_is_exact():
+    from charrnn.config import ModelConfig
+    from charrnn.model import CharRNN, parameter_count
+
+    for cell in ("lstm", "gru", "rnn"):
+        for embed in (0, 5):
+            cfg = ModelConfig(cell=cell, hidden_size=12, num_layers=3, embed_dim=embed)
+            model = CharRNN.from_config(17, cfg)
+            assert parameter_count(17, cfg) == sum(p.numel() for p in model.parameters())
