@@ -21,6 +21,13 @@ def _user_errors(func):
             return func(*args, **kwargs)
         except CharRNNError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            # A file-system failure the library did not foresee still gets one line.
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
+        except MemoryError:
+            raise click.ClickException("out of memory; use a smaller model, --batch-size or "
+                                       "--num-samples") from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
