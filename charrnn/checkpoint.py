@@ -23,7 +23,7 @@ from .device import check_fits
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .files import atomic_write
 from .model import CharRNN, describe_model, parameter_count
-from .prepare import TextOptions
+from .text import TextOptions
 from .vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -249,7 +249,6 @@ def progress_of(state: dict) -> dict:
     if not math.isfinite(progress["elapsed"]):
         raise CheckpointError("checkpoint elapsed is not finite: the file is damaged")
     return progress
-    return rng
 
 
 def config_of(state: dict) -> Config:

@@ -36,7 +36,7 @@ def _user_errors(func):
 
 
 def _text_options(encoding, lower, unidecode, keep_crlf):
-    from .prepare import TextOptions
+    from .text import TextOptions
     return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
 
 
@@ -194,10 +194,7 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
       charrnn train data/corpus --hidden-size 512 --set train.eval_every=200
       charrnn train --resume runs/latest --max-steps 20000
     """
-    from .config import load_config, nest, parse_set
-    from .data import open_corpus
-    from .resume import resume
-    from .train import train as run_train
+    from .config import parse_set
 
     overrides = _flag_overrides(flags)
     for assignment in assignments:
@@ -205,37 +202,14 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
         overrides[key] = value
     echo = (lambda *a, **k: None) if quiet else click.echo
     options = _text_options(encoding, lower, unidecode, keep_crlf)
-
+    corpus_args = dict(data_dir=data_dir, val_frac=val_frac, unk=unk, echo=echo,
+                       progress=not quiet)
     if resume_dir is not None:
-        # Validate the file and flags on their own before comparing them with the checkpoint.
-        load_config(config_file, overrides)
-        from .checkpoint import config_of, text_options_of, vocab_of
-        from .resume import last_checkpoint
-        state = last_checkpoint(resume_dir)
-        data = None
-        if corpus:
-            # Encoded the way the run's text was: its options, and a fine-tuned run's
-            # vocabulary.
-            tuned = bool(config_of(state).train.init_from)
-            data = open_corpus(corpus, data_dir, text_options_of(state), val_frac, echo=echo,
-                               vocab=vocab_of(state) if tuned else None, unk=unk)
-        result = resume(resume_dir, nest(overrides) if overrides else {}, state=state,
-                        config_file=config_file, data=data, echo=echo, progress=not quiet)
+        result = _continue(resume_dir, corpus, config_file, overrides, **corpus_args)
+    elif corpus is None:
+        raise CharRNNError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
     else:
-        if corpus is None:
-            raise CharRNNError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
-        cfg = load_config(config_file, overrides)
-        vocab = init = None
-        if cfg.train.init_from:
-            from .resume import fine_tuning
-            cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
-        elif unk is not None:
-            raise CharRNNError("--unk only applies with --init-from")
-        data = open_corpus(corpus, data_dir, options, val_frac,
-                           progress=sys.stderr.isatty() and not quiet, echo=echo,
-                           vocab=vocab, unk=unk)
-        result = run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo,
-                           progress=not quiet, init=init)
+        result = _start(corpus, config_file, overrides, options, runs_dir, name, **corpus_args)
     if result.run_dir is None:  # not the main process under torchrun
         return
     echo(result.summary())
@@ -243,6 +217,47 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
         sys.exit(128 + (result.signal or 2))
     if result.reason == "diverged":
         sys.exit(1)
+
+
+def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir, val_frac,
+           unk, echo, progress):
+    """A new run (fine-tuning with train.init_from)."""
+    from .config import load_config
+    from .data import open_corpus
+    from .train import train as run_train
+
+    cfg = load_config(config_file, overrides)
+    vocab = init = None
+    if cfg.train.init_from:
+        from .resume import fine_tuning
+        cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
+    elif unk is not None:
+        raise CharRNNError("--unk only applies with --init-from")
+    data = open_corpus(corpus, data_dir, options, val_frac,
+                       progress=sys.stderr.isatty() and progress, echo=echo, vocab=vocab,
+                       unk=unk)
+    return run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo, progress=progress,
+                     init=init)
+
+
+def _continue(resume_dir, corpus, config_file, overrides, *, data_dir, val_frac, unk, echo,
+              progress):
+    """--resume: the run's own data, or CORPUS encoded the way the run's text was (its
+    text options, and a fine-tuned run's vocabulary)."""
+    from .checkpoint import config_of, text_options_of, vocab_of
+    from .config import load_config, nest
+    from .data import open_corpus
+    from .resume import last_checkpoint, resume
+
+    load_config(config_file, overrides)  # the file and flags valid on their own first
+    state = last_checkpoint(resume_dir)
+    data = None
+    if corpus:
+        tuned = bool(config_of(state).train.init_from)
+        data = open_corpus(corpus, data_dir, text_options_of(state), val_frac, echo=echo,
+                           vocab=vocab_of(state) if tuned else None, unk=unk)
+    return resume(resume_dir, nest(overrides) if overrides else {}, state=state,
+                  config_file=config_file, data=data, echo=echo, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------

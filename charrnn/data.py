@@ -29,7 +29,8 @@ import torch
 
 from .device import available_memory
 from .errors import DataError
-from .prepare import FORMAT_VERSION, SPLITS, TextOptions, prepare
+from .prepare import FORMAT_VERSION, SPLITS, prepare
+from .text import TextOptions
 from .vocab import Vocab
 
 

@@ -36,7 +36,7 @@ def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.d
             raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible")
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError(f"--device mps: Apple MPS is not available here; use --device cpu")
+            raise ConfigError("--device mps: Apple MPS is not available here; use --device cpu")
     return device
 
 

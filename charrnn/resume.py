@@ -22,7 +22,7 @@ from .config import RESUMABLE, Config, load_config, nest, read_toml
 from .data import PreparedData
 from .errors import CheckpointError, ConfigError, DataError
 from .model import describe_model
-from .prepare import TextOptions
+from .text import TextOptions
 from .runs import resolve_run_dir
 from .train import TrainResult, train
 from .vocab import Vocab

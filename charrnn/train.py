@@ -47,6 +47,7 @@ from .files import DirectoryLock, atomic_write_text, remove_stale
 from .metrics import IntervalMeter, MetricsLog
 from .model import (GATES, CharRNN, describe_model, hidden_from_tensors, hidden_tensors,
                     parameter_count, select_rows)
+from .optim import learning_rate, make_optimizer, run_progress, skip_or_step
 from .progress import Progress, format_seconds
 from .runs import new_run_dir, prune_periodic, resolve_run_dir, update_latest
 from .stopping import StopRequests
@@ -79,43 +80,6 @@ class TrainResult:
         return "; ".join(parts) + (f"; {self.run_dir}/" if self.run_dir else "")
 
 
-def learning_rate(step: int, cfg, progress: float | None) -> float:
-    """Linear warm-up, then cosine decay to min_lr over the run (`progress` in [0, 1])."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_decay == "constant" or progress is None:
-        return cfg.lr
-    progress = min(max(progress, 0.0), 1.0)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def run_progress(step: int, elapsed: float, cfg, stop_step: int | None,
-                 max_seconds: float) -> float | None:
-    """How far the run is, in [0, 1], from what the checkpoint records (steps, training
-    time): the schedule continues across a resume instead of starting over."""
-    if cfg.decay_steps:
-        return step / cfg.decay_steps
-    if stop_step is not None:
-        return step / stop_step
-    if max_seconds:
-        return elapsed / max_seconds
-    return None
-
-
-def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor, fused: bool) -> None:
-    """The optimizer step, or none at all where `bad` (a 0-d bool tensor) is set: the
-    weights and the optimizer's moments and step count stay as they were."""
-    if fused:
-        # The fused kernels take found_inf and skip the whole update on the device, with no
-        # host synchronisation.
-        opt.found_inf = bad.float()
-        opt.step()
-    elif not bad.item():
-        # The other implementations assert that found_inf is unset; for them the decision
-        # costs one read of the device per step.
-        opt.step()
-
-
 class Trainer:
     def __init__(self, cfg: Config, data: PreparedData, *, run_dir: Path | None = None,
                  state: dict | None = None, echo=print, progress: bool = True,
@@ -143,9 +107,7 @@ class Trainer:
             self._init_weights(init or load_init(t.init_from))
         # PyTorch has fused AdamW kernels for cuda and cpu; mps and others take the foreach one.
         self.fused = self.device.type in ("cuda", "cpu") if fused is None else fused
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
-            weight_decay=t.weight_decay, fused=self.fused)
+        self.optimizer = make_optimizer(self.model, t, self.fused)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
 
         row_start, row_stop = self.dist.rows(t.batch_size)

@@ -43,7 +43,8 @@ from charrnn.data import PreparedData
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
 from charrnn.prepare import prepare
-from charrnn.sample import ReferenceStepper, Sampler, Stepper, sample_text
+from charrnn.sample import Sampler, sample_text
+from charrnn.stepper import ReferenceStepper, Stepper
 from charrnn.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

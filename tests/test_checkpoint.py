@@ -9,7 +9,7 @@ from charrnn.checkpoint import (FORMAT_VERSION, find_checkpoint, load_checkpoint
 from charrnn.config import Config
 from charrnn.errors import CheckpointError
 from charrnn.model import CharRNN
-from charrnn.prepare import TextOptions
+from charrnn.text import TextOptions
 
 
 def minimal_state(model, chars):

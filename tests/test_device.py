@@ -8,7 +8,7 @@ import torch
 
 from charrnn.config import load_config
 from charrnn.data import open_corpus
-from charrnn.device import autocast, resolve_device, resolve_precision
+from charrnn.device import autocast, resolve_precision
 from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
 from charrnn.train import Trainer, train

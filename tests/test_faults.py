@@ -13,19 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import PreparedData, open_corpus
 from charrnn.errors import CharRNNError, CheckpointError, DataError
 from charrnn.files import DirectoryLock, atomic_write
 from charrnn.metrics import MetricsLog
 from charrnn.prepare import prepare
-from charrnn.resume import resume
 from charrnn.train import Trainer, train
 
 from conftest import make_text

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from charrnn.data import PreparedData
 from charrnn.errors import DataError
-from charrnn.prepare import TextOptions, prepare
+from charrnn.prepare import prepare
+from charrnn.text import TextOptions
 from charrnn.vocab import Vocab
 
 from conftest import make_text

@@ -13,7 +13,8 @@ from charrnn.config import RESUMABLE, load_config
 from charrnn.data import open_corpus
 from charrnn.errors import CheckpointError
 from charrnn.resume import resume, resume_config
-from charrnn.train import learning_rate, run_progress, train
+from charrnn.optim import learning_rate, run_progress
+from charrnn.train import train
 
 from conftest import make_text
 from test_cli import TINY, assert_clean_error, run

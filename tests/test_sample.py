@@ -3,8 +3,9 @@ import torch
 
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, hidden_tensors
-import charrnn.sample as sample_module
-from charrnn.sample import ReferenceStepper, Sampler, Stepper, _Loop, pick, sample_text
+import charrnn.stepper as stepper_module
+from charrnn.sample import Sampler, _Loop, pick, sample_text
+from charrnn.stepper import ReferenceStepper, Stepper
 from charrnn.vocab import Vocab
 
 B, V, H = 3, 11, 16
@@ -117,7 +118,7 @@ def test_wide_single_stream_step_equals_nn_module():
     torch.manual_seed(0)
     model = CharRNN(V, 192, 2, "lstm").eval()
     fast, ref = Stepper(model, 1), ReferenceStepper(model, 1)
-    assert fast.layers[0]["w_hh"].numel() >= sample_module._ONEDNN_MIN
+    assert fast.layers[0]["w_hh"].numel() >= stepper_module._ONEDNN_MIN
     with torch.no_grad():
         for _ in range(5):
             ids = torch.randint(V, (1,))
@@ -196,9 +197,9 @@ def test_the_usual_models_take_the_fast_step():
 
 
 def test_the_onednn_self_check_leaves_the_global_random_state_alone():
-    sample_module._onednn_checked = None
+    stepper_module._onednn_checked = None
     before = torch.get_rng_state()
-    sample_module._onednn_matvec_works()
+    stepper_module._onednn_matvec_works()
     assert torch.equal(before, torch.get_rng_state())
 
 

@@ -1,6 +1,5 @@
 import json
 from dataclasses import replace
-import math
 import os
 import signal
 import subprocess
@@ -19,7 +18,8 @@ from charrnn.errors import CheckpointError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
 from charrnn.resume import resume
-from charrnn.train import Trainer, learning_rate, train
+from charrnn.optim import learning_rate
+from charrnn.train import Trainer, train
 
 SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,
          "train.batch_size": 4, "train.seq_len": 16, "train.eval_every": 10,

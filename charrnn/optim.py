@@ -1,0 +1,55 @@
+"""The optimizer side of a step: AdamW, the learning-rate schedule as a function of
+recorded progress, and a step that a non-finite loss or gradient skips entirely.
+
+    lr = learning_rate(step, cfg.train, run_progress(step, elapsed, cfg.train, stop_step, max_s))
+    skip_or_step(optimizer, bad, fused=True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def make_optimizer(model: torch.nn.Module, cfg, fused: bool) -> torch.optim.AdamW:
+    """AdamW over every parameter, with the [train] settings (`cfg`)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             weight_decay=cfg.weight_decay, fused=fused)
+
+
+def learning_rate(step: int, cfg, progress: float | None) -> float:
+    """Linear warm-up, then cosine decay to min_lr over the run (`progress` in [0, 1])."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_decay == "constant" or progress is None:
+        return cfg.lr
+    progress = min(max(progress, 0.0), 1.0)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def run_progress(step: int, elapsed: float, cfg, stop_step: int | None,
+                 max_seconds: float) -> float | None:
+    """How far the run is, in [0, 1], from what the checkpoint records (steps, training
+    time): the schedule continues across a resume instead of starting over."""
+    if cfg.decay_steps:
+        return step / cfg.decay_steps
+    if stop_step is not None:
+        return step / stop_step
+    if max_seconds:
+        return elapsed / max_seconds
+    return None
+
+
+def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor, fused: bool) -> None:
+    """The optimizer step, or none at all where `bad` (a 0-d bool tensor) is set: the
+    weights and the optimizer's moments and step count stay as they were."""
+    if fused:
+        # The fused kernels take found_inf and skip the whole update on the device, with no
+        # host synchronisation.
+        opt.found_inf = bad.float()
+        opt.step()
+    elif not bad.item():
+        # The other implementations assert that found_inf is unset; for them the decision
+        # costs one read of the device per step.
+        opt.step()
