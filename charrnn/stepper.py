@@ -63,38 +63,7 @@ class Stepper:
             self.logits = torch.zeros(B, V, **kw)
             g = self._gates = torch.empty(B, G * H, **kw)
             t = self._tmp = torch.empty(B, 3 * H if self.cell == "gru" else H, **kw)
-            self.layers = []
-            for layer in range(L):
-                w_ih = getattr(rnn, f"weight_ih_l{layer}")
-                w_hh = getattr(rnn, f"weight_hh_l{layer}")
-                b_ih = getattr(rnn, f"bias_ih_l{layer}")
-                b_hh = getattr(rnn, f"bias_hh_l{layer}")
-                if self.cell == "lstm":
-                    # Reorder gates (i, f, g, o) -> (i, f, o, g): one sigmoid covers 3H.
-                    order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
-                                       torch.arange(2 * H, 3 * H)]).to(w_ih.device)
-                    w_ih, w_hh, b_ih, b_hh = w_ih[order], w_hh[order], b_ih[order], b_hh[order]
-                # The GRU's new gate uses r * (W_hn h + b_hn): its hidden bias stays apart.
-                bias_in = b_ih if self.cell == "gru" else b_ih + b_hh
-                entry = {"h": self.hcat[:, layer * H:(layer + 1) * H]}
-                if layer == 0:
-                    # The one-hot (or embedded) input only selects a row of this table.
-                    entry["table"] = torch.addmm(bias_in, inputs, w_ih.t())  # (V, G*H)
-                if self.cell == "gru":
-                    entry.update(w_hh=w_hh.contiguous(), b_hh=b_hh.clone())
-                    if layer > 0:
-                        entry.update(w_ih=w_ih.contiguous(), b_ih=b_ih.clone(),
-                                     h_prev=self.hcat[:, (layer - 1) * H:layer * H])
-                elif layer == 0:
-                    entry["w_hh"] = w_hh.contiguous()
-                else:
-                    # Input and recurrent products in one: [x, h] @ [W_ih; W_hh]^T.
-                    entry["w_cat"] = torch.cat([w_ih, w_hh], dim=1).contiguous()
-                    entry["bias"] = bias_in.clone()
-                    entry["xh"] = self.hcat[:, (layer - 1) * H:(layer + 1) * H]
-                if self.c is not None:
-                    entry["c"] = self.c[layer]
-                self.layers.append(entry)
+            self.layers = [self._layer(rnn, layer, inputs) for layer in range(L)]
             self.head_w = model.head.weight.contiguous()
             self.head_b = model.head.bias.clone()
             self.onednn = B == 1 and weight.device.type == "cpu" and _onednn_matvec_works()
@@ -106,6 +75,38 @@ class Stepper:
             self._rz, self._r, self._z, self._n = g[:, :2 * H], g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
             self._h_rz, self._h_n = t[:, :2 * H], t[:, 2 * H:]
         self._last = self.layers[-1]["h"]
+
+    def _layer(self, rnn, layer: int, inputs: torch.Tensor) -> dict:
+        """The weights of one layer, arranged for `step`, and views of its state."""
+        H = self.H
+        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{layer}") for name in
+                                  ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        if self.cell == "lstm":
+            # Reorder gates (i, f, g, o) -> (i, f, o, g): one sigmoid covers 3H.
+            order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
+                               torch.arange(2 * H, 3 * H)]).to(w_ih.device)
+            w_ih, w_hh, b_ih, b_hh = w_ih[order], w_hh[order], b_ih[order], b_hh[order]
+        # The GRU's new gate uses r * (W_hn h + b_hn): its hidden bias stays apart.
+        bias_in = b_ih if self.cell == "gru" else b_ih + b_hh
+        entry = {"h": self.hcat[:, layer * H:(layer + 1) * H]}
+        if layer == 0:
+            # The one-hot (or embedded) input only selects a row of this table.
+            entry["table"] = torch.addmm(bias_in, inputs, w_ih.t())  # (V, G*H)
+        if self.cell == "gru":
+            entry.update(w_hh=w_hh.contiguous(), b_hh=b_hh.clone())
+            if layer > 0:
+                entry.update(w_ih=w_ih.contiguous(), b_ih=b_ih.clone(),
+                             h_prev=self.hcat[:, (layer - 1) * H:layer * H])
+        elif layer == 0:
+            entry["w_hh"] = w_hh.contiguous()
+        else:
+            # Input and recurrent products in one: [x, h] @ [W_ih; W_hh]^T.
+            entry["w_cat"] = torch.cat([w_ih, w_hh], dim=1).contiguous()
+            entry["bias"] = bias_in.clone()
+            entry["xh"] = self.hcat[:, (layer - 1) * H:(layer + 1) * H]
+        if self.c is not None:
+            entry["c"] = self.c[layer]
+        return entry
 
     def _affine(self, out, bias, weight, x):
         """out = bias + x @ weight^T; weight (out, in) as nn.Linear stores it, x and out (B, .)."""
