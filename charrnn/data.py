@@ -44,8 +44,9 @@ class PreparedData:
     when read: a file we cannot trust is refused with its name and what is wrong.
     """
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, mapped: bool | None = None):
+        """`mapped`: how `split` opens the splits by default (see there)."""
+        self.root, self.mapped = Path(root), mapped
         meta_path = self.root / "meta.json"
         try:
             with open(meta_path, encoding="utf-8") as f:
@@ -107,6 +108,7 @@ class PreparedData:
         path = self.root / f"{name}.bin"
         dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
         expected = size * dtype.itemsize
+        mapped = self.mapped if mapped is None else mapped
         if mapped is None:
             free = available_memory(torch.device("cpu"))
             mapped = free is not None and expected > free // 4

@@ -18,15 +18,12 @@ interleaved, so machine noise hits both.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import json
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.config import load_config
 from charrnn.device import autocast, resolve_device, resolve_precision
 from charrnn.errors import CharRNNError
@@ -43,12 +39,12 @@ from charrnn.data import PreparedData
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
 from charrnn.prepare import prepare
-from charrnn.sample import Sampler, sample_text
-from charrnn.stepper import ReferenceStepper, Stepper
 from charrnn.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import memory_row, prepare_rows, scale_rows  # noqa: E402
 from bench_quality import precision_rows, quality_rows  # noqa: E402
+from bench_sampling import sampling_rows, sync  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)
 
@@ -64,12 +60,6 @@ def quiet(*a, **k):
 
 # ----------------------------------------------------------------------------------------
 # 1. training overhead
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that a clock read after it measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_step_timer(model, B, T, V, device, amp_dtype, lr=1e-3):
@@ -191,285 +181,6 @@ def charrnn_training(data, cfg, seconds):
 # 3. sampling
 
 
-def sampling_rows(data, quick, device, tmp: Path):
-    vocab = data.vocab
-    torch.manual_seed(0)
-    if device.type == "cuda":
-        m = load_config("configs/gpu.toml").model
-        shape = (m.hidden_size, m.num_layers, m.cell)
-    else:
-        shape = (512, 2, "lstm")
-    label = f"{shape[1]}x{shape[0]} {shape[2].upper()}"
-    model = CharRNN(len(vocab), *shape).to(device).eval()
-    n = 300 if quick else 1000
-    rounds = 4 if quick else 10
-    gpu = device.type == "cuda"
-    stepper = Stepper(model)
-    reference = ReferenceStepper(model)
-    steppers = {"kernel": stepper, "ref": reference}
-    if not gpu:  # where oneDNN is an option: the same step with every product through BLAS
-        steppers["blas"] = Stepper(model)
-        steppers["blas"].onednn = False
-    with torch.inference_mode():
-        for s in steppers.values():
-            s.load(model.init_hidden(1))
-    kernel_step = stepper.step
-    if gpu:
-        kernel_step = cuda_graph(stepper.step, device)  # the fastest form of the kernel there
-
-    def kernel_rate(step, n):
-        with torch.inference_mode():
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                step()
-            sync(device)
-            return n / (time.perf_counter() - t0)
-
-    def sampler_rate(n, num_samples=1, **kwargs):
-        """Characters per second after the first piece (set-up and prime: the TTFC row)."""
-        sampler = Sampler(model, vocab, temperature=1.0, seed=0, device=device, **kwargs)
-        pieces = sampler.generate(n, num_samples=num_samples)
-        first = len(next(pieces)[0])
-        t0 = time.perf_counter()
-        for _ in pieces:
-            pass
-        return (n - first) * num_samples / (time.perf_counter() - t0)
-
-    # Short interleaved rounds, best of each: a burst of machine noise hits one round of one
-    # side, not a whole side.
-    rates = {k: [] for k in ("kernel", "sampler", *steppers)}
-    for _ in range(rounds):
-        rates["kernel"].append(kernel_rate(kernel_step, n))
-        rates["sampler"].append(sampler_rate(n))
-        if "blas" in steppers:
-            rates["blas"].append(kernel_rate(steppers["blas"].step, n // 2))
-        rates["ref"].append(kernel_rate(reference.step, max(n // 10, 50)))
-    kernel, sampler, ref = (max(rates[k]) for k in ("kernel", "sampler", "ref"))
-    row("3 sampling", f"single stream, {label}: charrnn sample loop", f"{sampler:,.0f} chars/s",
-        "" if gpu else ">= 2,500 chars/s")
-    row("", "bare per-step kernel (matrix-vector products" +
-        (", one CUDA graph)" if gpu else ", oneDNN)"), f"{kernel:,.0f} chars/s")
-    row("", "ratio sample / bare kernel", f"{sampler / kernel:.2f}", ">= 0.9")
-    if gpu:
-        eager = max(sampler_rate(n, cuda_graph=False) for _ in range(3))
-        row("", "the sample loop without the CUDA graph", f"{eager:,.0f} chars/s",
-            f"graph {sampler / eager:.1f}x")
-    else:
-        row("", "the same kernel with BLAS addmv (one core)", f"{max(rates['blas']):,.0f} chars/s")
-    row("", f"nn.{shape[2].upper()} called once per character", f"{ref:,.0f} chars/s",
-        f"fast path {sampler / ref:.1f}x")
-    same = all(sample_text(model, vocab, 300, prime="The ", seed=seed, device=device, **kw)
-               == sample_text(model, vocab, 300, prime="The ", seed=seed, device=device,
-                              reference=True, **kw)
-               for seed in range(3) for kw in ({}, {"temperature": 0.5, "top_k": 10}))
-    row("", f"same seed: fast path text == nn.{shape[2].upper()} path text",
-        "identical" if same else "DIFFERENT", "identical")
-    batched = max(sampler_rate(n // 4, 64) for _ in range(3))
-    row("", "--num-samples 64: total chars/s", f"{batched:,.0f} chars/s",
-        f"{batched / sampler:.1f}x single stream")
-    # Time to first character from a checkpoint as training writes it (optimizer included).
-    cfg = load_config(overrides={"model.cell": shape[2], "model.hidden_size": shape[0],
-                                 "model.num_layers": shape[1], "train.device": "cpu"})
-    trainer = Trainer(cfg, data, echo=quiet, progress=False)
-    trainer.model.load_state_dict(model.state_dict())
-    path = tmp / "sample-bench.pt"
-    save_checkpoint(path, trainer.checkpoint_state())
-    prime = "".join(vocab.chars[i % len(vocab)] for i in range(10_000))
-    times = []
-    for _ in range(3):
-        sync(device)
-        t0 = time.perf_counter()
-        loaded, loaded_vocab, _ = model_from_checkpoint(load_checkpoint(path))
-        sampler = Sampler(loaded, loaded_vocab, seed=0, device=device)
-        next(iter(sampler.generate(1, prime=prime)))
-        times.append(time.perf_counter() - t0)
-    row("", "time to first character: load checkpoint, 10,000-char prime",
-        f"{min(times) * 1000:,.0f} ms")
-
-
-def cuda_graph(fn, device):
-    """fn captured as a CUDA graph (after a warm-up on a side stream); its replay."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.inference_mode():
-        fn()
-    return graph.replay
-
-
-# ----------------------------------------------------------------------------------------
-# 4. prepare
-
-
-def build_corpus(sources: list[Path], target_mb: float, out: Path) -> Path:
-    blob = b"".join(p.read_bytes() for p in sources)
-    with open(out, "wb") as f:
-        written = 0
-        while written < target_mb * 1e6:
-            f.write(blob)
-            written += len(blob)
-    return out
-
-
-PROBE_PROLOGUE = """
-import sys, threading, time
-
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])  # kB
-
-import torch, charrnn.train  # imported before the mark is reset
-
-# The interpreter's high-water mark is set by importing torch; reset it (Linux >= 4.0) so that
-# the peak seen afterwards is the probed work's own. Where that is refused, poll the resident size.
-try:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    polled = None
-except OSError:
-    polled = [status("VmRSS")]
-    def poll():
-        while True:
-            polled[0] = max(polled[0], status("VmRSS"))
-            time.sleep(0.002)
-    threading.Thread(target=poll, daemon=True).start()
-base = status("VmRSS")
-
-def peak():
-    return status("VmHWM") if polled is None else polled[0]
-"""
-
-PEAK_PROBE = PROBE_PROLOGUE + """
-from charrnn.prepare import prepare
-t = time.perf_counter()
-prepare([sys.argv[1]], sys.argv[2])
-t = time.perf_counter() - t
-print(t, base, peak())
-"""
-
-
-def prepare_in_subprocess(path: Path, out: Path) -> tuple[float, float]:
-    """(MB/s, peak resident memory in MB above the idle interpreter with charrnn imported)."""
-    out_text = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(path), str(out)],
-                              capture_output=True, text=True, check=True).stdout
-    seconds, base, peak = (float(v) for v in out_text.split())
-    return path.stat().st_size / 1e6 / seconds, (peak - base) / 1024
-
-
-def prepare_rows(shared: Path, tmp: Path, quick):
-    ascii_sources = [shared / n for n in ("tinyshakespeare.txt", "andersen.txt", "timemachine.txt")]
-    sizes = (20, 50) if quick else (50, 200)
-    results = []
-    for mb in sizes:
-        path = build_corpus(ascii_sources, mb, tmp / f"ascii{mb}.txt")
-        rate, peak = prepare_in_subprocess(path, tmp / f"ascii{mb}")
-        results.append((mb, rate, peak))
-        path.unlink()
-    for mb, rate, peak in results:
-        row("4 prepare" if mb == sizes[0] else "",
-            f"ASCII corpus, {mb} MB: throughput / peak memory above baseline",
-            f"{rate:,.0f} MB/s / {peak:,.0f} MB", ">= 50 MB/s")
-    row("", "peak memory, larger / smaller corpus", f"{results[1][2] / max(results[0][2], 1):.2f}x "
-        f"for {sizes[1] / sizes[0]:.0f}x the text", "flat")
-    cjk = build_corpus([shared / "hongloumeng_zh.txt"], 10 if quick else 50, tmp / "zh.txt")
-    rate, peak = prepare_in_subprocess(cjk, tmp / "zh")
-    row("", f"Chinese (4,345 characters), {cjk.stat().st_size / 1e6:.0f} MB",
-        f"{rate:,.0f} MB/s / {peak:,.0f} MB", ">= 10 MB/s")
-
-
-# ----------------------------------------------------------------------------------------
-# 6. memory over a long run
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return math.nan
-
-
-def memory_row(data, steps):
-    cfg = load_config(overrides={"model.hidden_size": 128, "train.batch_size": 32,
-                                 "train.seq_len": 64, "train.max_steps": steps,
-                                 "train.eval_every": steps // 4, "train.log_every": 50})
-    trainer = Trainer(cfg, data, echo=quiet, progress=False)
-    samples, done = [], threading.Event()
-
-    def watch():
-        while not done.is_set():
-            samples.append((trainer.step, rss_mb()))
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    trainer.run()
-    done.set()
-    thread.join()
-    early = max(r for s, r in samples if s <= steps // 10)
-    late = max(r for s, r in samples)
-    row("6 memory", f"peak RSS by step {steps // 10} / over all {steps} steps (2x128 LSTM)",
-        f"{early:,.0f} MB / {late:,.0f} MB", "no growth")
-
-
-# ----------------------------------------------------------------------------------------
-# 7. scale: a 1 GB corpus, and 1 vs 2 processes
-
-
-TRAIN_PROBE = PROBE_PROLOGUE + """
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from charrnn.config import load_config
-from charrnn.device import autocast, resolve_device, resolve_precision
-from charrnn.errors import CharRNNError
-from charrnn.data import PreparedData
-from charrnn.train import Trainer
-base_anon = status("RssAnon")
-data = PreparedData(sys.argv[1])
-cfg = load_config("configs/cpu.toml", overrides={
-    "train.max_steps": int(sys.argv[2]), "train.max_time": "", "train.eval_every": 10 ** 9,
-    "train.eval_chars": 200_000, "train.log_every": 10})
-trainer = Trainer(cfg, data, echo=lambda *a, **k: None, progress=False)
-t = time.perf_counter()
-result = trainer.run()
-t = time.perf_counter() - t
-print(t, base, base_anon, peak(), status("RssAnon"), result.last_val_loss)
-"""
-
-
-def scale_rows(shared: Path, tmp: Path, quick):
-    mb = 200 if quick else 1000
-    sources = [shared / n for n in ("tinyshakespeare.txt", "andersen.txt", "timemachine.txt")]
-    path = build_corpus(sources, mb, tmp / "big.txt")
-    rate, prep_peak = prepare_in_subprocess(path, tmp / "big")
-    path.unlink()
-    row("7 scale", f"{mb:,} MB corpus: prepare throughput / peak memory above baseline",
-        f"{rate:,.0f} MB/s / {prep_peak:,.0f} MB", "bounded")
-    steps = 30 if quick else 100
-
-    def train_memory(data_dir):
-        """(peak RSS above baseline, private memory at the end above baseline) in MB."""
-        out = subprocess.run([sys.executable, "-c", TRAIN_PROBE, str(data_dir), str(steps)],
-                             capture_output=True, text=True, check=True).stdout
-        seconds, base, base_anon, peak, anon, val = (float(v) for v in out.split())
-        return (peak - base) / 1024, (anon - base_anon) / 1024
-
-    (small_peak, small_anon), (big_peak, big_anon) = (train_memory(tmp / "shakespeare"),
-                                                      train_memory(tmp / "big"))
-    split_mb = (tmp / "big" / "train.bin").stat().st_size / 1e6
-    row("", f"train {steps} steps of cpu.toml from the memory map, {split_mb:,.0f} MB split "
-        "/ 1 MB split: peak RSS above baseline", f"{big_peak:,.0f} MB / {small_peak:,.0f} MB",
-        "no growth")
-    row("", "  of which private (not pages of the memory map)",
-        f"{big_anon:,.0f} MB / {small_anon:,.0f} MB")
-    shutil.rmtree(tmp / "big")
-
-
 def ddp_rows(tmp: Path, data_dir: Path, quick):
     """Training throughput of cpu.toml with 1 process (2 threads) and 2 gloo processes
     (1 thread each) on the same total batch."""
@@ -539,15 +250,15 @@ def main():
             row("", "validation loss after the same time (nats/char)",
                 f"{ours_val:.3f} vs {tut_val:.3f}")
         if 3 in wanted:
-            sampling_rows(data, quick, device, tmp)
+            sampling_rows(row, data, quick, device, tmp)
         if 4 in wanted:
-            prepare_rows(shared, tmp, quick)
+            prepare_rows(row, shared, tmp, quick)
         if 5 in wanted:
             evaluation_row(data, device)
         if 6 in wanted:
-            memory_row(data, 400 if quick else 2000)
+            memory_row(row, data, 400 if quick else 2000)
         if 7 in wanted:
-            scale_rows(shared, tmp, quick)
+            scale_rows(row, shared, tmp, quick)
         if 8 in wanted:
             ddp_rows(tmp, tmp / "shakespeare", quick)
         if 9 in wanted:
