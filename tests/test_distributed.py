@@ -71,3 +71,31 @@ def test_single_process_checkpoint_resumes_on_two(prepared, workdir):
     charrnn(2, "train", "--resume", "runs/r", "--max-steps", 20, cwd=workdir)
     state = load_checkpoint(workdir / "runs" / "r" / "last.pt")
     assert state["step"] == 20 and len(losses(workdir / "runs" / "r", "train_loss")) == 4
+
+
+@pytest.mark.slow
+def test_a_signal_stops_every_process_at_one_step_and_rank_0_saves(prepared, workdir):
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "120"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "charrnn", "train", prepared, *ARGS, "--max-time", "10m", "--name", "sig",
+           "--set", "train.log_every=1"]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.stdout.readline().startswith("step 5 "):
+            break
+    # As a scheduler does: the signal to the whole process group, launcher and workers.
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)
+    assert "interrupted at step" in out, out + err
+    state = load_checkpoint(workdir / "runs" / "sig" / "last.pt")
+    assert state["step"] >= 5
+    assert f"interrupted at step {state['step']}" in out  # the step rank 0 saved at
+    # The run continues from there on one process.
+    charrnn(1, "train", "--resume", "runs/sig", "--max-steps", state["step"] + 5, cwd=workdir)
+    assert load_checkpoint(workdir / "runs" / "sig" / "last.pt")["step"] == state["step"] + 5

@@ -133,3 +133,34 @@ def test_the_end_of_run_line(corpus, workdir):
     r = run("train", corpus, *TINY, "--set", "train.eval_every=1000", "--max-steps", "3",
             "--set", "train.log_every=1000")
     assert "not evaluated" not in r.output and "inf" not in r.output  # final eval ran
+
+
+def test_the_first_interval_after_a_resume_averages_only_its_own_steps(corpus, workdir):
+    from dataclasses import replace
+
+    from charrnn.checkpoint import config_of
+    from charrnn.train import Trainer
+
+    class Recording(Trainer):
+        losses = {}
+
+        def train_step(self, lr):
+            loss, bad = super().train_step(lr)
+            self.losses[self.step + 1] = loss.item()
+            return loss, bad
+
+    data = open_corpus(corpus)
+    cfg = load_config(overrides={"model.hidden_size": 16, "train.batch_size": 4,
+                                 "train.seq_len": 16, "train.max_steps": 15,
+                                 "train.log_every": 10, "train.eval_every": 100})
+    first = train(cfg, data, runs_dir="runs", name="r", echo=quiet, progress=False)
+    state = load_checkpoint(first.run_dir / "last.pt")
+    resumed = config_of(state)
+    resumed = replace(resumed, train=replace(resumed.train, max_steps=20))
+    trainer = Recording(resumed, data, run_dir=first.run_dir, state=state, echo=quiet,
+                        progress=False)
+    trainer.run()
+    [record] = [json.loads(line) for line in (first.run_dir / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line).get("step") == 20 and "train_loss" in line]
+    own = [trainer.losses[s] for s in range(16, 21)]
+    assert record["train_loss"] == pytest.approx(sum(own) / len(own), rel=1e-5)
