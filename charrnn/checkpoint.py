@@ -142,6 +142,28 @@ def _is_byte_tensor(t) -> bool:
 # checking a checkpoint against the model it is loaded into, before torch sees it
 
 
+def check_resumable(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    cfg: Config) -> tuple[dict, dict]:
+    """Every part a resume uses, checked before any is loaded: (random states, counters)."""
+    m = cfg.model
+    check_weights(state.get("model"), model, finite=True)
+    check_optimizer(state.get("optimizer"), optimizer)
+    check_hidden(hidden_of(state), m.cell, m.num_layers, cfg.train.batch_size, m.hidden_size)
+    return rng_of(state), progress_of(state)
+
+
+def load_weights(state: dict, model: torch.nn.Module) -> None:
+    """The checkpoint's weights into `model`, once checked (finite, every shape right)."""
+    check_weights(state.get("model"), model, finite=True)
+    model.load_state_dict(state["model"])
+
+
+def load_optimizer(state: dict, optimizer: torch.optim.Optimizer) -> None:
+    """The checkpoint's optimizer state into `optimizer`, once checked."""
+    check_optimizer(state.get("optimizer"), optimizer)
+    optimizer.load_state_dict(state["optimizer"])
+
+
 def check_weights(weights, model: torch.nn.Module, finite: bool = False) -> None:
     """Every weight the model has, with its shape and a floating dtype (and finite values
     with `finite`); raises CheckpointError naming the first that is wrong."""
@@ -267,8 +289,7 @@ def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:
     vocab, options = vocab_of(state), text_options_of(state)
     cfg = config_of(state)
     model = build_model(len(vocab), cfg)
-    check_weights(state.get("model"), model, finite=True)
-    model.load_state_dict(state["model"])
+    load_weights(state, model)
     return model.eval(), vocab, options
 
 

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .checkpoint import (check_hidden, check_optimizer, check_weights, hidden_of, load_init,
-                         progress_of, rng_of, save_checkpoint, training_state)
+from .checkpoint import (check_resumable, hidden_of, load_init, load_optimizer, load_weights,
+                         save_checkpoint, training_state)
 from .config import Config, parse_duration
 from .data import PreparedData, Streams
 from .device import autocast, check_fits, describe, resolve_device, resolve_precision
@@ -169,22 +169,18 @@ class Trainer:
             raise DataError(f"{self.data.root} is not encoded with the vocabulary of {path}; "
                             f"prepare the text with: charrnn prepare TEXT --vocab {path}")
         try:
-            check_weights(state.get("model"), self.model, finite=True)
+            load_weights(state, self.model)
         except CheckpointError as e:
             raise CheckpointError(f"--init-from {path}: {e}; leave the model settings to the "
                                   f"checkpoint") from None
-        self.model.load_state_dict(state["model"])
 
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint, each part checked before torch sees it."""
         m, t = self.cfg.model, self.cfg.train
-        check_weights(state.get("model"), self.model, finite=True)
-        check_optimizer(state.get("optimizer"), self.optimizer)
-        check_hidden(hidden_of(state), m.cell, m.num_layers, t.batch_size, m.hidden_size)
-        rng = rng_of(state)
-        progress = progress_of(state)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        rng, progress = check_resumable(state, self.model, self.optimizer, self.cfg)
+        # Everything checked: only now does anything change.
+        load_weights(state, self.model)
+        load_optimizer(state, self.optimizer)
         for key, value in progress.items():
             setattr(self, key, value)
         saved = hidden_of(state)
