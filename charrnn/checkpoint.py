@@ -73,7 +73,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab,
                    text_options: TextOptions, data_root: Path, step: int, best_val_loss: float,
                    best_step: int | None, last_val_loss: float | None, last_eval_step: int,
-                   skipped: int, elapsed: float, hidden: list | None,
+                   skipped: int, elapsed: float, stale_evals: int, hidden: list | None,
                    device: torch.device) -> dict:
     """Everything a resumed run needs, as plain tensors and containers."""
     return {
@@ -89,6 +89,7 @@ def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab
         "last_val_loss": last_val_loss,
         "last_eval_step": last_eval_step,
         "skipped": skipped,
+        "stale_evals": stale_evals,
         "elapsed": elapsed,
         "hidden": hidden,
         "rng": {"torch": torch.get_rng_state(),
@@ -245,7 +246,7 @@ def check_hidden(hidden, cell: str, num_layers: int, batch_size: int, hidden_siz
 
 def progress_of(state: dict) -> dict:
     """The counters of a training state, checked: step, best/last validation loss and
-    their steps, skipped steps, training time."""
+    their steps, skipped steps, evaluations since the best one, training time."""
     def number(key, default, kind=float, optional=False, minimum=None):
         value = state.get(key, default)
         if value is None and optional:
@@ -266,6 +267,7 @@ def progress_of(state: dict) -> dict:
         "last_val_loss": number("last_val_loss", None, optional=True, minimum=0),
         "last_eval_step": number("last_eval_step", -1, int, minimum=-1),
         "skipped": number("skipped", 0, int, minimum=0),
+        "stale_evals": number("stale_evals", 0, int, minimum=0),
         "elapsed": number("elapsed", 0.0, minimum=0),
     }
     if not math.isfinite(progress["elapsed"]):

@@ -89,6 +89,9 @@ class TrainConfig:
     keep: int = _resumable(0)  # periodic checkpoints kept besides best.pt and last.pt
     save_every: int = _resumable(0)  # steps between periodic checkpoints (0 = at eval only)
     max_bad_steps: int = _resumable(5)  # consecutive non-finite steps before giving up
+    patience: int = _resumable(
+        0, help="Stop after this many evaluations without a new best validation loss "
+                "(0 = never); best.pt is the best model.")
     seed: int = _field(1337, help="Random seed.")
     # Start from the weights of this checkpoint (a file or a run directory) instead of random
     # ones: fine-tuning. The model shape and vocabulary are the checkpoint's.
@@ -115,7 +118,7 @@ class TrainConfig:
                     "max_bad_steps"):
             _check_positive(f"train.{key}", getattr(self, key))
         for key in ("max_steps", "warmup_steps", "keep", "save_every", "decay_steps",
-                    "eval_chars"):
+                    "eval_chars", "patience"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.eval_chars == 1:

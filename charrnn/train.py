@@ -48,6 +48,7 @@ from .metrics import IntervalMeter, MetricsLog
 from .model import (GATES, CharRNN, describe_model, hidden_from_tensors, hidden_tensors,
                     parameter_count, select_rows)
 from .optim import learning_rate, make_optimizer, run_progress, skip_or_step
+from .plot import CurveRefresher
 from .progress import Progress, format_seconds
 from .runs import new_run_dir, prune_periodic, resolve_run_dir, update_latest
 from .stopping import StopRequests
@@ -58,7 +59,7 @@ from .vocab import Vocab
 class TrainResult:
     run_dir: Path | None
     step: int
-    reason: str  # max_steps | max_epochs | max_time | interrupted | diverged
+    reason: str  # max_steps | max_epochs | max_time | early_stop | interrupted | diverged
     best_val_loss: float  # inf when the run never evaluated
     last_val_loss: float | None
     signal: int | None = None
@@ -123,6 +124,7 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.last_eval_step = -1
         self.skipped = 0
+        self.stale_evals = 0  # evaluations since the best one (train.patience)
         self.elapsed = 0.0  # training time across resumes
         self.eval_seconds = 0.0  # how long the last evaluation took
         self._clock = (time.monotonic(), 0.0)  # (when this invocation started, elapsed then)
@@ -135,6 +137,7 @@ class Trainer:
         self.run_dir = run_dir
         self.progress_enabled = progress and self.main
         self.metrics = MetricsLog(None)
+        self.curves = CurveRefresher(None)
 
     def _wrap(self, model):
         forward = model
@@ -211,6 +214,7 @@ class Trainer:
         start_step = self.step
         self._clock = (time.monotonic(), self.elapsed)
         progress = Progress(self.progress_enabled, self.step, stop_step, self.echo)
+        self.curves = CurveRefresher(self.run_dir if self.main else None)
         with StopRequests(self.dist) as stop, self.metrics.opened(self._metrics_path()), progress:
             reason = self.limit_reached(stop_step) or (
                 "max_time" if self.time_up(max_seconds, final_eval=False) else None)
@@ -240,8 +244,11 @@ class Trainer:
         self.elapsed = start_elapsed + time.monotonic() - started
 
     def limit_reached(self, stop_step: int | None) -> str | None:
+        t = self.cfg.train
         if stop_step is not None and self.step >= stop_step:
-            return "max_steps" if self.cfg.train.max_steps == stop_step else "max_epochs"
+            return "max_steps" if t.max_steps == stop_step else "max_epochs"
+        if t.patience and self.stale_evals >= t.patience:
+            return "early_stop"
         return None
 
     def time_up(self, max_seconds: float, final_eval: bool) -> bool:
@@ -343,6 +350,7 @@ class Trainer:
             progress.write(f"step {self.step} | val loss {loss:.4f} nats/char, "
                            f"{loss / LN2:.4f} bpc" + (" (best)" if improved else ""))
             self.save(*(("best.pt", "last.pt") if improved else ("last.pt",)))
+            self.curves()
         elif not (t.save_every and self.step % t.save_every == 0):
             return
         if periodic:
@@ -352,25 +360,34 @@ class Trainer:
 
     def validate(self) -> tuple[float, bool]:
         """The validation loss now, and whether it is the best so far (recorded)."""
-        t = self.cfg.train
         started = time.monotonic()
-        loss = evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
-                        self.precision.autocast, self.dist)
+        loss = self.validation_loss()
         self.eval_seconds = time.monotonic() - started
         self._tick()  # the evaluation counts toward the time budget
         self.last_val_loss, self.last_eval_step = loss, self.step
         improved = loss < self.best_val_loss
         if improved:
             self.best_val_loss, self.best_step = loss, self.step
+        self.stale_evals = 0 if improved else self.stale_evals + 1
         self.metrics.write({"step": self.step, "val_loss": loss, "val_bpc": loss / LN2,
                             "elapsed": round(self.elapsed, 3)})
         return loss, improved
+
+    def validation_loss(self) -> float:
+        """Mean nats per character over the validation text (all ranks take part)."""
+        t = self.cfg.train
+        return evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
+                        self.precision.autocast, self.dist)
 
     def _finish(self, reason: str, progress: Progress, final_eval: bool) -> None:
         if reason == "interrupted":
             progress.write(f"interrupted at step {self.step}: saving last.pt")
             self.save("last.pt")
-        elif reason != "diverged" and final_eval and self.last_eval_step != self.step:
+            return
+        if reason == "early_stop":
+            progress.write(f"no better validation loss in {self.stale_evals} evaluations: "
+                           f"stopping (best.pt is step {self.best_step})")
+        if reason != "diverged" and final_eval and self.last_eval_step != self.step:
             self.evaluate_and_save(progress, force=True)
 
     # ------------------------------------------------------------------------------------
@@ -387,6 +404,9 @@ class Trainer:
         self.echo(f"model: {describe_model(self.cfg.model)}, {params:,} parameters, vocabulary "
                   f"{V}; {self.steps_per_epoch} steps per epoch"
                   + (f"; weights from {t.init_from}" if t.init_from and self.step == 0 else ""))
+        advice = sizing_advice(params, self.data.meta["splits"]["train"], self.cfg.model)
+        if advice:
+            self.echo(advice)
         if not self.cfg.model.embed_dim and V > 500:
             self.echo(f"hint: a one-hot input over {V:,} characters costs {V:,} x "
                       f"{self.cfg.model.hidden_size} multiply-adds per gate per character; "
@@ -411,6 +431,7 @@ class Trainer:
             data_root=self.data.root, step=self.step, best_val_loss=self.best_val_loss,
             best_step=self.best_step, last_val_loss=self.last_val_loss,
             last_eval_step=self.last_eval_step, skipped=self.skipped, elapsed=self.elapsed,
+            stale_evals=self.stale_evals,
             hidden=hidden, device=self.device)
 
     def save(self, *names: str) -> None:
@@ -419,6 +440,22 @@ class Trainer:
             return
         for name in names:
             save_checkpoint(self.run_dir / name, state)
+
+
+def sizing_advice(params: int, chars: int, model) -> str:
+    """One line relating the parameter count to the training text: char-rnn's rule of thumb
+    is the two of the same order of magnitude. A hint when the model is far larger (it
+    will memorise) or far smaller (it has room to grow)."""
+    ratio = params / max(chars, 1)
+    line = (f"size: {params:,} parameters for {chars:,} training characters "
+            f"({ratio:.2g} per character)")
+    if ratio > 10:
+        return (line + f"; the model is far larger than the text and will overfit: raise "
+                f"--dropout (now {model.dropout:g}, try 0.3-0.5) or shrink --hidden-size")
+    if ratio < 0.1:
+        return (line + "; the model is far smaller than the text: a larger --hidden-size or "
+                "more --num-layers should do better, given the time")
+    return line + " (the same order of magnitude: a good fit)"
 
 
 def _time_left(step, stop_step, steps_per_s, seconds_left):

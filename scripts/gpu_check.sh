@@ -62,7 +62,7 @@ for stage in "${STAGES[@]}"; do
     echo "=== $stage ==="
     started=$SECONDS
     case "$stage" in
-        tests) "$PYTHON" -m pytest -m cuda -p no:cacheprovider -q tests || status=1 ;;
+        tests) "$PYTHON" -m pytest -m cuda -p no:cacheprovider -q tests/test_device.py || status=1 ;;
         bench) "$PYTHON" scripts/bench.py --device cuda --rows 1,3,5 --data "$DATA" \
                    --write docs/benchmarks.md || status=1 ;;
         quality) "$PYTHON" scripts/bench.py --device cuda --rows 9 --data "$DATA" \

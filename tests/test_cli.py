@@ -43,6 +43,7 @@ def test_prepare_train_sample(corpus, workdir):
     r = run("train", "data/corpus", *TINY)
     assert r.exit_code == 0, r.output
     assert "device: cpu" in r.output and "stopped at step 20 (max_steps)" in r.output
+    assert "training characters" in r.output  # the sizing line
     run_dir = workdir / "runs" / "latest"
     assert {p.name for p in run_dir.iterdir()} >= {"config.toml", "metrics.jsonl", "best.pt", "last.pt"}
     r = run("sample", "-n", "50", "--seed", "1", "-p", "The ")

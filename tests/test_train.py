@@ -220,3 +220,43 @@ def test_signal_saves_last_and_exits_with_the_conventional_status(corpus, workdi
     state = load_checkpoint(workdir / "runs" / "run" / "last.pt")
     assert state["step"] >= 3
     assert "interrupted" in out
+
+
+def test_patience_stops_after_evaluations_without_a_new_best(corpus, workdir):
+    class Scripted(Trainer):
+        scores = iter([3.0, 2.5, 2.6, 2.7, 2.4])
+
+        def validation_loss(self):
+            return next(self.scores)
+
+    data = open_corpus(corpus)
+    cfg = small_config(**{"train.max_steps": 100, "train.eval_every": 5, "train.patience": 2})
+    trainer = Scripted(cfg, data, run_dir=None, echo=quiet, progress=False)
+    result = trainer.run()
+    assert (result.reason, result.step, result.best_step) == ("early_stop", 20, 10)
+    assert result.best_val_loss == 2.5
+    assert trainer.checkpoint_state()["stale_evals"] == 2
+
+
+def test_without_patience_a_run_goes_on(corpus, workdir):
+    data = open_corpus(corpus)
+    cfg = small_config(**{"train.max_steps": 20, "train.eval_every": 5})
+
+    class Worsening(Trainer):
+        scores = iter([3.0, 3.1, 3.2, 3.3, 3.4])
+
+        def validation_loss(self):
+            return next(self.scores)
+
+    result = Worsening(cfg, data, echo=quiet, progress=False).run()
+    assert result.reason == "max_steps" and result.best_step == 5
+
+
+def test_sizing_advice():
+    from charrnn.config import ModelConfig
+    from charrnn.train import sizing_advice
+
+    assert "far larger" in sizing_advice(5_000_000, 100_000, ModelConfig())
+    assert "--dropout" in sizing_advice(5_000_000, 100_000, ModelConfig())
+    assert "far smaller" in sizing_advice(10_000, 1_000_000, ModelConfig())
+    assert "good fit" in sizing_advice(800_000, 1_000_000, ModelConfig())

@@ -1,0 +1,131 @@
+"""Scoring text with a trained model: nats and bits per character, perplexity, and dynamic
+evaluation.
+
+    model, vocab, options = model_from_checkpoint(load_checkpoint("runs/latest/best.pt"))
+    ids, skipped = read_ids(open("text.txt", "rb"), "text.txt", options, vocab)
+    score = score_ids(model, ids, batch_size=32, seq_len=64, device="cpu")
+    print(score.bpc, score.perplexity)
+
+The text goes through the checkpoint's own text options, as the training text did. Static
+scoring is `evaluate.evaluate`: the text cut into B streams, each run with its carried
+state, every next-character prediction scored once. Dynamic evaluation (Krause et al.,
+2018) reads the text in order and, after scoring each chunk, takes a gradient step on it,
+so the model adapts to the text as it reads; it works on a copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import as_index
+from .errors import DataError
+from .evaluate import LN2, evaluate
+from .model import CharRNN, detach_hidden
+from .text import TextOptions, code_point_chunks
+from .vocab import Vocab
+
+DYNAMIC_LR = 3e-4  # measured on tiny Shakespeare (docs/benchmarks.md, dynamic evaluation)
+
+
+@dataclass
+class Score:
+    name: str
+    chars: int  # next-character predictions scored
+    nats: float  # mean cross-entropy per character, natural log
+    seconds: float
+    skipped: int = 0  # characters outside the vocabulary, left out (--unk skip)
+
+    @property
+    def bpc(self) -> float:
+        return self.nats / LN2
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bpc": self.bpc, "perplexity": self.perplexity}
+
+    def line(self) -> str:
+        return (f"{self.chars:,} characters: {self.nats:.4f} nats/char, {self.bpc:.4f} bits/char,"
+                f" perplexity {self.perplexity:.3f}, {self.seconds:.1f} s"
+                + (f" ({self.skipped:,} characters outside the vocabulary skipped)"
+                   if self.skipped else ""))
+
+
+def total(name: str, scores: list[Score]) -> Score:
+    """The scores of several texts as one: predictions pooled."""
+    chars = sum(s.chars for s in scores)
+    return Score(name, chars, sum(s.nats * s.chars for s in scores) / chars,
+                 sum(s.seconds for s in scores), sum(s.skipped for s in scores))
+
+
+def read_ids(raw: BinaryIO, name: str, options: TextOptions, vocab: Vocab,
+             skip_unknown: bool = False) -> tuple[np.ndarray, int]:
+    """The ids of a text read through `options`: (ids, characters skipped). A character
+    outside the vocabulary is an error naming them all, unless `skip_unknown`."""
+    table = vocab.lookup_table(unk=-1)
+    parts, unknown, skipped = [], set(), 0
+    for cps in code_point_chunks(raw, name, options):
+        ids = (table[:256] if cps.dtype == np.uint8 else table)[cps]
+        bad = ids < 0
+        if bad.any():
+            unknown.update(np.unique(cps[bad]).tolist())
+            skipped += int(bad.sum())
+            ids = ids[~bad]
+        parts.append(ids.astype(vocab.dtype))
+    if unknown and not skip_unknown:
+        shown = ", ".join(repr(chr(c)) for c in sorted(unknown)[:20])
+        raise DataError(f"{name}: {len(unknown)} characters are not in the model's vocabulary "
+                        f"({shown}); pass --unk skip to leave them out of the score")
+    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=vocab.dtype)
+    if len(ids) < 2:
+        raise DataError(f"{name}: nothing to score (fewer than 2 known characters)")
+    return ids, skipped
+
+
+def score_ids(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device,
+              name: str = "", skipped: int = 0) -> Score:
+    """Static scoring: every prediction once, with carried state, in `batch_size` streams."""
+    started = time.perf_counter()
+    nats = evaluate(model.to(device), ids, batch_size, seq_len, device)
+    return Score(name, len(ids) - 1, nats, time.perf_counter() - started, skipped)
+
+
+def dynamic_score(model: CharRNN, ids: np.ndarray, seq_len: int, device, lr: float = DYNAMIC_LR,
+                  name: str = "", skipped: int = 0) -> Score:
+    """Dynamic evaluation: the text in order, one stream; each chunk of seq_len predictions
+    is scored, then the model takes one SGD step on that chunk's loss. The weights adapt to
+    the text; `model` itself is left as it was (a copy adapts)."""
+    started = time.perf_counter()
+    device = torch.device(device)
+    adapted = copy.deepcopy(model).to(device)
+    # Training mode (cuDNN computes recurrent gradients only there) without dropout.
+    adapted.train()
+    for module in adapted.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    adapted.rnn.dropout = 0.0
+    optimizer = torch.optim.SGD(adapted.parameters(), lr=lr)
+    text = as_index(np.ascontiguousarray(ids), device).to(device)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    hidden = None
+    for t in range(0, len(ids) - 1, seq_len):
+        T = min(seq_len, len(ids) - 1 - t)
+        logits, hidden = adapted(text[None, t:t + T], hidden)
+        loss = F.cross_entropy(logits[0].float(), text[t + 1:t + 1 + T].long(), reduction="sum")
+        total_loss += loss.detach()  # scored before the step that learns from it
+        optimizer.zero_grad(set_to_none=True)
+        (loss / T).backward()
+        optimizer.step()
+        hidden = detach_hidden(hidden)
+    return Score(name, len(ids) - 1, total_loss.item() / (len(ids) - 1),
+                 time.perf_counter() - started, skipped)

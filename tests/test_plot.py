@@ -1,0 +1,76 @@
+"""charrnn plot, and the curves training keeps up to date."""
+
+import subprocess
+import sys
+
+import pytest
+
+from charrnn.plot import CurveRefresher, read_curves
+
+from test_cli import TINY, assert_clean_error, run
+
+matplotlib = pytest.importorskip("matplotlib")  # the test extra installs it
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def two_runs(corpus, workdir):
+    for name in ("a", "b"):
+        r = run("train", corpus, *TINY, "--name", name, "--lr", "0.01" if name == "a" else "0.002")
+        assert r.exit_code == 0, r.output
+    return workdir / "runs"
+
+
+def image(path):
+    from matplotlib import image as mpimg
+
+    assert path.read_bytes()[:8] == PNG
+    return mpimg.imread(path)
+
+
+def test_plot_draws_several_runs_into_a_png(two_runs, workdir):
+    r = run("plot", two_runs / "a", two_runs / "b", "-o", "both.png")
+    assert r.exit_code == 0, r.output
+    assert "2 run(s)" in r.output
+    height, width, _ = image(workdir / "both.png").shape
+    assert width > height > 100
+
+
+def test_a_runs_directory_and_a_glob_name_each_run_once(two_runs, workdir):
+    r = run("plot", two_runs / "a", two_runs / "b", two_runs / "latest", "-o", "glob.png")
+    assert r.exit_code == 0 and "2 run(s)" in r.output
+    r = run("plot", two_runs)  # its latest run, into ./curves.png
+    assert r.exit_code == 0 and "1 run(s)" in r.output and (workdir / "curves.png").exists()
+
+
+def test_training_keeps_curves_png_up_to_date(two_runs):
+    curves = two_runs / "a" / "curves.png"
+    image(curves)
+    read = read_curves(two_runs / "a")
+    assert [s for s, _, _ in read["val"]] == [10, 20]
+    assert all(b > 0 for _, _, b in read["train"])
+
+
+def test_refreshes_cost_at_most_one_percent(two_runs):
+    refresher = CurveRefresher(two_runs / "b")
+    (two_runs / "b" / "curves.png").unlink()
+    refresher()
+    first = (two_runs / "b" / "curves.png").stat().st_mtime_ns
+    refresher()  # at once: within 100x the time the first refresh took
+    assert (two_runs / "b" / "curves.png").stat().st_mtime_ns == first
+
+
+def test_bad_plot_inputs(two_runs, workdir):
+    assert_clean_error(run("plot", "nowhere"), "not a run directory")
+    (workdir / "empty").mkdir()
+    assert_clean_error(run("plot", "empty"), "no metrics.jsonl")
+
+
+def test_without_matplotlib_one_line_names_the_install(two_runs, workdir):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from charrnn.cli import main; main()")
+    proc = subprocess.run([sys.executable, "-c", code, "plot", str(two_runs / "a")],
+                          capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "Error: charrnn plot needs matplotlib: pip install 'charrnn[plot]'"
