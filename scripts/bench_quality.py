@@ -86,7 +86,7 @@ def precision_rows(row, data: PreparedData, device: torch.device, tmp: Path, qui
     row("", "fastest setting within 0.01 nats/char of fp32 (what auto should be)", pick)
 
 
-DYNAMIC_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+DYNAMIC_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 
 
 def dynamic_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool):
