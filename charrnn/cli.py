@@ -369,7 +369,7 @@ def _is_target(path: str) -> bool:
               help="Also dynamic evaluation: after scoring each chunk, one gradient step on "
                    "it, so the model adapts as it reads (the checkpoint is not modified).")
 @click.option("--dynamic-lr", type=float, default=None,
-              help="Learning rate of dynamic evaluation's SGD steps  [default: 3e-4]")
+              help="Learning rate of dynamic evaluation's SGD steps  [default: 0.1]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
@@ -396,6 +396,9 @@ def eval_command(paths, split, unk, batch_size, dynamic, dynamic_lr, device, as_
 
     paths = list(paths)
     target = paths.pop(0) if len(paths) > 1 and _is_target(paths[0]) else None
+    if target is None and len(paths) == 1 and _is_target(paths[0]):
+        raise CharRNNError(f"{paths[0]} is a model: give the text to score after it, e.g. "
+                           f"charrnn eval {paths[0]} FILE")
     if batch_size is not None and batch_size < 1:
         raise CharRNNError(f"--batch-size must be >= 1, got {batch_size}")
     lr = DYNAMIC_LR if dynamic_lr is None else dynamic_lr

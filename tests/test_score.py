@@ -114,7 +114,7 @@ def test_dynamic_evaluation_adapts_and_leaves_the_checkpoint_alone(trained, work
     assert out["dynamic"][0]["nats"] < out["files"][0]["nats"] - 0.1  # it learned the text
     assert (trained / "best.pt").read_bytes() == before
     text = run("eval", trained, "rep.txt", "--dynamic")
-    assert "dynamic (lr 0.0003) " in text.output
+    assert "dynamic (lr 0.1) " in text.output
 
 
 def test_dynamic_scores_each_chunk_before_learning_from_it(trained):
@@ -131,6 +131,7 @@ def test_dynamic_scores_each_chunk_before_learning_from_it(trained):
 
 def test_bad_eval_inputs(trained, workdir):
     assert_clean_error(run("eval", "missing.txt"), "not found")
+    assert_clean_error(run("eval", trained), "is a model: give the text to score")
     (workdir / "one.txt").write_text("a")
     assert_clean_error(run("eval", "one.txt"), "nothing to score")
     assert_clean_error(run("eval", "one.txt", "--dynamic-lr", "nan"), "--dynamic-lr")
