@@ -85,7 +85,7 @@ def plot_runs(runs: list[Path], out: Path) -> None:
     for i, (run, c) in enumerate(curves.items()):
         color = f"C{i % 10}"
         name = run.resolve().name
-        for split, style, alpha in (("train", "-", 0.45), ("val", "o-", 1.0)):
+        for split, style, alpha in (("train", ".-", 0.45), ("val", "o-", 1.0)):
             if not c[split]:
                 continue
             steps, seconds, bpc = zip(*c[split])
