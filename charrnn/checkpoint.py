@@ -99,9 +99,12 @@ def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab
 
 def vocab_of(state: dict) -> Vocab:
     try:
-        return Vocab.from_dict(state["vocab"])
+        vocab = Vocab.from_dict(state["vocab"])
     except (KeyError, TypeError, CharRNNError) as e:
         raise CheckpointError(f"checkpoint has no usable vocabulary ({e})") from None
+    if len(vocab) == 0:
+        raise CheckpointError("checkpoint has an empty vocabulary")
+    return vocab
 
 
 def text_options_of(state: dict) -> TextOptions:
@@ -118,7 +121,8 @@ def data_root_of(state: dict) -> Path | None:
 
 def hidden_of(state: dict) -> list[torch.Tensor] | None:
     """The training streams' hidden state, (layers, B, H) per tensor, or None."""
-    return state.get("hidden") or None
+    hidden = state.get("hidden")
+    return None if hidden is None or (isinstance(hidden, list) and not hidden) else hidden
 
 
 def rng_of(state: dict) -> dict:
@@ -201,7 +205,9 @@ def check_optimizer(saved, optimizer: torch.optim.Optimizer) -> None:
     if len(saved["param_groups"]) != len(fresh["param_groups"]):
         raise CheckpointError("checkpoint optimizer state has the wrong parameter groups")
     for got, want in zip(saved["param_groups"], fresh["param_groups"]):
-        if not isinstance(got, dict) or got.get("params") != want["params"]:
+        ids = got.get("params") if isinstance(got, dict) else None
+        if not isinstance(ids, list) or not all(type(i) is int for i in ids) \
+                or ids != want["params"]:
             raise CheckpointError("checkpoint optimizer state has the wrong parameter groups")
         for key, value in want.items():
             if key != "params" and not _same_kind(got.get(key, value), value):

@@ -167,12 +167,16 @@ def good_state(tmp_path_factory):
     return load_checkpoint(result.run_dir / "last.pt"), data
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FAULT_EXAMPLES", 60)), deadline=None,
+          derandomize="FAULT_EXAMPLES" not in os.environ,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_any_damaged_part_of_a_checkpoint_is_refused_or_harmless(good_state, data):
     state, prepared = good_state
     state = copy.deepcopy(state)
-    paths = sorted(_paths(state), key=repr)
+    # Model sizes are left out: a larger model that fits in memory is no fault, only slow to
+    # build (sizes beyond the memory are refused in test_values_out_of_range_are_refused).
+    paths = sorted((p for p in _paths(state) if p[:2] != ("config", "model")), key=repr)
     path = data.draw(st.sampled_from(paths))
     if not _replace(state, path, data.draw(LEAVES)):
         return
@@ -217,7 +221,8 @@ def test_a_vocabulary_shorter_than_the_ids_is_refused(corpus, workdir):
     assert_clean_error(run("train", "data/corpus", *TINY), "ids beyond its vocabulary")
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=int(os.environ.get("FAULT_EXAMPLES", 60)), deadline=None,
+          derandomize="FAULT_EXAMPLES" not in os.environ,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(["format_version", "vocab_size", "dtype", "byteorder", "chars",
                             "splits", "options", "val_frac"]),
