@@ -233,7 +233,7 @@ class Trainer:
                     self._tick()
                     reason = (stop.poll(self.time_up(max_seconds, final_eval))
                               or self.limit_reached(stop_step))
-            self._finish(reason, progress, final_eval)
+            self._finish(reason, progress, final_eval, max_seconds)
         return TrainResult(self.run_dir, self.step, reason, self.best_val_loss,
                            self.last_val_loss, stop.signal, self.best_step, self.elapsed,
                            meter.average_speed())
@@ -379,7 +379,16 @@ class Trainer:
         return evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
                         self.precision.autocast, self.dist)
 
-    def _finish(self, reason: str, progress: Progress, final_eval: bool) -> None:
+    def _finish(self, reason: str, progress: Progress, final_eval: bool,
+                max_seconds: float = 0.0) -> None:
+        if reason == "max_time":
+            # The budget is spent, and recorded so: a resume with the same --max-time trains
+            # nothing more, even when the last evaluation ran faster than the one before.
+            self._tick()
+            self._clock = (time.monotonic(), max(self.elapsed, max_seconds))
+            self._tick()
+            if self.last_eval_step == self.step or not final_eval:
+                self.save("last.pt")
         if reason == "interrupted":
             progress.write(f"interrupted at step {self.step}: saving last.pt")
             self.save("last.pt")
