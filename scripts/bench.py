@@ -44,7 +44,7 @@ from charrnn.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import memory_row, prepare_rows, scale_rows  # noqa: E402
-from bench_quality import dynamic_rows, precision_rows, quality_rows  # noqa: E402
+from bench_quality import dynamic_rows, precision_rows, quality_rows, quiet  # noqa: E402
 from bench_sampling import sampling_rows, sync  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)
@@ -53,10 +53,6 @@ ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)
 def row(name, what, figure, goal=""):
     ROWS.append((name, what, figure, goal))
     print(f"{name:<28} {what:<58} {figure:<26} {goal}", flush=True)
-
-
-def quiet(*a, **k):
-    pass
 
 
 # ----------------------------------------------------------------------------------------

@@ -16,9 +16,7 @@ from charrnn.sample import Sampler, sample_text
 from charrnn.stepper import ReferenceStepper, Stepper
 from charrnn.train import Trainer
 
-
-def quiet(*a, **k):
-    pass
+from bench_quality import quiet
 
 
 def sync(device: torch.device) -> None:
