@@ -365,6 +365,9 @@ def _is_target(path: str) -> bool:
 @click.option("--batch-size", type=int,
               help="Streams the text is cut into for speed  [default: the run's "
                    "train.eval_batch_size, so a validation split scores as in training]")
+@click.option("--context", type=int,
+              help="Characters each stream reads, unscored, before its first scored one  "
+                   "[default: the run's train.eval_context, 512]")
 @click.option("--dynamic", is_flag=True,
               help="Also dynamic evaluation: after scoring each chunk, one gradient step on "
                    "it, so the model adapts as it reads (the checkpoint is not modified).")
@@ -375,7 +378,8 @@ def _is_target(path: str) -> bool:
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")
 @_user_errors
-def eval_command(paths, split, unk, batch_size, dynamic, dynamic_lr, device, as_json, runs_dir):
+def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, device, as_json,
+                 runs_dir):
     """Score text files with a trained model: nats/char, bits/char, perplexity.
 
     TARGET is a checkpoint, a run directory or a runs directory, as for `sample` (default:
@@ -392,6 +396,7 @@ def eval_command(paths, split, unk, batch_size, dynamic, dynamic_lr, device, as_
 
     from .checkpoint import config_of, find_checkpoint, load_checkpoint, model_from_checkpoint
     from .device import resolve_device
+    from .evaluate import eval_streams
     from .score import DYNAMIC_LR, dynamic_score, score_ids, total
 
     paths = list(paths)
@@ -401,6 +406,8 @@ def eval_command(paths, split, unk, batch_size, dynamic, dynamic_lr, device, as_
                            f"charrnn eval {paths[0]} FILE")
     if batch_size is not None and batch_size < 1:
         raise CharRNNError(f"--batch-size must be >= 1, got {batch_size}")
+    if context is not None and context < 0:
+        raise CharRNNError(f"--context must be >= 0, got {context}")
     lr = DYNAMIC_LR if dynamic_lr is None else dynamic_lr
     if not (lr > 0 and lr < float("inf")):
         raise CharRNNError(f"--dynamic-lr must be a positive number, got {dynamic_lr}")
@@ -411,9 +418,15 @@ def eval_command(paths, split, unk, batch_size, dynamic, dynamic_lr, device, as_
     dev = resolve_device(device)
     texts = [_eval_text(p, options, vocab, split, unk == "skip") for p in paths]
     static, dynamic_scores = [], []
+    asked, batch_size = batch_size, batch_size or t.eval_batch_size
+    context = t.eval_context if context is None else context
     for name, ids, skipped in texts:
-        static.append(score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev,
-                                name, skipped))
+        streams = eval_streams(len(ids), batch_size, context)
+        if asked and streams < batch_size and not as_json:
+            click.echo(f"{name}: {streams} stream(s), not {batch_size}: each stream is at "
+                       f"least {context} characters (--context)", err=True)
+        static.append(score_ids(model, ids, batch_size, t.seq_len, dev, name, skipped,
+                                context))
         if dynamic:
             dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped))
     if as_json:

@@ -80,8 +80,17 @@ class TrainConfig:
     max_epochs: float = _resumable(0.0, help="Stop after this many passes over the data.")
     max_time: str = _resumable("", help="Stop after this much training time in total, e.g. "
                                         "90s, 10m, 1h30m (across resumes).")
-    eval_every: int = _resumable(500)
+    # Each stream starts from a blank state once every this many chunks, the streams taking
+    # turns, so the model keeps working from the blank state every sample and evaluation
+    # starts from (0 = only at the start of each epoch).
+    reset_every: int = _resumable(8, help="Chunks between blank-state starts of each stream "
+                                      "(0 = only at each epoch's start).")
+    eval_every: int = _resumable(500, help="Steps between evaluations on the validation "
+                                           "split.")
     eval_batch_size: int = _resumable(32)
+    # Characters each validation stream reads unscored before scoring, so every character
+    # is scored with this much context (where the text has it), whatever the batch size.
+    eval_context: int = _resumable(512)
     # Characters of the validation split scored at each evaluation, from its start; 0 = all.
     # Worth setting for a corpus of gigabytes, whose 10% would take long to score on a CPU.
     eval_chars: int = _resumable(0)
@@ -118,7 +127,7 @@ class TrainConfig:
                     "max_bad_steps"):
             _check_positive(f"train.{key}", getattr(self, key))
         for key in ("max_steps", "warmup_steps", "keep", "save_every", "decay_steps",
-                    "eval_chars", "patience"):
+                    "eval_chars", "patience", "reset_every", "eval_context"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.eval_chars == 1:

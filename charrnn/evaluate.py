@@ -1,12 +1,22 @@
-"""Validation loss over a whole split, with its own carried hidden state.
+"""Validation loss over a whole split, scored with context, independent of the batch size.
 
     nats = evaluate(model, data.split("val"), batch_size=32, seq_len=64, device="cpu")
     bpc = nats / math.log(2)
 
-The split is cut into B streams like the training data (see data.py); each stream is run
-chunk by chunk carrying its state. The few characters left over after B*L go through at the
+The figure: the mean cross-entropy of every next-character prediction of the split, each
+made with at least `context` characters of the text before it (all of them near the start).
+
+The split is cut into B streams like the training data (see data.py), and each stream is run
+chunk by chunk carrying its state. Before scoring, every stream but the first reads the
+`context` characters just before its start, unscored (a burn-in): its first prediction then
+has the same context as it would have in one stream carried over the whole text. Without
+the burn-in each stream would start from a blank state, and the score would depend on how
+many streams the text was cut into. The few characters left over after B*L go through at the
 end as the continuation of the last stream, with its state, so every one of the N-1
-next-character predictions of the split is scored exactly once.
+predictions of the split is scored exactly once.
+
+Streams are capped at (N-1) // context, so each one is at least as long as its burn-in and
+the burn-in costs at most as much as the scoring.
 """
 
 from __future__ import annotations
@@ -23,49 +33,109 @@ from .device import autocast
 from .model import select_rows
 
 LN2 = math.log(2)
+CONTEXT = 512  # the default burn-in: past it, more context changes the score by < 0.01 nats
+
+
+def eval_streams(n: int, batch_size: int, context: int = CONTEXT) -> int:
+    """The streams `evaluate` cuts n characters into: at most batch_size, each at least
+    `context` long (one stream when the text is shorter)."""
+    return max(1, min(batch_size, (n - 1) // max(context, 1)))
 
 
 @torch.no_grad()
 def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
-             amp_dtype=None, dist: distributed.Dist = distributed.Dist()) -> float:
-    """Mean cross-entropy in nats per character over every prediction in `array`."""
+             amp_dtype=None, dist: distributed.Dist = distributed.Dist(),
+             context: int = CONTEXT) -> float:
+    """Mean cross-entropy in nats per character over every prediction in `array`, each with
+    at least `context` characters of context where the text has them."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     n = len(array)
-    B = max(1, min(batch_size, n - 1))
+    B = eval_streams(n, batch_size, context)
     L = stream_length(n, B)
+    W = context if B > 1 else 0  # B > 1 implies L >= context: every burn-in is in the text
     start, stop = dist.rows(B)
+    rows = stop - start
     total = torch.zeros((), dtype=torch.float64, device=device)
 
-    def score(idx, targets, hidden):
+    def run(idx, hidden):
         with autocast(device, amp_dtype):
-            logits, hidden = model(idx, hidden)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                               targets.reshape(-1).long(), reduction="sum")
-        return loss, hidden
+            return model(idx, hidden)
 
     hidden = None
-    if stop > start:
-        part = _to_device(array[start * L: stop * L + 1], device)
+    if rows > 0:
+        # Row b's text, burn-in included, is part[b*L : b*L + W + L + 1]. Row 0 has nothing
+        # before it: it reads W filler characters and its state is then cleared.
+        lead = max(0, W - start * L)
+        ids = array[start * L - W + lead: stop * L + 1]
+        part = _to_device(np.concatenate([np.zeros(lead, ids.dtype), ids]) if lead else ids,
+                          device)
+        for t in range(0, W, seq_len):
+            T = min(seq_len, W - t)
+            _, hidden = run(part.as_strided((rows, T), (L, 1), t), hidden)
+        if lead:
+            hidden = _clear_first_row(hidden)
         for t in range(0, L, seq_len):
             T = min(seq_len, L - t)
-            idx = part.as_strided((stop - start, T), (L, 1), t)
-            targets = part.as_strided((stop - start, T), (L, 1), t + 1)
-            loss, hidden = score(idx, targets, hidden)
-            total += loss
+            idx = part.as_strided((rows, T), (L, 1), W + t)
+            targets = part.as_strided((rows, T), (L, 1), W + t + 1)
+            logits, hidden = run(idx, hidden)
+            total += _nll(logits, targets)
     if stop == B and B * L < n - 1:
         # The tail continues the last stream, so it starts from that stream's state.
         tail = _to_device(array[B * L:], device)
         last = None if hidden is None else select_rows(hidden, slice(-1, None))
         for t in range(0, len(tail) - 1, seq_len):
             T = min(seq_len, len(tail) - 1 - t)
-            loss, last = score(tail[None, t:t + T], tail[None, t + 1:t + 1 + T], last)
-            total += loss
+            logits, last = run(tail[None, t:t + T], last)
+            total += _nll(logits, tail[None, t + 1:t + 1 + T])
     distributed.all_reduce_sum(dist, total)
     model.train(was_training)
     return total.item() / (n - 1)
 
 
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of logits (B, T, V) for targets (B, T), in fp32."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                           targets.reshape(-1).long(), reduction="sum")
+
+
+def _clear_first_row(hidden):
+    """The state with row 0 blank: (layers, B, H) tensors."""
+    def clear(h):
+        h = h.clone()
+        h[:, 0] = 0
+        return h
+    return tuple(clear(h) for h in hidden) if isinstance(hidden, tuple) else clear(hidden)
+
+
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return as_index(np.ascontiguousarray(array), device).to(device)
+
+
+@torch.no_grad()
+def blank_start_loss(model, array: np.ndarray, device, length: int = 200, starts: int = 256,
+                     context: int = 0, batch_size: int = 64) -> float:
+    """Mean cross-entropy of the `length` predictions that follow each of `starts` evenly
+    spaced points of `array`, each run from a blank state as a sample is; with `context`,
+    after reading that many characters before the point instead (the same predictions with
+    context, to compare). It measures how well the model works from a blank state."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    first = context
+    last = len(array) - length - 1
+    if last < first:
+        raise ValueError(f"{len(array)} characters are too few for {length} after "
+                         f"{context} of context")
+    points = np.unique(np.linspace(first, last, starts).astype(np.int64))
+    ids = torch.from_numpy(np.ascontiguousarray(array).astype(np.int64))
+    windows = torch.stack([ids[p - context: p + length + 1] for p in points])  # (N, C+len+1)
+    total = 0.0
+    for rows in windows.split(batch_size):
+        rows = rows.to(device)
+        logits, _ = model(rows[:, :-1])
+        total += _nll(logits[:, context:], rows[:, context + 1:]).item()
+    model.train(was_training)
+    return total / (len(points) * length)

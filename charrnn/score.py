@@ -8,7 +8,8 @@ evaluation.
 
 The text goes through the checkpoint's own text options, as the training text did. Static
 scoring is `evaluate.evaluate`: the text cut into B streams, each run with its carried
-state, every next-character prediction scored once. Dynamic evaluation (Krause et al.,
+state after a burn-in on the text before it, every next-character prediction scored once
+with the same context whatever B is. Dynamic evaluation (Krause et al.,
 2018) reads the text in order and, after scoring each chunk, takes a gradient step on it,
 so the model adapts to the text as it reads; it works on a copy of the model.
 """
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from .data import as_index
 from .errors import DataError
-from .evaluate import LN2, evaluate
+from .evaluate import CONTEXT, LN2, eval_streams, evaluate
 from .model import CharRNN, detach_hidden
 from .text import TextOptions, code_point_chunks
 from .vocab import Vocab
@@ -42,6 +43,7 @@ class Score:
     nats: float  # mean cross-entropy per character, natural log
     seconds: float
     skipped: int = 0  # characters outside the vocabulary, left out (--unk skip)
+    streams: int = 1  # the streams the text was cut into (evaluate.eval_streams)
 
     @property
     def bpc(self) -> float:
@@ -65,7 +67,8 @@ def total(name: str, scores: list[Score]) -> Score:
     """The scores of several texts as one: predictions pooled."""
     chars = sum(s.chars for s in scores)
     return Score(name, chars, sum(s.nats * s.chars for s in scores) / chars,
-                 sum(s.seconds for s in scores), sum(s.skipped for s in scores))
+                 sum(s.seconds for s in scores), sum(s.skipped for s in scores),
+                 sum(s.streams for s in scores))
 
 
 def read_ids(raw: BinaryIO, name: str, options: TextOptions, vocab: Vocab,
@@ -93,11 +96,13 @@ def read_ids(raw: BinaryIO, name: str, options: TextOptions, vocab: Vocab,
 
 
 def score_ids(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device,
-              name: str = "", skipped: int = 0) -> Score:
-    """Static scoring: every prediction once, with carried state, in `batch_size` streams."""
+              name: str = "", skipped: int = 0, context: int = CONTEXT) -> Score:
+    """Static scoring: every prediction once, with carried state and at least `context`
+    characters of context, in up to `batch_size` streams (evaluate.py)."""
     started = time.perf_counter()
-    nats = evaluate(model.to(device), ids, batch_size, seq_len, device)
-    return Score(name, len(ids) - 1, nats, time.perf_counter() - started, skipped)
+    nats = evaluate(model.to(device), ids, batch_size, seq_len, device, context=context)
+    return Score(name, len(ids) - 1, nats, time.perf_counter() - started, skipped,
+                 eval_streams(len(ids), batch_size, context))
 
 
 def dynamic_score(model: CharRNN, ids: np.ndarray, seq_len: int, device, lr: float = DYNAMIC_LR,

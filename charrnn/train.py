@@ -118,6 +118,7 @@ class Trainer:
         if t.eval_chars and t.eval_chars < len(self.val):
             self.val = self.val[:t.eval_chars]
         self.steps_per_epoch = self.streams.steps_per_epoch
+        self.keep = blank_starts(t.reset_every, row_start, row_stop, self.device)
 
         self.step = 0
         self.best_val_loss, self.best_step = math.inf, None
@@ -283,6 +284,11 @@ class Trainer:
         chunk = self.step % self.steps_per_epoch
         if chunk == 0 or self.hidden is None:
             self.hidden = self.model.init_hidden(self.streams.rows, self.device)  # streams wrapped
+        elif self.keep is not None:
+            keep = self.keep[chunk % len(self.keep)]  # (rows, 1): False where a stream starts blank
+            self.hidden = hidden_from_tensors(
+                [torch.where(keep, h, 0.0) for h in hidden_tensors(self.hidden)],
+                self.cfg.model.cell)
         idx, targets = self.streams.batch(chunk)  # (B, T) views
         with autocast(self.device, self.precision.autocast):
             logits, hidden = self.forward(idx, self.hidden)  # (B, T, V)
@@ -377,7 +383,7 @@ class Trainer:
         """Mean nats per character over the validation text (all ranks take part)."""
         t = self.cfg.train
         return evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
-                        self.precision.autocast, self.dist)
+                        self.precision.autocast, self.dist, t.eval_context)
 
     def _finish(self, reason: str, progress: Progress, final_eval: bool,
                 max_seconds: float = 0.0) -> None:
@@ -449,6 +455,24 @@ class Trainer:
             return
         for name in names:
             save_checkpoint(self.run_dir / name, state)
+
+
+def blank_starts(reset_every: int, row_start: int, row_stop: int,
+                 device: torch.device) -> torch.Tensor | None:
+    """Which streams keep their state at each chunk: (K, rows, 1), False where stream b starts
+    from a blank state at chunk i, that is where (i + b) % K == 0, b the global row.
+
+    Every stream starts blank once every K chunks and 1/K of them do at each step, so the
+    model never forgets how to start from nothing while most streams carry long context.
+    It depends only on the chunk and the global row: the same on resume and with any number
+    of processes. None when K is 0 (streams start blank only at each epoch's start).
+    """
+    if reset_every <= 0:
+        return None
+    chunk = torch.arange(reset_every)[:, None]
+    rows = torch.arange(row_start, row_stop)[None, :]
+    keep = (chunk + rows) % reset_every != 0
+    return keep[:, :, None].to(device)
 
 
 def sizing_advice(params: int, chars: int, model) -> str:

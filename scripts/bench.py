@@ -10,8 +10,8 @@
 Rows: training overhead against the bare fused step; the tutorial way of training; sampling
 against the bare per-step kernel; prepare throughput and peak memory; evaluation speed;
 memory across a long run; a 1 GB corpus; 1 vs 2 processes; and, asked for by number, the
-5-minute quality run (9), the precision settings at equal steps (10) and dynamic
-evaluation (11). The CPU and GPU tables are kept
+5-minute quality run (9), the precision settings at equal steps (10), dynamic
+evaluation (11) and blank-state starts in training (12). The CPU and GPU tables are kept
 in separate blocks of the markdown file. Ratios are what to read: both sides run in the same process,
 interleaved, so machine noise hits both.
 """
@@ -44,7 +44,8 @@ from charrnn.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import memory_row, prepare_rows, scale_rows  # noqa: E402
-from bench_quality import dynamic_rows, precision_rows, quality_rows, quiet  # noqa: E402
+from bench_quality import (blank_start_rows, dynamic_rows, precision_rows, quality_rows,  # noqa: E402
+                           quiet)
 from bench_sampling import sampling_rows, sync  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)
@@ -206,7 +207,7 @@ def ddp_rows(tmp: Path, data_dir: Path, quick):
 # ----------------------------------------------------------------------------------------
 
 
-ALL_ROWS = {"cpu": "1,2,3,4,5,6,7,8", "cuda": "1,3,5"}  # 9-11 train for minutes: ask for them
+ALL_ROWS = {"cpu": "1,2,3,4,5,6,7,8", "cuda": "1,3,5"}  # 9-12 train for minutes: ask for them
 
 
 def main():
@@ -264,6 +265,8 @@ def main():
             precision_rows(row, data, device, tmp, quick)
         if 11 in wanted:
             dynamic_rows(row, shared, device, tmp, quick)
+        if 12 in wanted:
+            blank_start_rows(row, shared, device, tmp, quick)
     total = time.perf_counter() - started
     print(f"total {total / 60:.1f} min")
     if args.write is None:

@@ -115,3 +115,42 @@ def dynamic_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool
         row("", f"dynamic, SGD lr {lr:g}: nats/char (bits/char), time",
             f"{dyn.nats:.4f} ({dyn.bpc:.3f}), {dyn.seconds:.0f} s",
             f"{dyn.nats - one_stream.nats:+.4f} vs static")
+
+
+RESET_EVERY = (0, 4, 8, 16, 32)
+
+
+def blank_start_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool,
+                     corpus: str = "war_and_peace.txt"):
+    """train.reset_every swept on a corpus whose epoch is longer than the run (War and
+    Peace: about 1,400 cpu.toml steps per epoch): for each setting, the validation loss
+    scored with context, the loss of the 200 characters after a blank start (256 points of
+    the validation text), and how far the validation loss rose above its best during the run."""
+    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.evaluate import blank_start_loss, evaluate
+    from charrnn.prepare import prepare
+
+    out = tmp / "blank-start-data"
+    prepare([str(shared / corpus)], out, val_frac=0.1)
+    data = PreparedData(out)
+    steps = 200 if quick else 1000
+    eval_chars = 100_000
+    for k, K in enumerate(RESET_EVERY[:3] if quick else RESET_EVERY):
+        cfg = load_config("configs/cpu.toml", {
+            "train.max_time": "", "train.max_steps": steps, "train.decay_steps": steps,
+            "train.eval_every": steps // 10, "train.reset_every": K,
+            "train.eval_chars": eval_chars, "train.device": str(device)})
+        result = train(cfg, data, runs_dir=tmp / "blank-start-runs", name=f"k{K}", echo=quiet,
+                       progress=False)
+        model, _, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "last.pt"))
+        model.to(device)
+        val = data.split("val")[:eval_chars]
+        carried = evaluate(model, val, 32, cfg.train.seq_len, device)
+        blank = blank_start_loss(model, val, device, length=200, starts=256)
+        losses = [r["val_loss"] for r in validations(result.run_dir)]
+        rise = max(loss - min(losses[:i + 1]) for i, loss in enumerate(losses))
+        row("12 blank starts" if k == 0 else "",
+            f"{corpus}, cpu.toml {steps} steps, reset_every {K}: val loss (context) / first "
+            f"200 after a blank start / largest rise during the run",
+            f"{carried:.4f} / {blank:.4f} (+{blank - carried:.3f}) / {rise:.3f}",
+            "blank within 0.15, rise <= 0.05")

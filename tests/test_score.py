@@ -58,7 +58,11 @@ def test_a_text_file_scores_every_prediction_once(trained, workdir):
     assert scored["perplexity"] == pytest.approx(math.exp(scored["nats"]))
     # Cut into streams for speed: every prediction is still scored once.
     r = run("eval", trained, "a.txt", "--json", "--batch-size", "7")
-    assert json.loads(r.output)["files"][0]["chars"] == len(text) - 1
+    [scored] = json.loads(r.output)["files"]
+    assert scored["chars"] == len(text) - 1 and scored["streams"] == 5  # 2,999 // 512
+    # The streams were capped, and the text says so.
+    r = run("eval", trained, "a.txt", "--batch-size", "7")
+    assert "5 stream(s), not 7" in r.output
 
 
 def test_several_files_and_a_total(trained, workdir):

@@ -15,7 +15,7 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import load_config
 from charrnn.data import open_corpus, stream_length
 from charrnn.errors import CheckpointError
-from charrnn.evaluate import evaluate
+from charrnn.evaluate import eval_streams, evaluate
 from charrnn.model import CharRNN
 from charrnn.resume import resume
 from charrnn.optim import learning_rate
@@ -78,24 +78,37 @@ def test_resume_refuses_a_changed_model_shape(corpus, workdir):
         resume(run.run_dir, {"train": {"batch_size": 8}}, echo=quiet)
 
 
-def test_evaluate_scores_every_character_once(workdir):
-    torch.manual_seed(0)
-    V, B, T = 7, 4, 5
-    model = CharRNN(V, 16, 2).eval()
-    array = np.random.default_rng(0).integers(0, V, 203).astype(np.uint8)
-    got = evaluate(model, array, batch_size=B, seq_len=T, device="cpu")
-    # Naive: each stream in one pass from a zero state; the last continues through the tail.
+def naive_evaluate(model, array, B, W):
+    """Each stream from a zero state in one pass over its W characters of burn-in (unscored)
+    and its own L; the last one continues through the tail."""
     L = stream_length(len(array), B)
     ids = torch.from_numpy(array.astype(np.int64))
     total = 0.0
     with torch.no_grad():
         for b in range(B):
+            begin = max(0, b * L - W)
             end = (b + 1) * L + 1 if b < B - 1 else len(array)
-            seq = ids[b * L:end]
-            logits, _ = model(seq[None, :-1])
-            total += F.cross_entropy(logits[0], seq[1:], reduction="sum").item()
-    assert got == pytest.approx(total / (len(array) - 1), rel=1e-5)
+            logits, _ = model(ids[None, begin:end - 1])
+            scored = logits[0, b * L - begin:]
+            total += F.cross_entropy(scored, ids[b * L + 1:end], reduction="sum").item()
+    return total / (len(array) - 1)
+
+
+def test_evaluate_scores_every_character_once_with_its_burn_in(workdir):
+    torch.manual_seed(0)
+    V, T = 7, 5
+    model = CharRNN(V, 16, 2).eval()
+    array = np.random.default_rng(0).integers(0, V, 203).astype(np.uint8)
+    for B, W in [(4, 0), (4, 20), (3, 7), (4, 50)]:
+        got = evaluate(model, array, batch_size=B, seq_len=T, device="cpu", context=W)
+        assert got == pytest.approx(naive_evaluate(model, array, B, W), rel=1e-5), (B, W)
+    # Streams are capped so that each is at least as long as its burn-in.
+    assert eval_streams(203, 32, 20) == 10
+    assert eval_streams(203, 32, 500) == 1
+    got = evaluate(model, array, batch_size=32, seq_len=T, device="cpu", context=20)
+    assert got == pytest.approx(naive_evaluate(model, array, 10, 20), rel=1e-5)
     # One stream is the plain full pass over the text.
+    ids = torch.from_numpy(array.astype(np.int64))
     with torch.no_grad():
         logits, _ = model(ids[None, :-1])
     one = F.cross_entropy(logits[0], ids[1:]).item()
