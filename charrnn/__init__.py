@@ -2,9 +2,9 @@
 
 The library is the product; `charrnn.cli` is one client of it:
 
-    from charrnn.config import load_config
-    from charrnn.data import open_corpus
-    from charrnn.train import train
+    from charrnn.core.config import load_config
+    from charrnn.corpus.prepared import open_corpus
+    from charrnn.training.trainer import train
     result = train(load_config("tiny"), open_corpus("corpus.txt"))
 """
 

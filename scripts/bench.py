@@ -33,14 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.config import load_config
-from charrnn.device import autocast, resolve_device, resolve_precision
-from charrnn.errors import CharRNNError
-from charrnn.data import PreparedData
-from charrnn.evaluate import evaluate
-from charrnn.model import CharRNN
-from charrnn.prepare import prepare
-from charrnn.train import Trainer
+from charrnn.core.config import load_config
+from charrnn.core.device import autocast, resolve_device, resolve_precision
+from charrnn.core.errors import CharRNNError
+from charrnn.corpus.prepared import PreparedData
+from charrnn.inference.evaluate import evaluate
+from charrnn.core.model import CharRNN
+from charrnn.corpus.prepare import prepare
+from charrnn.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import memory_row, prepare_rows, scale_rows  # noqa: E402

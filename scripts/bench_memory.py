@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from charrnn.config import load_config
-from charrnn.train import Trainer
+from charrnn.core.config import load_config
+from charrnn.training.trainer import Trainer
 
 from bench_quality import quiet
 
@@ -36,7 +36,7 @@ def status(key):
         if line.startswith(key + ":"):
             return int(line.split()[1])  # kB
 
-import torch, charrnn.train  # imported before the mark is reset
+import torch, charrnn.training.trainer  # imported before the mark is reset
 
 # The interpreter's high-water mark is set by importing torch; reset it (Linux >= 4.0) so that
 # the peak seen afterwards is the probed work's own. Where that is refused, poll the resident size.
@@ -58,7 +58,7 @@ def peak():
 """
 
 PEAK_PROBE = PROBE_PROLOGUE + """
-from charrnn.prepare import prepare
+from charrnn.corpus.prepare import prepare
 t = time.perf_counter()
 prepare([sys.argv[1]], sys.argv[2])
 t = time.perf_counter() - t
@@ -135,12 +135,12 @@ def memory_row(row, data, steps):
 
 
 TRAIN_PROBE = PROBE_PROLOGUE + """
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from charrnn.config import load_config
-from charrnn.device import autocast, resolve_device, resolve_precision
-from charrnn.errors import CharRNNError
-from charrnn.data import PreparedData
-from charrnn.train import Trainer
+from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.core.config import load_config
+from charrnn.core.device import autocast, resolve_device, resolve_precision
+from charrnn.core.errors import CharRNNError
+from charrnn.corpus.prepared import PreparedData
+from charrnn.training.trainer import Trainer
 base_anon = status("RssAnon")
 data = PreparedData(sys.argv[1], mapped={"read": False, "mapped": True}[sys.argv[3]])
 cfg = load_config("configs/cpu.toml", overrides={

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from charrnn.config import load_config
-from charrnn.data import PreparedData
-from charrnn.errors import CharRNNError
-from charrnn.train import train
+from charrnn.core.config import load_config
+from charrnn.corpus.prepared import PreparedData
+from charrnn.core.errors import CharRNNError
+from charrnn.training.trainer import train
 
 
 def quiet(*a, **k):
@@ -93,9 +93,9 @@ def dynamic_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool
     """Dynamic evaluation on tiny Shakespeare's last 10% (a test split nothing trained or
     selected on): a cpu.toml model trained for its 5 minutes, scored statically and
     dynamically at several learning rates."""
-    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.prepare import prepare
-    from charrnn.score import dynamic_score, score_ids
+    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.corpus.prepare import prepare
+    from charrnn.inference.score import dynamic_score, score_ids
 
     prepare([str(shared / "tinyshakespeare.txt")], tmp / "ts-test", val_frac=0.1, test_frac=0.1)
     data = PreparedData(tmp / "ts-test")
@@ -126,9 +126,9 @@ def blank_start_rows(row, shared: Path, device: torch.device, tmp: Path, quick: 
     Peace: about 1,400 cpu.toml steps per epoch): for each setting, the validation loss
     scored with context, the loss of the 200 characters after a blank start (256 points of
     the validation text), and how far the validation loss rose above its best during the run."""
-    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.evaluate import blank_start_loss, evaluate
-    from charrnn.prepare import prepare
+    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.inference.evaluate import blank_start_loss, evaluate
+    from charrnn.corpus.prepare import prepare
 
     out = tmp / "blank-start-data"
     prepare([str(shared / corpus)], out, val_frac=0.1)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from charrnn.config import load_config
-from charrnn.model import CharRNN
-from charrnn.sample import Sampler, sample_text
-from charrnn.stepper import ReferenceStepper, Stepper
-from charrnn.train import Trainer
+from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.core.config import load_config
+from charrnn.core.model import CharRNN
+from charrnn.inference.sample import Sampler, sample_text
+from charrnn.inference.stepper import ReferenceStepper, Stepper
+from charrnn.training.trainer import Trainer
 
 from bench_quality import quiet
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.config import load_config
-from charrnn.data import open_corpus
-from charrnn.evaluate import blank_start_loss, evaluate
-from charrnn.model import CharRNN, hidden_tensors
-from charrnn.train import Trainer, blank_starts, train
+from charrnn.core.config import load_config
+from charrnn.corpus.prepared import open_corpus
+from charrnn.inference.evaluate import blank_start_loss, evaluate
+from charrnn.core.model import CharRNN, hidden_tensors
+from charrnn.training.trainer import Trainer, blank_starts, train
 
 from conftest import make_text
 
@@ -77,7 +77,7 @@ def test_the_default_resets_and_the_resume_are_exact(corpus, workdir):
     half = train(config(**{"train.max_steps": 7, "train.decay_steps": 14,
                            "train.eval_every": 7}), data, runs_dir="half", echo=quiet,
                  progress=False)
-    from charrnn.resume import resume
+    from charrnn.training.resume import resume
     resumed = resume(half.run_dir, {"train": {"max_steps": 14}}, echo=quiet, progress=False)
     assert resumed.last_val_loss == full.last_val_loss
 
@@ -95,7 +95,7 @@ def trained(tmp_path_factory):
         "train.eval_every": 300, "train.lr": 0.01, "train.warmup_steps": 10,
         "train.log_every": 1000})
     result = train(cfg, data, runs_dir=root / "runs", echo=quiet, progress=False)
-    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
     model, _, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "last.pt"))
     return model, data.split("val")
 

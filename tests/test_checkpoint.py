@@ -4,12 +4,12 @@ import pickle
 import pytest
 import torch
 
-from charrnn.checkpoint import (FORMAT_VERSION, find_checkpoint, load_checkpoint,
+from charrnn.core.checkpoint import (FORMAT_VERSION, find_checkpoint, load_checkpoint,
                                 model_from_checkpoint, save_checkpoint)
-from charrnn.config import Config
-from charrnn.errors import CheckpointError
-from charrnn.model import CharRNN
-from charrnn.text import TextOptions
+from charrnn.core.config import Config
+from charrnn.core.errors import CheckpointError
+from charrnn.core.model import CharRNN
+from charrnn.corpus.text import TextOptions
 
 
 def minimal_state(model, chars):

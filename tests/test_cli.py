@@ -137,7 +137,7 @@ def test_bad_inputs_to_train(trained, workdir, args, message):
 
 
 def test_fine_tuning_from_a_run(trained, workdir):
-    from charrnn.checkpoint import load_checkpoint
+    from charrnn.core.checkpoint import load_checkpoint
 
     source = load_checkpoint(trained / "best.pt")
     (workdir / "new.txt").write_text(make_text(8000, seed=5) + "#\n", encoding="utf-8")

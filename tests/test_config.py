@@ -1,7 +1,7 @@
 import pytest
 
-from charrnn.config import Config, load_config, parse_duration, parse_set
-from charrnn.errors import ConfigError
+from charrnn.core.config import Config, load_config, parse_duration, parse_set
+from charrnn.core.errors import ConfigError
 
 
 def test_layers_apply_in_order(tmp_path):
@@ -73,8 +73,9 @@ def test_parse_duration():
 def test_command_line_flags_come_from_the_config_fields():
     from click.testing import CliRunner
 
-    from charrnn.cli import _flag_overrides, main
-    from charrnn.config import flags
+    from charrnn.cli import main
+    from charrnn.cli.train import _flag_overrides
+    from charrnn.core.config import flags
 
     listed = flags()
     assert {f.key for f in listed} >= {"model.cell", "model.hidden_size", "train.lr",

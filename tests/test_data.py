@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.data import PreparedData, Streams, open_corpus
-from charrnn.errors import DataError
+from charrnn.corpus.prepared import PreparedData, Streams, open_corpus
+from charrnn.core.errors import DataError
 
 
 def test_stream_b_starts_at_b_times_L():

@@ -6,12 +6,12 @@ import warnings
 import pytest
 import torch
 
-from charrnn.config import load_config
-from charrnn.data import open_corpus
-from charrnn.device import autocast, resolve_precision
-from charrnn.errors import ConfigError
-from charrnn.model import CharRNN
-from charrnn.train import Trainer, train
+from charrnn.core.config import load_config
+from charrnn.corpus.prepared import open_corpus
+from charrnn.core.device import autocast, resolve_precision
+from charrnn.core.errors import ConfigError
+from charrnn.core.model import CharRNN
+from charrnn.training.trainer import Trainer, train
 
 CPU = torch.device("cpu")
 B, T, V, H = 2, 3, 5, 7
@@ -120,8 +120,8 @@ def test_no_non_contiguous_rnn_weight_warning_on_cuda(corpus, workdir):
     import os
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.resume import resume
+    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.training.resume import resume
 
     data = open_corpus(corpus)
     cfg = load_config(overrides={"model.hidden_size": 32, "train.batch_size": 4,

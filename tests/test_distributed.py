@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.prepare import prepare
+from charrnn.core.checkpoint import load_checkpoint
+from charrnn.corpus.prepare import prepare
 
 from conftest import make_text
 

@@ -18,13 +18,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.data import PreparedData, open_corpus
-from charrnn.errors import CharRNNError, CheckpointError, DataError
-from charrnn.files import DirectoryLock, atomic_write
-from charrnn.metrics import MetricsLog
-from charrnn.prepare import prepare
-from charrnn.train import Trainer, train
+from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.corpus.prepared import PreparedData, open_corpus
+from charrnn.core.errors import CharRNNError, CheckpointError, DataError
+from charrnn.core.files import DirectoryLock, atomic_write
+from charrnn.training.metrics import MetricsLog
+from charrnn.corpus.prepare import prepare
+from charrnn.training.trainer import Trainer, train
 
 from conftest import make_text
 from test_cli import TINY, assert_clean_error, run, snapshot
@@ -161,7 +161,7 @@ def good_state(tmp_path_factory):
     data = open_corpus(root / "c.txt", root / "data")
     cfg_args = {"model": {"hidden_size": 8, "num_layers": 1},
                 "train": {"batch_size": 2, "seq_len": 8, "max_steps": 3, "eval_every": 3}}
-    from charrnn.config import build_config
+    from charrnn.core.config import build_config
     result = train(build_config(cfg_args), data, runs_dir=root / "runs", echo=quiet,
                    progress=False)
     return load_checkpoint(result.run_dir / "last.pt"), data
@@ -180,7 +180,7 @@ def test_any_damaged_part_of_a_checkpoint_is_refused_or_harmless(good_state, dat
     path = data.draw(st.sampled_from(paths))
     if not _replace(state, path, data.draw(LEAVES)):
         return
-    from charrnn.checkpoint import config_of
+    from charrnn.core.checkpoint import config_of
     for attempt in (lambda: model_from_checkpoint(state),
                     lambda: Trainer(config_of(state), prepared, state=state, echo=quiet,
                                     progress=False)):
@@ -282,7 +282,7 @@ def test_a_second_trainer_of_a_run_is_refused_naming_the_holder(trained, workdir
 
 @pytest.mark.parametrize("change", ["new character", "longer", "same size, other text"])
 def test_a_source_changed_between_passes_is_refused(corpus, workdir, monkeypatch, change):
-    import charrnn.prepare as prep
+    import charrnn.corpus.prepare as prep
 
     prepare([str(corpus)], "data/corpus")
     before = snapshot(workdir / "data")
@@ -482,8 +482,8 @@ def test_values_out_of_range_are_refused(trained, workdir, args, message):
 
 
 def test_the_parameter_estimate_is_exact():
-    from charrnn.config import ModelConfig
-    from charrnn.model import CharRNN, parameter_count
+    from charrnn.core.config import ModelConfig
+    from charrnn.core.model import CharRNN, parameter_count
 
     for cell in ("lstm", "gru", "rnn"):
         for embed in (0, 5):

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from charrnn.model import CharRNN, detach_hidden
+from charrnn.core.model import CharRNN, detach_hidden
 
 B, T, V, H = 2, 3, 5, 7
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from charrnn.plot import CurveRefresher, read_curves
+from charrnn.training.plot import CurveRefresher, read_curves
 
 from test_cli import TINY, assert_clean_error, run
 

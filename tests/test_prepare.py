@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn.data import PreparedData
-from charrnn.errors import DataError
-from charrnn.prepare import prepare
-from charrnn.text import TextOptions
-from charrnn.vocab import Vocab
+from charrnn.corpus.prepared import PreparedData
+from charrnn.core.errors import DataError
+from charrnn.corpus.prepare import prepare
+from charrnn.corpus.text import TextOptions
+from charrnn.corpus.vocab import Vocab
 
 from conftest import make_text
 

@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-from charrnn.checkpoint import find_checkpoint, load_checkpoint
-from charrnn.config import RESUMABLE, load_config
-from charrnn.data import open_corpus
-from charrnn.errors import CheckpointError
-from charrnn.resume import resume, resume_config
-from charrnn.optim import learning_rate, run_progress
-from charrnn.train import train
+from charrnn.core.checkpoint import find_checkpoint, load_checkpoint
+from charrnn.core.config import RESUMABLE, load_config
+from charrnn.corpus.prepared import open_corpus
+from charrnn.core.errors import CheckpointError
+from charrnn.training.resume import resume, resume_config
+from charrnn.training.optim import learning_rate, run_progress
+from charrnn.training.trainer import train
 
 from conftest import make_text
 from test_cli import TINY, assert_clean_error, run
@@ -138,8 +138,8 @@ def test_the_end_of_run_line(corpus, workdir):
 def test_the_first_interval_after_a_resume_averages_only_its_own_steps(corpus, workdir):
     from dataclasses import replace
 
-    from charrnn.checkpoint import config_of
-    from charrnn.train import Trainer
+    from charrnn.core.checkpoint import config_of
+    from charrnn.training.trainer import Trainer
 
     class Recording(Trainer):
         losses = {}

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, hidden_tensors
-import charrnn.stepper as stepper_module
-from charrnn.sample import Sampler, _Loop, pick, sample_text
-from charrnn.stepper import ReferenceStepper, Stepper
-from charrnn.vocab import Vocab
+from charrnn.core.errors import CharRNNError
+from charrnn.core.model import CharRNN, hidden_tensors
+import charrnn.inference.stepper as stepper_module
+from charrnn.inference.sample import Sampler, _Loop, pick, sample_text
+from charrnn.inference.stepper import ReferenceStepper, Stepper
+from charrnn.corpus.vocab import Vocab
 
 B, V, H = 3, 11, 16
 VOCAB = Vocab(list("abcdefghij\n"))

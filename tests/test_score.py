@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.score import dynamic_score, read_ids, score_ids
+from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.inference.score import dynamic_score, read_ids, score_ids
 
 from conftest import make_text
 from test_cli import TINY, assert_clean_error, run

@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.config import load_config
-from charrnn.data import open_corpus, stream_length
-from charrnn.errors import CheckpointError
-from charrnn.evaluate import eval_streams, evaluate
-from charrnn.model import CharRNN
-from charrnn.resume import resume
-from charrnn.optim import learning_rate
-from charrnn.train import Trainer, train
+from charrnn.core.checkpoint import load_checkpoint
+from charrnn.core.config import load_config
+from charrnn.corpus.prepared import open_corpus, stream_length
+from charrnn.core.errors import CheckpointError
+from charrnn.inference.evaluate import eval_streams, evaluate
+from charrnn.core.model import CharRNN
+from charrnn.training.resume import resume
+from charrnn.training.optim import learning_rate
+from charrnn.training.trainer import Trainer, train
 
 SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,
          "train.batch_size": 4, "train.seq_len": 16, "train.eval_every": 10,
@@ -135,7 +135,7 @@ def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, fused):
         def loss(self, logits, targets):
             return super().loss(logits, targets) * float("nan")
 
-    from charrnn.checkpoint import config_of
+    from charrnn.core.checkpoint import config_of
     cfg = config_of(state)
     cfg = replace(cfg, train=replace(cfg.train, max_steps=100, max_bad_steps=3))
     trainer = Diverging(cfg, data, run_dir=good.run_dir, state=state, echo=quiet, progress=False,
@@ -266,8 +266,8 @@ def test_without_patience_a_run_goes_on(corpus, workdir):
 
 
 def test_sizing_advice():
-    from charrnn.config import ModelConfig
-    from charrnn.train import sizing_advice
+    from charrnn.core.config import ModelConfig
+    from charrnn.training.trainer import sizing_advice
 
     assert "far larger" in sizing_advice(5_000_000, 100_000, ModelConfig())
     assert "--dropout" in sizing_advice(5_000_000, 100_000, ModelConfig())

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from charrnn.errors import DataError
-from charrnn.vocab import Vocab
+from charrnn.core.errors import DataError
+from charrnn.corpus.vocab import Vocab
 
 
 @given(st.text(min_size=1))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .model import GATES, CharRNN, hidden_tensors
+from ..core.model import GATES, CharRNN, hidden_tensors
 
 
 class Stepper:

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .data import as_index, stream_length
-from .device import autocast
-from .model import select_rows
+from ..core import distributed
+from ..corpus.prepared import as_index, stream_length
+from ..core.device import autocast
+from ..core.model import select_rows
 
 LN2 = math.log(2)
 CONTEXT = 512  # the default burn-in: past it, more context changes the score by < 0.01 nats

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import as_index
-from .errors import DataError
+from ..corpus.prepared import as_index
+from ..core.errors import DataError
 from .evaluate import CONTEXT, LN2, eval_streams, evaluate
-from .model import CharRNN, detach_hidden
-from .text import TextOptions, code_point_chunks
-from .vocab import Vocab
+from ..core.model import CharRNN, detach_hidden
+from ..corpus.text import TextOptions, code_point_chunks
+from ..corpus.vocab import Vocab
 
 DYNAMIC_LR = 0.1  # the best measured on tiny Shakespeare (docs/benchmarks.md, row 11)
 

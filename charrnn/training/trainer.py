@@ -1,8 +1,8 @@
 """Stateful training with truncated backpropagation through time.
 
-    from charrnn.config import load_config
-    from charrnn.data import open_corpus
-    from charrnn.train import train
+    from charrnn.core.config import load_config
+    from charrnn.corpus.prepared import open_corpus
+    from charrnn.training.trainer import train
     result = train(load_config("configs/tiny.toml"), open_corpus("corpus.txt"))
     print(result.run_dir, result.best_val_loss)
 
@@ -35,24 +35,24 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from . import distributed
-from .checkpoint import (check_resumable, hidden_of, load_init, load_optimizer, load_weights,
+from ..core import distributed
+from ..core.checkpoint import (check_resumable, hidden_of, load_init, load_optimizer, load_weights,
                          save_checkpoint, training_state)
-from .config import Config, parse_duration
-from .data import PreparedData, Streams
-from .device import autocast, check_fits, describe, resolve_device, resolve_precision
-from .errors import CheckpointError, DataError
-from .evaluate import LN2, evaluate
-from .files import DirectoryLock, atomic_write_text, remove_stale
+from ..core.config import Config, parse_duration
+from ..corpus.prepared import PreparedData, Streams
+from ..core.device import autocast, check_fits, describe, resolve_device, resolve_precision
+from ..core.errors import CheckpointError, DataError
+from ..inference.evaluate import LN2, evaluate
+from ..core.files import DirectoryLock, atomic_write_text, remove_stale
 from .metrics import IntervalMeter, MetricsLog
-from .model import (GATES, CharRNN, describe_model, hidden_from_tensors, hidden_tensors,
+from ..core.model import (GATES, CharRNN, describe_model, hidden_from_tensors, hidden_tensors,
                     parameter_count, select_rows)
 from .optim import learning_rate, make_optimizer, run_progress, skip_or_step
 from .plot import CurveRefresher
 from .progress import Progress, format_seconds
-from .runs import new_run_dir, prune_periodic, resolve_run_dir, update_latest
+from ..core.runs import new_run_dir, prune_periodic, resolve_run_dir, update_latest
 from .stopping import StopRequests
-from .vocab import Vocab
+from ..corpus.vocab import Vocab
 
 
 @dataclass

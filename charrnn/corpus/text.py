@@ -19,8 +19,8 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .errors import DataError
-from .files import write_failure
+from ..core.errors import DataError
+from ..core.files import write_failure
 
 CHUNK_BYTES = 8 << 20
 

@@ -23,8 +23,8 @@ from .device import check_fits
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .files import atomic_write
 from .model import CharRNN, describe_model, parameter_count
-from .text import TextOptions
-from .vocab import Vocab
+from ..corpus.text import TextOptions
+from ..corpus.vocab import Vocab
 
 FORMAT_VERSION = 1
 KIND = "charrnn"

@@ -15,9 +15,9 @@ import json
 import time
 from pathlib import Path
 
-from .errors import CharRNNError
-from .evaluate import LN2
-from .files import atomic_write
+from ..core.errors import CharRNNError
+from ..inference.evaluate import LN2
+from ..core.files import atomic_write
 
 INSTALL = "charrnn plot needs matplotlib: pip install 'charrnn[plot]'"
 

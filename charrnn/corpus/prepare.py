@@ -2,7 +2,7 @@
 
     charrnn prepare corpus.txt            # -> data/corpus/{vocab.json,meta.json,train.bin,val.bin}
 
-    from charrnn.prepare import prepare
+    from charrnn.corpus.prepare import prepare
     meta = prepare(["corpus.txt"], "data/corpus")
 
 The input is streamed in fixed-size chunks, twice: the first pass counts characters (the
@@ -26,8 +26,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import CharRNNError, DataError
-from .files import DirectoryLock, fsync_dir, write_failure
+from ..core.errors import CharRNNError, DataError
+from ..core.files import DirectoryLock, fsync_dir, write_failure
 from .text import CHUNK_BYTES, Source, TextOptions, code_point_chunks, find_sources
 from .vocab import MAX_CODE_POINT, Vocab
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .device import available_memory
-from .errors import DataError
+from ..core.device import available_memory
+from ..core.errors import DataError
 from .prepare import FORMAT_VERSION, SPLITS, prepare
 from .text import TextOptions
 from .vocab import Vocab

@@ -240,7 +240,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return build_config(*layers, base=base)
 
 
-PRESETS_DIR = Path(__file__).parent / "configs"  # also the repository's configs/
+PRESETS_DIR = Path(__file__).parents[1] / "configs"  # also the repository's configs/
 
 
 def preset(name: str) -> Path | None:

@@ -27,7 +27,7 @@ import signal
 import torch
 import torch.distributed as torch_dist
 
-from .distributed import Dist
+from ..core.distributed import Dist
 
 REASONS = (None, "max_time", "interrupted")  # by priority: a signal wins over the clock
 

@@ -16,16 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import (config_of, data_root_of, load_checkpoint, load_init,
+from ..core.checkpoint import (config_of, data_root_of, load_checkpoint, load_init,
                          text_options_of, vocab_of)
-from .config import RESUMABLE, Config, load_config, nest, read_toml
-from .data import PreparedData
-from .errors import CheckpointError, ConfigError, DataError
-from .model import describe_model
-from .text import TextOptions
-from .runs import resolve_run_dir
-from .train import TrainResult, train
-from .vocab import Vocab
+from ..core.config import RESUMABLE, Config, load_config, nest, read_toml
+from ..corpus.prepared import PreparedData
+from ..core.errors import CheckpointError, ConfigError, DataError
+from ..core.model import describe_model
+from ..corpus.text import TextOptions
+from ..core.runs import resolve_run_dir
+from .trainer import TrainResult, train
+from ..corpus.vocab import Vocab
 
 
 def fine_tuning(cfg: Config, explicit: set[str]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .errors import CharRNNError
-from .files import atomic_write_text, write_failure
+from ..core import distributed
+from ..core.errors import CharRNNError
+from ..core.files import atomic_write_text, write_failure
 
 
 @dataclass

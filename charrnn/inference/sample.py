@@ -16,11 +16,11 @@ from typing import Iterator
 
 import torch
 
-from .device import check_fits
-from .errors import CharRNNError
-from .model import GATES, CharRNN
+from ..core.device import check_fits
+from ..core.errors import CharRNNError
+from ..core.model import GATES, CharRNN
 from .stepper import ReferenceStepper, Stepper
-from .vocab import Vocab
+from ..corpus.vocab import Vocab
 
 
 class Picker:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .files import atomic_write_text
+from ..core.errors import DataError
+from ..core.files import atomic_write_text
 
 MAX_CODE_POINT = 0x10FFFF
 

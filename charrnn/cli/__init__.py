@@ -1,0 +1,26 @@
+"""The `charrnn` command: one module per command. Each command parses its options, calls one
+library function and reports; errors the user can fix exit with one line, no traceback."""
+
+import click
+
+from .eval import eval_command
+from .plot import plot
+from .prepare import prepare
+from .sample import sample
+from .train import train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charrnn")
+def main():
+    """Train character-level RNN language models on any text and sample from them.
+
+    \b
+      charrnn prepare corpus.txt
+      charrnn train corpus.txt
+      charrnn sample --temperature 0.5
+    """
+
+
+for command in (prepare, train, sample, eval_command, plot):
+    main.add_command(command)

@@ -1,0 +1,85 @@
+"""What the commands share: the error decorator, text-option flags, and how a path is
+told to be a model or a text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+import functools
+
+from ..core.errors import CharRNNError
+
+
+def user_errors(func):
+    """Turn library errors into click errors (one line, exit status 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CharRNNError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            # A file-system failure the library did not foresee still gets one line.
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
+        except MemoryError:
+            raise click.ClickException("out of memory; use a smaller model, --batch-size or "
+                                       "--num-samples") from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def text_options(encoding, lower, unidecode, keep_crlf):
+    from ..corpus.text import TextOptions
+    return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
+
+
+def vocab_from(path: str):
+    """A vocab.json, or the vocabulary a checkpoint (or a run directory's) carries."""
+    from ..core.checkpoint import find_checkpoint, load_checkpoint, vocab_of
+    from ..corpus.vocab import Vocab
+
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".pt":
+        return vocab_of(load_checkpoint(find_checkpoint(p)))
+    return Vocab.load(p)
+
+
+def text_option_flags(func):
+    for decorator in reversed([
+        click.option("--encoding", default="utf-8", show_default=True,
+                     help="Encoding of the input files."),
+        click.option("--lower", is_flag=True, help="Lowercase the text."),
+        click.option("--unidecode", is_flag=True,
+                     help="Transliterate to ASCII first (e.g. é -> e, « -> <<)."),
+        click.option("--keep-crlf", is_flag=True,
+                     help="Keep Windows line endings (by default \\r\\n becomes \\n)."),
+    ]):
+        func = decorator(func)
+    return func
+
+
+
+def unescape(text: str, flag: str) -> str:
+    """Backslash escapes (\\n, \\t, \\u00e9) in a command-line string; other text as is."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise CharRNNError(f"{flag} {text!r}: bad escape ({e.reason})") from None
+
+
+def is_target(path: str) -> bool:
+    """Whether a path names a model (checkpoint, run, runs directory) rather than a text."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix == ".pt"
+    return p.is_dir() and not (p / "meta.json").exists() and any(
+        (p / name).exists() for name in ("best.pt", "last.pt", "latest"))
+

@@ -1,0 +1,130 @@
+"""`charrnn eval`: score text with a trained model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..core.errors import CharRNNError
+from .common import is_target, user_errors
+
+
+@click.command("eval")
+@click.argument("paths", nargs=-1, required=True, metavar="[TARGET] FILE...")
+@click.option("--split", type=click.Choice(["test", "val", "train"]),
+              help="For a prepared directory as FILE: the split to score  [default: test "
+                   "when it has one, else val]")
+@click.option("--unk", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Characters outside the model's vocabulary: an error, or left out of "
+                   "the score (and counted).")
+@click.option("--batch-size", type=int,
+              help="Streams the text is cut into for speed  [default: the run's "
+                   "train.eval_batch_size, so a validation split scores as in training]")
+@click.option("--context", type=int,
+              help="Characters each stream reads, unscored, before its first scored one  "
+                   "[default: the run's train.eval_context, 512]")
+@click.option("--dynamic", is_flag=True,
+              help="Also dynamic evaluation: after scoring each chunk, one gradient step on "
+                   "it, so the model adapts as it reads (the checkpoint is not modified).")
+@click.option("--dynamic-lr", type=float, default=None,
+              help="Learning rate of dynamic evaluation's SGD steps  [default: 0.1]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
+              help="The runs directory: its latest run is taken when TARGET is not given.")
+@user_errors
+def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, device, as_json,
+                 runs_dir):
+    """Score text files with a trained model: nats/char, bits/char, perplexity.
+
+    TARGET is a checkpoint, a run directory or a runs directory, as for `sample` (default:
+    the latest run). Each FILE is a text file, - for standard input, or a prepared
+    directory (one of its splits). The text goes through the model's own text options.
+
+    \b
+      charrnn eval data.txt
+      charrnn eval runs/latest a.txt b.txt --json
+      charrnn eval data/corpus --split val      # the validation loss training reports
+      charrnn eval notes.txt --dynamic
+    """
+    import json as json_module
+
+    from ..core.checkpoint import config_of, find_checkpoint, load_checkpoint, model_from_checkpoint
+    from ..core.device import resolve_device
+    from ..inference.evaluate import eval_streams
+    from ..inference.score import DYNAMIC_LR, dynamic_score, score_ids, total
+
+    paths = list(paths)
+    target = paths.pop(0) if len(paths) > 1 and is_target(paths[0]) else None
+    if target is None and len(paths) == 1 and is_target(paths[0]):
+        raise CharRNNError(f"{paths[0]} is a model: give the text to score after it, e.g. "
+                           f"charrnn eval {paths[0]} FILE")
+    if batch_size is not None and batch_size < 1:
+        raise CharRNNError(f"--batch-size must be >= 1, got {batch_size}")
+    if context is not None and context < 0:
+        raise CharRNNError(f"--context must be >= 0, got {context}")
+    lr = DYNAMIC_LR if dynamic_lr is None else dynamic_lr
+    if not (lr > 0 and lr < float("inf")):
+        raise CharRNNError(f"--dynamic-lr must be a positive number, got {dynamic_lr}")
+    path = find_checkpoint(target, runs_dir)
+    state = load_checkpoint(path)
+    model, vocab, options = model_from_checkpoint(state)
+    t = config_of(state).train
+    dev = resolve_device(device)
+    texts = [_eval_text(p, options, vocab, split, unk == "skip") for p in paths]
+    static, dynamic_scores = [], []
+    asked, batch_size = batch_size, batch_size or t.eval_batch_size
+    context = t.eval_context if context is None else context
+    for name, ids, skipped in texts:
+        streams = eval_streams(len(ids), batch_size, context)
+        if asked and streams < batch_size and not as_json:
+            click.echo(f"{name}: {streams} stream(s), not {batch_size}: each stream is at "
+                       f"least {context} characters (--context)", err=True)
+        static.append(score_ids(model, ids, batch_size, t.seq_len, dev, name, skipped,
+                                context))
+        if dynamic:
+            dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped))
+    if as_json:
+        out = {"checkpoint": str(path), "files": [s.to_dict() for s in static]}
+        if len(static) > 1:
+            out["total"] = total("total", static).to_dict()
+        if dynamic:
+            out["dynamic_lr"] = lr
+            out["dynamic"] = [s.to_dict() for s in dynamic_scores]
+            if len(static) > 1:
+                out["dynamic_total"] = total("total", dynamic_scores).to_dict()
+        click.echo(json_module.dumps(out, indent=2))
+        return
+    click.echo(f"model: {path}")
+    rows = [(static, "")] + ([(dynamic_scores, f"dynamic (lr {lr:g}) ")] if dynamic else [])
+    for scores, label in rows:
+        for s in scores:
+            click.echo(f"{label}{s.name}: {s.line()}")
+        if len(scores) > 1:
+            click.echo(f"{label}total: {total('total', scores).line()}")
+
+
+def _eval_text(path: str, options, vocab, split: str | None, skip_unknown: bool):
+    """(name, ids, skipped) of one FILE argument of `eval`."""
+    from ..corpus.prepared import PreparedData
+    from ..inference.score import read_ids
+
+    p = Path(path)
+    if path != "-" and p.is_dir():
+        data = PreparedData(p)
+        if data.vocab.chars != vocab.chars:
+            raise CharRNNError(f"{p} is not encoded with the model's vocabulary; score its "
+                               f"text file instead")
+        name = split or ("test" if data.meta["splits"].get("test") else "val")
+        return f"{p}:{name}", data.split(name), 0
+    if path == "-":
+        return "<stdin>", *read_ids(sys.stdin.buffer, "<stdin>", options, vocab, skip_unknown)
+    if not p.is_file():
+        raise CharRNNError(f"not found: {p}" if not p.exists() else f"not a text file: {p}")
+    try:
+        with open(p, "rb") as raw:
+            return str(p), *read_ids(raw, str(p), options, vocab, skip_unknown)
+    except OSError as e:
+        raise CharRNNError(f"cannot read {p}: {e.strerror}") from None

@@ -1,0 +1,36 @@
+"""`charrnn plot`: training curves of one or several runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..core.errors import CharRNNError
+from .common import user_errors
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option("-o", "--out", default="curves.png", show_default=True, type=click.Path(),
+              help="The PNG file to write.")
+@user_errors
+def plot(runs, out):
+    """Draw training and validation loss (bits/char) against step and against training
+    time, for one or several runs overlaid.
+
+    RUN is a run directory, or a runs directory (its latest run). Needs matplotlib:
+    pip install 'charrnn[plot]'. Training keeps RUN/curves.png up to date by itself when
+    matplotlib is installed.
+
+    \b
+      charrnn plot runs/latest
+      charrnn plot runs/* -o all.png
+    """
+    from ..training.plot import INSTALL, have_matplotlib, plot_runs, run_dirs
+
+    if not have_matplotlib():
+        raise CharRNNError(INSTALL)
+    dirs = run_dirs(list(runs))
+    plot_runs(dirs, Path(out))
+    click.echo(f"{out}: {len(dirs)} run(s)")

@@ -1,0 +1,60 @@
+"""`charrnn prepare`: text files -> vocabulary and encoded splits."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..core.errors import CharRNNError
+from .common import text_option_flags, text_options, user_errors, vocab_from
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False),
+              help="Output directory  [default: data/<corpus stem>]")
+@click.option("--val-frac", default=0.1, show_default=True, type=float,
+              help="Fraction of the text, from the end, held out for validation.")
+@click.option("--test-frac", default=0.0, show_default=True, type=float,
+              help="Fraction held out for testing, after the validation split.")
+@click.option("--glob", default="*", show_default=True,
+              help="Which files to take from directories given as input (recursively).")
+@click.option("--vocab", "vocab_file", type=click.Path(),
+              help="Reuse a vocabulary instead of building one (for fine-tuning): a "
+                   "vocab.json, a checkpoint or a run directory.")
+@click.option("--unk", help="With --vocab: map characters outside it to this character.")
+@text_option_flags
+@user_errors
+def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, lower,
+            unidecode, keep_crlf):
+    """Build the vocabulary and encoded train/val splits from text files.
+
+    INPUTS are files, directories (searched recursively, see --glob) or - for standard input.
+
+    \b
+      charrnn prepare corpus.txt              # -> data/corpus/
+      charrnn prepare books/ --glob '*.txt' -o data/books
+      cat *.txt | charrnn prepare - -o data/all
+    """
+    from ..corpus.prepare import prepare as run_prepare
+    from ..corpus.prepare import summary
+    from ..corpus.vocab import Vocab
+
+    if unk is not None and vocab_file is None:
+        raise CharRNNError("--unk only applies with --vocab FILE")
+    if unk is not None and len(unk) != 1:
+        raise CharRNNError(f"--unk must be a single character, got {unk!r}")
+    if out is None:
+        out = Path("data") / ("stdin" if inputs[0] == "-" else Path(inputs[0]).stem or "corpus")
+    vocab = vocab_from(vocab_file) if vocab_file else None
+    options = text_options(encoding, lower, unidecode, keep_crlf)
+    meta = run_prepare(list(inputs), out, val_frac=val_frac, test_frac=test_frac,
+                       options=options, glob=glob, vocab=vocab, unk=unk,
+                       progress=sys.stderr.isatty())
+    mb = sum(s["bytes"] for s in meta["sources"]) / 1e6
+    click.echo(f"prepared {len(meta['sources'])} file(s), {mb:,.1f} MB in {meta['seconds']:.1f}s "
+               f"-> {out}/")
+    for line in summary(meta, Vocab.load(Path(out) / "vocab.json")):
+        click.echo(line)

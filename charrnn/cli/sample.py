@@ -1,0 +1,82 @@
+"""`charrnn sample`: text from a trained model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..core.errors import CharRNNError
+from .common import unescape, user_errors
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("-t", "--temperature", default=1.0, show_default=True, type=float,
+              help="Lower is more conservative; 0 always takes the likeliest character.")
+@click.option("-n", "--length", default=500, show_default=True, type=int,
+              help="Characters to generate.")
+@click.option("-p", "--prime", default="", help="Text to start from (printed first).")
+@click.option("--prime-file", type=click.Path(dir_okay=False),
+              help="Read the prime from a file.")
+@click.option("--top-k", default=0, show_default=True, type=int,
+              help="Draw only from the k likeliest characters (0 = all).")
+@click.option("--seed", type=int, help="Random seed, for the same text every time.")
+@click.option("--num-samples", default=1, show_default=True, type=int,
+              help="Independent samples, generated together as one batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--unidecode", is_flag=True,
+              help="Transliterate the prime to ASCII (automatic if the model was trained so).")
+@click.option("--stop", "stops", multiple=True, metavar="STR",
+              help="End each sample right after the first STR it generates (repeatable; "
+                   "escapes such as \\n understood). --length stays the cap.")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
+              help="The runs directory: its latest run is taken when TARGET is not given.")
+@user_errors
+def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
+           unidecode, stops, runs_dir):
+    """Generate text from a trained model, streamed as it comes.
+
+    TARGET is a checkpoint file or a run directory (its best.pt, else last.pt); by default
+    the latest run under ./runs.
+
+    \b
+      charrnn sample --temperature 0.5
+      charrnn sample runs/latest -p "ROMEO:" -n 2000 --seed 1
+      charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\n\n'
+    """
+    from ..core.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+    from ..core.device import resolve_device
+    from ..inference.sample import Sampler, check_prime, check_settings
+
+    check_settings(length, temperature, top_k, num_samples, seed)
+    stops = [unescape(s, "--stop") for s in stops]
+    if prime_file:
+        try:
+            prime = Path(prime_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CharRNNError(f"cannot read --prime-file {prime_file}: {e}") from None
+    path = find_checkpoint(target, runs_dir)
+    model, vocab, options = model_from_checkpoint(load_checkpoint(path))
+    prime = options.apply(prime)
+    stops = [options.apply(s) for s in stops]
+    if unidecode:
+        from unidecode import unidecode as to_ascii
+        prime = to_ascii(prime)
+    check_prime(vocab, prime, transliterated=unidecode)
+    for s in stops:
+        if vocab.missing(s):
+            raise CharRNNError(f"--stop {s!r} can never be generated: the model does not know "
+                               + ", ".join(repr(c) for c in vocab.missing(s)))
+    sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
+    out = sys.stdout
+    if num_samples == 1:
+        out.write(prime)
+        for pieces in sampler.generate(length, prime, stop=stops):
+            out.write(pieces[0])
+            out.flush()
+        out.write("\n")
+        return
+    for i, text in enumerate(sampler.texts(length, prime, num_samples, stops)):
+        out.write(f"--- sample {i + 1} ---\n{prime}{text}\n")

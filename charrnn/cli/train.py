@@ -1,0 +1,139 @@
+"""`charrnn train`: a new run, or one continued with --resume."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..core.errors import CharRNNError
+from .common import text_option_flags, text_options, user_errors
+
+
+def config_flags(func):
+    """One option per config key that has a flag (config.flags(): help, choices and names
+    live with the fields), passed to the command as `flags` {param name: value}."""
+    from ..core.config import flags
+
+    kinds = {"int": int, "float": float, "str": str}
+    for flag in reversed(flags()):
+        name = flag.flag[2:].replace("-", "_")
+        if flag.type == "bool":
+            option = click.option(f"{flag.flag}/--no-{flag.flag[2:]}", name, default=None,
+                                  help=flag.help)
+        else:
+            option = click.option(flag.flag, name, help=flag.help,
+                                  type=click.Choice(flag.choices) if flag.choices
+                                  else kinds[flag.type])
+        func = option(func)
+    return func
+
+
+def _flag_overrides(values: dict) -> dict:
+    """{param name: value} of the config flags given -> {config key: value}."""
+    from ..core.config import flags
+
+    keys = {f.flag[2:].replace("-", "_"): f.key for f in flags()}
+    return {keys[name]: value for name, value in values.items() if value is not None}
+
+
+@click.command()
+@click.argument("corpus", required=False)
+@click.option("-c", "--config", "config_file",
+              help="A TOML config file, or a shipped preset by name: tiny, cpu, gpu.")
+@config_flags
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Set any config value, e.g. --set train.eval_every=200 (repeatable).")
+@click.option("--runs", "--out", "runs_dir", default="runs", show_default=True,
+              type=click.Path(), help="The runs directory: where run directories go.")
+@click.option("--name", help="Run directory name  [default: <time>-<corpus>]")
+@click.option("--resume", "resume_dir", type=click.Path(),
+              help="Continue the run in this directory from its last.pt.")
+@click.option("--unk", help="With --init-from and a text CORPUS: map characters outside the "
+                            "checkpoint's vocabulary to this one.")
+@click.option("--data-dir", default="data", show_default=True, type=click.Path(),
+              help="Where a raw text CORPUS is prepared.")
+@click.option("--val-frac", default=0.1, show_default=True, type=float,
+              help="Validation fraction when preparing a raw text CORPUS.")
+@text_option_flags
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@user_errors
+def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, data_dir,
+          val_frac, encoding, lower, unidecode, keep_crlf, quiet, **flags):
+    """Train a model on CORPUS: a text file (prepared on the fly) or a prepared directory.
+
+    Each run writes runs/<name>/ with config.toml, metrics.jsonl, best.pt and last.pt, and
+    points runs/latest at it. Ctrl-C saves last.pt; --resume continues from it, and accepts
+    the same config file and flags again (only limits, logging, evaluation, device and
+    learning-rate settings may differ; --max-time is the run's total training time).
+
+    \b
+      charrnn train corpus.txt
+      charrnn train corpus.txt -c cpu --max-time 10m
+      charrnn train data/corpus --hidden-size 512 --set train.eval_every=200
+      charrnn train --resume runs/latest --max-steps 20000
+    """
+    from ..core.config import parse_set
+
+    overrides = _flag_overrides(flags)
+    for assignment in assignments:
+        key, value = parse_set(assignment)
+        overrides[key] = value
+    echo = (lambda *a, **k: None) if quiet else click.echo
+    options = text_options(encoding, lower, unidecode, keep_crlf)
+    corpus_args = dict(data_dir=data_dir, val_frac=val_frac, unk=unk, echo=echo,
+                       progress=not quiet)
+    if resume_dir is not None:
+        result = _continue(resume_dir, corpus, config_file, overrides, **corpus_args)
+    elif corpus is None:
+        raise CharRNNError("give a CORPUS (text file or prepared directory), or --resume RUN_DIR")
+    else:
+        result = _start(corpus, config_file, overrides, options, runs_dir, name, **corpus_args)
+    if result.run_dir is None:  # not the main process under torchrun
+        return
+    echo(result.summary())
+    if result.reason == "interrupted":
+        sys.exit(128 + (result.signal or 2))
+    if result.reason == "diverged":
+        sys.exit(1)
+
+
+def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir, val_frac,
+           unk, echo, progress):
+    """A new run (fine-tuning with train.init_from)."""
+    from ..core.config import load_config
+    from ..corpus.prepared import open_corpus
+    from ..training.trainer import train as run_train
+
+    cfg = load_config(config_file, overrides)
+    vocab = init = None
+    if cfg.train.init_from:
+        from ..training.resume import fine_tuning
+        cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
+    elif unk is not None:
+        raise CharRNNError("--unk only applies with --init-from")
+    data = open_corpus(corpus, data_dir, options, val_frac,
+                       progress=sys.stderr.isatty() and progress, echo=echo, vocab=vocab,
+                       unk=unk)
+    return run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo, progress=progress,
+                     init=init)
+
+
+def _continue(resume_dir, corpus, config_file, overrides, *, data_dir, val_frac, unk, echo,
+              progress):
+    """--resume: the run's own data, or CORPUS encoded the way the run's text was (its
+    text options, and a fine-tuned run's vocabulary)."""
+    from ..core.checkpoint import config_of, text_options_of, vocab_of
+    from ..core.config import load_config, nest
+    from ..corpus.prepared import open_corpus
+    from ..training.resume import last_checkpoint, resume
+
+    load_config(config_file, overrides)  # the file and flags valid on their own first
+    state = last_checkpoint(resume_dir)
+    data = None
+    if corpus:
+        tuned = bool(config_of(state).train.init_from)
+        data = open_corpus(corpus, data_dir, text_options_of(state), val_frac, echo=echo,
+                           vocab=vocab_of(state) if tuned else None, unk=unk)
+    return resume(resume_dir, nest(overrides) if overrides else {}, state=state,
+                  config_file=config_file, data=data, echo=echo, progress=progress)
