@@ -90,7 +90,7 @@ def training_overhead(data, cell, hidden, layers, B, T, steps, rounds, device):
     real_t, bare_t = [], []
     for _ in range(rounds):
         # The real loop, progress reports included (echoed to nowhere), then the bare one.
-        trainer.cfg = replace(cfg, train=replace(cfg.train, max_steps=trainer.step + steps))
+        trainer.cfg = replace(cfg, train=replace(cfg.train, max_steps=trainer.state.step + steps))
         sync(device)
         t0 = time.perf_counter()
         trainer.run(final_eval=False)

@@ -116,7 +116,7 @@ def memory_row(row, data, steps):
 
     def watch():
         while not done.is_set():
-            samples.append((trainer.step, rss_mb()))
+            samples.append((trainer.state.step, rss_mb()))
             time.sleep(0.05)
 
     thread = threading.Thread(target=watch, daemon=True)

@@ -1,14 +1,13 @@
 """A model that works from a blank state: training starts streams blank at staggered chunks,
 and evaluation scores every character with the same context whatever the batch size."""
 
-import numpy as np
 import pytest
 import torch
 
 from charrnn.core.config import load_config
 from charrnn.corpus.prepared import open_corpus
 from charrnn.inference.evaluate import blank_start_loss, evaluate
-from charrnn.core.model import CharRNN, hidden_tensors
+from charrnn.core.model import hidden_tensors
 from charrnn.training.trainer import Trainer, blank_starts, train
 
 from conftest import make_text
@@ -38,7 +37,7 @@ def blank_rows(trainer: Trainer, steps: int) -> list[set[int]]:
     trainer.forward = forward
     for _ in range(steps):
         trainer.train_step(1e-3)
-        trainer.step += 1
+        trainer.state.step += 1
     return seen
 
 

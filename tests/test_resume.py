@@ -146,7 +146,7 @@ def test_the_first_interval_after_a_resume_averages_only_its_own_steps(corpus, w
 
         def train_step(self, lr):
             loss, bad = super().train_step(lr)
-            self.losses[self.step + 1] = loss.item()
+            self.losses[self.state.step + 1] = loss.item()
             return loss, bad
 
     data = open_corpus(corpus)

@@ -142,7 +142,7 @@ def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, fused):
                         fused=fused)
     result = trainer.run()
     assert result.reason == "diverged" and result.step == 15  # noticed at the first log
-    assert trainer.skipped == 5
+    assert trainer.state.skipped == 5
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, state["model"][key]), key  # no update reached the weights
     for before, now in zip(state["optimizer"]["state"].values(),
@@ -267,7 +267,7 @@ def test_without_patience_a_run_goes_on(corpus, workdir):
 
 def test_sizing_advice():
     from charrnn.core.config import ModelConfig
-    from charrnn.training.trainer import sizing_advice
+    from charrnn.training.setup import sizing_advice
 
     assert "far larger" in sizing_advice(5_000_000, 100_000, ModelConfig())
     assert "--dropout" in sizing_advice(5_000_000, 100_000, ModelConfig())

@@ -71,11 +71,10 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab,
-                   text_options: TextOptions, data_root: Path, step: int, best_val_loss: float,
-                   best_step: int | None, last_val_loss: float | None, last_eval_step: int,
-                   skipped: int, elapsed: float, stale_evals: int, hidden: list | None,
-                   device: torch.device) -> dict:
-    """Everything a resumed run needs, as plain tensors and containers."""
+                   text_options: TextOptions, data_root: Path, progress: dict,
+                   hidden: list | None, device: torch.device) -> dict:
+    """Everything a resumed run needs, as plain tensors and containers. `progress`: the
+    run's counters (training/state.py: TrainingState.to_checkpoint), stored at the top."""
     return {
         "model": model,
         "optimizer": optimizer,
@@ -83,14 +82,7 @@ def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab
         "vocab": {"chars": vocab.chars},
         "text_options": text_options.to_dict(),
         "data": {"root": str(Path(data_root).resolve())},
-        "step": step,
-        "best_val_loss": best_val_loss,
-        "best_step": best_step,
-        "last_val_loss": last_val_loss,
-        "last_eval_step": last_eval_step,
-        "skipped": skipped,
-        "stale_evals": stale_evals,
-        "elapsed": elapsed,
+        **progress,
         "hidden": hidden,
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
@@ -148,13 +140,20 @@ def _is_byte_tensor(t) -> bool:
 
 
 def check_resumable(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    cfg: Config) -> tuple[dict, dict]:
-    """Every part a resume uses, checked before any is loaded: (random states, counters)."""
+                    cfg: Config) -> dict:
+    """Every tensor a resume uses, checked before any is loaded: weights, optimizer state,
+    hidden state; returns the random states. The counters are TrainingState's to check."""
     m = cfg.model
     check_weights(state.get("model"), model, finite=True)
     check_optimizer(state.get("optimizer"), optimizer)
     check_hidden(hidden_of(state), m.cell, m.num_layers, cfg.train.batch_size, m.hidden_size)
-    return rng_of(state), progress_of(state)
+    return rng_of(state)
+
+
+def load_resumable(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Weights and optimizer state into place, once check_resumable has passed them."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
 
 
 def load_weights(state: dict, model: torch.nn.Module) -> None:
@@ -248,37 +247,6 @@ def check_hidden(hidden, cell: str, num_layers: int, batch_size: int, hidden_siz
             and bool(torch.isfinite(h).all()) for h in hidden):
         raise CheckpointError(f"checkpoint hidden state is not {len(want)} finite tensor(s) "
                               f"of shape {want}")
-
-
-def progress_of(state: dict) -> dict:
-    """The counters of a training state, checked: step, best/last validation loss and
-    their steps, skipped steps, evaluations since the best one, training time."""
-    def number(key, default, kind=float, optional=False, minimum=None):
-        value = state.get(key, default)
-        if value is None and optional:
-            return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if kind is int:
-            ok = ok and float(value).is_integer()
-        elif ok:
-            ok = not math.isnan(value)
-        if not ok or (minimum is not None and value < minimum):
-            raise CheckpointError(f"checkpoint {key} is {value!r}: the file is damaged")
-        return kind(value)
-
-    progress = {
-        "step": number("step", None, int, minimum=0),
-        "best_val_loss": number("best_val_loss", math.inf, minimum=0),
-        "best_step": number("best_step", None, int, optional=True, minimum=0),
-        "last_val_loss": number("last_val_loss", None, optional=True, minimum=0),
-        "last_eval_step": number("last_eval_step", -1, int, minimum=-1),
-        "skipped": number("skipped", 0, int, minimum=0),
-        "stale_evals": number("stale_evals", 0, int, minimum=0),
-        "elapsed": number("elapsed", 0.0, minimum=0),
-    }
-    if not math.isfinite(progress["elapsed"]):
-        raise CheckpointError("checkpoint elapsed is not finite: the file is damaged")
-    return progress
 
 
 def config_of(state: dict) -> Config:

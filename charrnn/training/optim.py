@@ -2,7 +2,7 @@
 recorded progress, and a step that a non-finite loss or gradient skips entirely.
 
     lr = learning_rate(step, cfg.train, run_progress(step, elapsed, cfg.train, stop_step, max_s))
-    skip_or_step(optimizer, bad, fused=True)
+    skip_or_step(optimizer, bad)  # fused or not, as the optimizer was made
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def run_progress(step: int, elapsed: float, cfg, stop_step: int | None,
     return None
 
 
-def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor, fused: bool) -> None:
+def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor) -> None:
     """The optimizer step, or none at all where `bad` (a 0-d bool tensor) is set: the
     weights and the optimizer's moments and step count stay as they were."""
-    if fused:
+    if opt.defaults.get("fused"):
         # The fused kernels take found_inf and skip the whole update on the device, with no
         # host synchronisation.
         opt.found_inf = bad.float()

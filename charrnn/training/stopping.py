@@ -3,7 +3,7 @@
     with StopRequests(dist) as stop:
         while ...:
             ...one training step...
-            why = stop.poll(time_up)   # None, "max_time" or "interrupted": the same on every rank
+            why = stop.poll(time_up)   # None, MAX_TIME or INTERRUPTED: the same on every rank
 
 SIGINT and SIGTERM ask training to stop after the current step and save. In one process a
 second signal interrupts at once (checkpoint writes are atomic, so nothing is corrupted).
@@ -28,8 +28,11 @@ import torch
 import torch.distributed as torch_dist
 
 from ..core.distributed import Dist
+from .budget import StopReason
 
-REASONS = (None, "max_time", "interrupted")  # by priority: a signal wins over the clock
+# The wishes a rank can vote for, by priority (the all-reduce takes the largest): a signal
+# wins over the clock.
+WISHES = (None, StopReason.MAX_TIME, StopReason.INTERRUPTED)
 
 
 class StopRequests:
@@ -56,14 +59,14 @@ class StopRequests:
             return
         self.signal = signum
 
-    def poll(self, time_up: bool) -> str | None:
+    def poll(self, time_up: bool) -> StopReason | None:
         """Call once per step on every rank: why to stop now, the same answer on every rank."""
-        wish = 2 if self.signal is not None else 1 if time_up else 0
+        wish = 2 if self.signal is not None else 1 if time_up else 0  # an index into WISHES
         if self._group is None:
-            return REASONS[wish]
+            return WISHES[wish]
         self._vote.fill_(wish)
         torch_dist.all_reduce(self._vote, op=torch_dist.ReduceOp.MAX, group=self._group)
-        return REASONS[int(self._vote.item())]
+        return WISHES[int(self._vote.item())]
 
     def __exit__(self, *exc):
         if self._group is not None and exc[0] is None:
