@@ -16,7 +16,7 @@ import torch
 from charrnn.core.config import load_config
 from charrnn.corpus.prepared import PreparedData
 from charrnn.core.errors import CharRNNError
-from charrnn.training.trainer import train
+from charrnn.training.run import train
 
 
 def quiet(*a, **k):

@@ -8,7 +8,9 @@ from charrnn.core.config import load_config
 from charrnn.corpus.prepared import open_corpus
 from charrnn.inference.evaluate import blank_start_loss, evaluate
 from charrnn.core.model import hidden_tensors
-from charrnn.training.trainer import Trainer, blank_starts, train
+from charrnn.corpus.streams import blank_starts
+from charrnn.training.run import train
+from charrnn.training.trainer import Trainer
 
 from conftest import make_text
 
@@ -76,7 +78,7 @@ def test_the_default_resets_and_the_resume_are_exact(corpus, workdir):
     half = train(config(**{"train.max_steps": 7, "train.decay_steps": 14,
                            "train.eval_every": 7}), data, runs_dir="half", echo=quiet,
                  progress=False)
-    from charrnn.training.resume import resume
+    from charrnn.training.run import resume
     resumed = resume(half.run_dir, {"train": {"max_steps": 14}}, echo=quiet, progress=False)
     assert resumed.last_val_loss == full.last_val_loss
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.corpus.prepared import PreparedData, Streams, open_corpus
+from charrnn.corpus.prepared import PreparedData, open_corpus
+from charrnn.corpus.streams import Streams
 from charrnn.core.errors import DataError
 
 

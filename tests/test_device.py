@@ -11,7 +11,8 @@ from charrnn.corpus.prepared import open_corpus
 from charrnn.core.device import autocast, resolve_precision
 from charrnn.core.errors import ConfigError
 from charrnn.core.model import CharRNN
-from charrnn.training.trainer import Trainer, train
+from charrnn.training.run import train
+from charrnn.training.trainer import Trainer
 
 CPU = torch.device("cpu")
 B, T, V, H = 2, 3, 5, 7
@@ -121,7 +122,7 @@ def test_no_non_contiguous_rnn_weight_warning_on_cuda(corpus, workdir):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
     from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.training.resume import resume
+    from charrnn.training.run import resume
 
     data = open_corpus(corpus)
     cfg = load_config(overrides={"model.hidden_size": 32, "train.batch_size": 4,

@@ -24,7 +24,8 @@ from charrnn.core.errors import CharRNNError, CheckpointError, DataError
 from charrnn.core.files import DirectoryLock, atomic_write
 from charrnn.training.metrics import MetricsLog
 from charrnn.corpus.prepare import prepare
-from charrnn.training.trainer import Trainer, train
+from charrnn.training.run import train
+from charrnn.training.trainer import Trainer
 
 from conftest import make_text
 from test_cli import TINY, assert_clean_error, run, snapshot

@@ -12,9 +12,9 @@ from charrnn.core.checkpoint import find_checkpoint, load_checkpoint
 from charrnn.core.config import RESUMABLE, load_config
 from charrnn.corpus.prepared import open_corpus
 from charrnn.core.errors import CheckpointError
-from charrnn.training.resume import resume, resume_config
+from charrnn.training.run import resume, resume_config
 from charrnn.training.optim import learning_rate, run_progress
-from charrnn.training.trainer import train
+from charrnn.training.run import train
 
 from conftest import make_text
 from test_cli import TINY, assert_clean_error, run

@@ -13,13 +13,15 @@ import torch.nn.functional as F
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.config import load_config
-from charrnn.corpus.prepared import open_corpus, stream_length
+from charrnn.corpus.prepared import open_corpus
+from charrnn.corpus.streams import stream_length
 from charrnn.core.errors import CheckpointError
 from charrnn.inference.evaluate import eval_streams, evaluate
 from charrnn.core.model import CharRNN
-from charrnn.training.resume import resume
+from charrnn.training.run import resume
 from charrnn.training.optim import learning_rate
-from charrnn.training.trainer import Trainer, train
+from charrnn.training.run import train
+from charrnn.training.trainer import Trainer
 
 SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,
          "train.batch_size": 4, "train.seq_len": 16, "train.eval_every": 10,

@@ -103,12 +103,12 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
     """A new run (fine-tuning with train.init_from)."""
     from ..core.config import load_config
     from ..corpus.prepared import open_corpus
-    from ..training.trainer import train as run_train
+    from ..training.run import train as run_train
 
     cfg = load_config(config_file, overrides)
     vocab = init = None
     if cfg.train.init_from:
-        from ..training.resume import fine_tuning
+        from ..training.finetune import fine_tuning
         cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
     elif unk is not None:
         raise CharRNNError("--unk only applies with --init-from")
@@ -126,7 +126,7 @@ def _continue(resume_dir, corpus, config_file, overrides, *, data_dir, val_frac,
     from ..core.checkpoint import config_of, text_options_of, vocab_of
     from ..core.config import load_config, nest
     from ..corpus.prepared import open_corpus
-    from ..training.resume import last_checkpoint, resume
+    from ..training.run import last_checkpoint, resume
 
     load_config(config_file, overrides)  # the file and flags valid on their own first
     state = last_checkpoint(resume_dir)

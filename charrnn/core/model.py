@@ -98,9 +98,12 @@ def describe_model(cfg) -> str:
 
 def detach_hidden(hidden: Hidden) -> Hidden:
     """Cut the graph between chunks: gradients stop here (truncated BPTT)."""
-    if isinstance(hidden, tuple):
-        return tuple(h.detach() for h in hidden)
-    return hidden.detach()
+    return map_hidden(torch.Tensor.detach, hidden)
+
+
+def map_hidden(fn, hidden: Hidden) -> Hidden:
+    """`fn` applied to each tensor of a state: (h, c) for an LSTM, h otherwise."""
+    return tuple(fn(h) for h in hidden) if isinstance(hidden, tuple) else fn(hidden)
 
 
 def hidden_tensors(hidden: Hidden) -> list[torch.Tensor]:
@@ -113,6 +116,4 @@ def hidden_from_tensors(tensors: list[torch.Tensor], cell: str) -> Hidden:
 
 def select_rows(hidden: Hidden, rows) -> Hidden:
     """The state of some batch rows (streams); hidden tensors are (layers, B, H)."""
-    if isinstance(hidden, tuple):
-        return tuple(h[:, rows] for h in hidden)
-    return hidden[:, rows]
+    return map_hidden(lambda h: h[:, rows], hidden)

@@ -1,21 +1,9 @@
-"""Prepared datasets and the stream layout of truncated backpropagation through time.
+"""Prepared datasets: a directory that `prepare` wrote, checked when opened.
 
     data = open_corpus("corpus.txt")         # prepares into data/corpus/ unless up to date
-    streams = Streams(data.split("train"), batch_size=32, seq_len=64, device="cpu")
-    idx, targets = streams.batch(0)          # (B, T) each; targets are idx shifted by one
+    train_ids = data.split("train")          # the encoded split, a numpy array
 
-The training split is cut into B contiguous streams, one per batch row, each L = (N-1)//B
-characters long; stream b starts at offset b*L. Chunk i of the epoch is columns
-[i*T, (i+1)*T) of every stream, so row b of chunk i+1 continues row b of chunk i and the
-hidden state can be carried across them:
-
-    text:    a b c d e f g h i j k l m n o p q r s t u v w x (y)
-    B = 3:   stream 0: a b c d e f g h      chunk 0 = columns 0-3, chunk 1 = columns 4-7
-             stream 1: i j k l m n o p
-             stream 2: q r s t u v w x      the target of x is y, the next character
-
-With several processes (DDP), rank r owns rows [r*B/W, (r+1)*B/W) of the same layout, so
-W processes see exactly what one process with B rows sees.
+How the training split is cut into streams for truncated backpropagation: streams.py.
 """
 
 from __future__ import annotations
@@ -187,94 +175,3 @@ def _up_to_date(out: Path, source: Path, options: TextOptions, val_frac: float,
         return same and (vocab is None or Vocab.load(out / "vocab.json").chars == vocab.chars)
     except (OSError, ValueError, KeyError, TypeError, DataError):
         return False
-
-
-# ----------------------------------------------------------------------------------------
-# streams
-
-
-def stream_length(n: int, batch_size: int) -> int:
-    """Characters per stream when n characters are cut into batch_size streams."""
-    return (n - 1) // batch_size
-
-
-def as_index(ids: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Host ids as a tensor, without a copy where the device can use them as they are.
-
-    uint8 ids stay uint8 (4x less memory than int32). uint32 ids are below 2^31, so their
-    bytes already are valid int32. uint16 ids stay uint16 on the host (the model widens each
-    batch); for a GPU they become int32, which embedding lookups there accept directly.
-    """
-    if ids.dtype == np.uint32:
-        ids = ids.view(np.int32)
-    elif ids.dtype == np.uint16 and device.type != "cpu":
-        ids = ids.astype(np.int32)
-    return torch.from_numpy(ids)
-
-
-class Streams:
-    """The (B, T) chunks of one epoch over `array`, for rows [row_start, row_stop).
-
-    When `resident` (the default whenever the rows fit), this process's part of the split is
-    one tensor on the device and every batch is a strided view of it: no copy per step.
-    Otherwise batches are gathered from the memory map into pinned memory and copied
-    asynchronously, one step ahead of use.
-    """
-
-    def __init__(self, array: np.ndarray, batch_size: int, seq_len: int,
-                 device: torch.device | str = "cpu", row_start: int = 0,
-                 row_stop: int | None = None, resident: bool | None = None):
-        self.device = torch.device(device)
-        self.batch_size, self.seq_len = batch_size, seq_len
-        n = len(array)
-        self.stream_len = stream_length(n, batch_size)
-        if self.stream_len < seq_len:
-            smallest = (n - 1) // seq_len
-            raise DataError(
-                f"corpus too short: {n:,} characters cannot fill batch_size {batch_size} x "
-                f"seq_len {seq_len}; use --batch-size {max(1, smallest)} or less, or a "
-                f"shorter --seq-len")
-        self.steps_per_epoch = self.stream_len // seq_len
-        row_stop = batch_size if row_stop is None else row_stop
-        self.rows = row_stop - row_start
-        L = self.stream_len
-        # The rows plus one character: the target of each row's last character.
-        part = array[row_start * L: row_stop * L + 1]
-        if resident is None:
-            resident = _fits(part.nbytes, self.device)
-        self.resident = resident
-        if resident:
-            self.data = as_index(np.ascontiguousarray(part), self.device).to(self.device)
-        else:
-            self.part = part
-            self._offsets = (np.arange(self.rows) * L)[:, None] + np.arange(seq_len + 1)
-            self._next: tuple[int, torch.Tensor] | None = None
-
-    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(idx, targets) for chunk i of the epoch, each (rows, T)."""
-        T, L = self.seq_len, self.stream_len
-        if self.resident:
-            idx = self.data.as_strided((self.rows, T), (L, 1), i * T)
-            targets = self.data.as_strided((self.rows, T), (L, 1), i * T + 1)
-            return idx, targets
-        if self._next is not None and self._next[0] == i:
-            chunk = self._next[1]
-        else:
-            chunk = self._gather(i)
-        # Start the copy of the next chunk now, while the caller computes on this one.
-        nxt = (i + 1) % self.steps_per_epoch
-        self._next = (nxt, self._gather(nxt))
-        return chunk[:, :-1], chunk[:, 1:]
-
-    def _gather(self, i: int) -> torch.Tensor:
-        host = as_index(self.part[self._offsets + i * self.seq_len], self.device)
-        if self.device.type == "cuda":
-            return host.pin_memory().to(self.device, non_blocking=True)
-        return host.to(self.device)
-
-
-def _fits(nbytes: int, device: torch.device) -> bool:
-    if device.type != "cuda":
-        return True  # on the host the memory map itself is the storage
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes * 4 < free  # ids are widened to int32 at most; leave room for the model

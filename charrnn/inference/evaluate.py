@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core import distributed
-from ..corpus.prepared import as_index, stream_length
+from ..corpus.streams import as_index, stream_length
 from ..core.device import autocast
-from ..core.model import select_rows
+from ..core.model import map_hidden, select_rows
 
 LN2 = math.log(2)
 CONTEXT = 512  # the default burn-in: past it, more context changes the score by < 0.01 nats
@@ -75,7 +75,7 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
             T = min(seq_len, W - t)
             _, hidden = run(part.as_strided((rows, T), (L, 1), t), hidden)
         if lead:
-            hidden = _clear_first_row(hidden)
+            hidden = _clear_first_row(hidden, rows, device)
         for t in range(0, L, seq_len):
             T = min(seq_len, L - t)
             idx = part.as_strided((rows, T), (L, 1), W + t)
@@ -101,13 +101,10 @@ def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                            targets.reshape(-1).long(), reduction="sum")
 
 
-def _clear_first_row(hidden):
+def _clear_first_row(hidden, rows: int, device: torch.device):
     """The state with row 0 blank: (layers, B, H) tensors."""
-    def clear(h):
-        h = h.clone()
-        h[:, 0] = 0
-        return h
-    return tuple(clear(h) for h in hidden) if isinstance(hidden, tuple) else clear(hidden)
+    first = torch.arange(rows, device=device)[:, None] == 0  # (B, 1)
+    return map_hidden(lambda h: torch.where(first, 0.0, h), hidden)
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

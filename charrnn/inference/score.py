@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..corpus.prepared import as_index
+from ..corpus.streams import as_index
 from ..core.errors import DataError
 from .evaluate import CONTEXT, LN2, eval_streams, evaluate
 from ..core.model import CharRNN, detach_hidden

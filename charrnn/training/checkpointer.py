@@ -16,12 +16,15 @@ from typing import Callable
 
 import torch
 
-from ..core.checkpoint import (check_resumable, hidden_of, load_resumable, save_checkpoint)
+from ..core import distributed
+from ..core.checkpoint import (check_resumable, hidden_of, load_resumable, save_checkpoint,
+                               training_state)
 from ..core.config import Config, TrainConfig
 from ..core.distributed import Dist
 from ..core.errors import CheckpointError
-from ..core.model import Hidden, hidden_from_tensors, select_rows
+from ..core.model import Hidden, hidden_from_tensors, hidden_tensors, select_rows
 from ..core.runs import prune_periodic
+from ..corpus.prepared import PreparedData
 from .state import TrainingState
 
 
@@ -76,3 +79,18 @@ def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                 raise CheckpointError("checkpoint cannot be resumed: its CUDA random "
                                       "state is damaged") from None
     return state, hidden
+
+
+def collect(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Config,
+            data: PreparedData, state: TrainingState, hidden: Hidden | None, dist: Dist,
+            device: torch.device) -> dict:
+    """The checkpoint of a training run now. Collective under DDP: every rank's hidden
+    state is gathered, so every rank must call it."""
+    tensors = None
+    if hidden is not None:
+        tensors = [distributed.gather_rows(dist, h.detach()).float().cpu()
+                   for h in hidden_tensors(hidden)]
+    return training_state(
+        model=model.state_dict(), optimizer=optimizer.state_dict(), config=cfg,
+        vocab=data.vocab, text_options=data.options, data_root=data.root,
+        progress=state.to_checkpoint(), hidden=tensors, device=device)

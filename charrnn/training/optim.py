@@ -2,7 +2,7 @@
 recorded progress, and a step that a non-finite loss or gradient skips entirely.
 
     lr = learning_rate(step, cfg.train, run_progress(step, elapsed, cfg.train, stop_step, max_s))
-    skip_or_step(optimizer, bad)  # fused or not, as the optimizer was made
+    bad = apply_gradients(optimizer, scaler, grad_clip, loss)  # clipped; skipped if not finite
 """
 
 from __future__ import annotations
@@ -53,3 +53,25 @@ def skip_or_step(opt: torch.optim.Optimizer, bad: torch.Tensor) -> None:
         # The other implementations assert that found_inf is unset; for them the decision
         # costs one read of the device per step.
         opt.step()
+
+
+def apply_gradients(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, grad_clip: float,
+                    loss: torch.Tensor) -> torch.Tensor:
+    """Clip and apply the gradients of `loss` (detached) unless it or the gradient is not
+    finite; returns that flag, a 0-d bool tensor on the device (no host read)."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if scaler.is_enabled():
+        scaler.unscale_(opt)
+    if grad_clip > 0:
+        # Clipping by global norm keeps one exploding chunk from wrecking the weights.
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    if scaler.is_enabled():
+        bad = ~torch.isfinite(loss)  # inf gradients are the scaler's business
+        scaler.step(opt)
+        scaler.update()
+    else:
+        bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+        skip_or_step(opt, bad)
+    return bad

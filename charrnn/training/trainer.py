@@ -1,10 +1,7 @@
-"""Stateful training with truncated backpropagation through time.
+"""Stateful training with truncated backpropagation through time: the Trainer and its loop.
 
-    from charrnn.core.config import load_config
-    from charrnn.corpus.prepared import open_corpus
-    from charrnn.training.trainer import train
-    result = train(load_config("tiny"), open_corpus("corpus.txt"))
-    print(result.run_dir, result.best_val_loss)
+    trainer = Trainer(load_config("tiny"), open_corpus("corpus.txt"))
+    result = trainer.run()       # or training/run.py's train(), which also owns a run directory
 
 Each step takes the next seq_len characters of all B streams (corpus/streams.py), runs them
 from the hidden state the previous chunk left, and detaches that state before the next
@@ -25,8 +22,6 @@ the clock), the Validator (when to evaluate, and whether it improved), the Check
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +30,19 @@ import torch
 import torch.nn.functional as F
 
 from ..core import distributed
-from ..core.checkpoint import load_init, training_state
+from ..core.checkpoint import load_init
 from ..core.config import Config
 from ..core.device import autocast, resolve_device, resolve_precision
 from ..core.errors import DataError
-from ..core.files import DirectoryLock, atomic_write_text, remove_stale
-from ..core.model import CharRNN, hidden_from_tensors, hidden_tensors
-from ..core.runs import new_run_dir, resolve_run_dir, update_latest
-from ..corpus.prepared import PreparedData, Streams
+from ..core.model import CharRNN, map_hidden
+from ..corpus.prepared import PreparedData
+from ..corpus.streams import Streams
 from ..corpus.vocab import Vocab
 from ..inference.evaluate import LN2, evaluate
 from .budget import Budget, StopReason
-from .checkpointer import Checkpointer, restore
+from .checkpointer import Checkpointer, collect, restore
 from .metrics import IntervalMeter, IntervalStats, MetricsLog
-from .optim import learning_rate, make_optimizer, skip_or_step
+from .optim import apply_gradients, learning_rate, make_optimizer
 from .plot import CurveRefresher
 from .progress import Progress, format_seconds
 from .setup import check_training_memory, init_weights, startup_lines, wrap_model
@@ -124,13 +118,12 @@ class Trainer:
         self.metrics, self.curves = MetricsLog(None), CurveRefresher(None)
 
     def _data(self, t, resident: bool | None) -> None:
-        """This rank's training streams, which of them start blank when, and the
-        validation text."""
+        """This rank's training streams and the validation text."""
         row_start, row_stop = self.dist.rows(t.batch_size)
         self.streams = Streams(self.data.split("train"), t.batch_size, t.seq_len, self.device,
-                               row_start, row_stop, resident=resident)
+                               row_start, row_stop, resident=resident,
+                               reset_every=t.reset_every)
         self.steps_per_epoch = self.streams.steps_per_epoch
-        self.keep = blank_starts(t.reset_every, row_start, row_stop, self.device)
         self.val = self.data.split("val")
         if t.eval_chars and t.eval_chars < len(self.val):
             self.val = self.val[:t.eval_chars]
@@ -151,7 +144,8 @@ class Trainer:
                                          self.checkpoint_state)
         self.curves = CurveRefresher(self.run_dir if self.dist.is_main else None)
         first = s.step + 1
-        with StopRequests(self.dist) as stop, self.metrics.opened(self._metrics_path()), progress:
+        log = self.run_dir / "metrics.jsonl" if self.dist.is_main and self.run_dir else None
+        with StopRequests(self.dist) as stop, self.metrics.opened(log), progress:
             reason = budget.limit_reached() or (StopReason.MAX_TIME if budget.time_up() else None)
             while reason is None:
                 lr = self.schedule()
@@ -190,44 +184,19 @@ class Trainer:
             loss = self.loss(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        bad = self._update(loss.detach())
+        bad = apply_gradients(self.optimizer, self.scaler, self.cfg.train.grad_clip,
+                              loss.detach())
         # A non-finite state would poison every later chunk of its stream: restart it.
-        self.hidden = hidden_from_tensors(
-            [torch.where(bad, 0.0, h.detach()) for h in hidden_tensors(hidden)],
-            self.cfg.model.cell)
+        self.hidden = map_hidden(lambda h: torch.where(bad, 0.0, h.detach()), hidden)
         return loss.detach(), bad
 
     def _carry_in(self, chunk: int) -> None:
-        """The state this chunk starts from: the last chunk's, blank at the epoch's start
-        and, per blank_starts, for the streams whose turn it is."""
+        """The state this chunk starts from: blank at the epoch's start, else the last
+        chunk's, blank for the streams whose turn it is (Streams.carry)."""
         if chunk == 0 or self.hidden is None:
             self.hidden = self.model.init_hidden(self.streams.rows, self.device)
-        elif self.keep is not None:
-            keep = self.keep[chunk % len(self.keep)]  # (rows, 1): False where a stream starts blank
-            self.hidden = hidden_from_tensors(
-                [torch.where(keep, h, 0.0) for h in hidden_tensors(self.hidden)],
-                self.cfg.model.cell)
-
-    def _update(self, loss: torch.Tensor) -> torch.Tensor:
-        """Clip and apply the gradients unless the loss or gradient is not finite; returns
-        that flag (a 0-d bool tensor on the device)."""
-        t, opt = self.cfg.train, self.optimizer
-        params = [p for group in opt.param_groups for p in group["params"]]
-        if self.scaler.is_enabled():
-            self.scaler.unscale_(opt)
-        if t.grad_clip > 0:
-            # Clipping by global norm keeps one exploding chunk from wrecking the weights.
-            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip, foreach=True)
         else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
-        if self.scaler.is_enabled():
-            bad = ~torch.isfinite(loss)  # inf gradients are the scaler's business
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
-            skip_or_step(opt, bad)
-        return bad
+            self.hidden = self.streams.carry(self.hidden, chunk)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy in nats per character of logits (B, T, V) for targets (B, T)."""
@@ -304,72 +273,9 @@ class Trainer:
         if reason != StopReason.DIVERGED and final_eval and not done:
             self.evaluate_and_save(progress, force=True)
 
-    def _metrics_path(self) -> Path | None:
-        return self.run_dir / "metrics.jsonl" if self.dist.is_main and self.run_dir else None
-
     def checkpoint_state(self) -> dict:
         """Everything a resumed run needs. Collective under DDP: every rank must call it."""
-        hidden = None
-        if self.hidden is not None:
-            hidden = [distributed.gather_rows(self.dist, h.detach()).float().cpu()
-                      for h in hidden_tensors(self.hidden)]
-        return training_state(
-            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-            config=self.cfg, vocab=self.vocab, text_options=self.data.options,
-            data_root=self.data.root, progress=self.state.to_checkpoint(), hidden=hidden,
-            device=self.device)
+        return collect(self.model, self.optimizer, self.cfg, self.data, self.state,
+                       self.hidden, self.dist, self.device)
 
 
-def blank_starts(reset_every: int, row_start: int, row_stop: int,
-                 device: torch.device) -> torch.Tensor | None:
-    """Which streams keep their state at each chunk: (K, rows, 1), False where stream b starts
-    from a blank state at chunk i, that is where (i + b) % K == 0, b the global row.
-
-    Every stream starts blank once every K chunks and 1/K of them do at each step, so the
-    model never forgets how to start from nothing while most streams carry long context.
-    It depends only on the chunk and the global row: the same on resume and with any number
-    of processes. None when K is 0 (streams start blank only at each epoch's start).
-    """
-    if reset_every <= 0:
-        return None
-    chunk = torch.arange(reset_every)[:, None]
-    rows = torch.arange(row_start, row_stop)[None, :]
-    keep = (chunk + rows) % reset_every != 0
-    return keep[:, :, None].to(device)
-
-
-def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
-          name: str | None = None, resume_state: dict | None = None,
-          resume_dir: Path | None = None, echo=print, progress: bool = True,
-          resident: bool | None = None, init: tuple[Path, dict, Vocab] | None = None,
-          fused: bool | None = None) -> TrainResult:
-    """Train a model on `data`; writes runs_dir/<name>/ (or continues `resume_dir`)."""
-    dist = distributed.from_env()
-    # Everything that can reject the input (device, data, checkpoint) runs before the run
-    # directory is created, so a refused run leaves nothing behind.
-    trainer = Trainer(cfg, data, state=resume_state, echo=echo, progress=progress,
-                      resident=resident, init=init, fused=fused)
-    run_dir, finished = None, False
-    if resume_dir is not None:
-        resume_dir = resolve_run_dir(resume_dir)
-    try:
-        with contextlib.ExitStack() as stack:
-            if dist.is_main:
-                run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, data.name)
-                # One trainer per run directory; what a killed one left half-written goes.
-                stack.enter_context(DirectoryLock(run_dir, "run directory"))
-                remove_stale(run_dir)
-                atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-                MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.state.step)
-            trainer.run_dir = run_dir
-            result = trainer.run()
-            finished = True
-    finally:
-        # DDP's reducer holds the process group: release it first, so that the group's
-        # threads stop here rather than at interpreter exit (where gloo can abort).
-        trainer.forward = trainer.model
-        gc.collect()
-        distributed.shutdown(dist, wait=finished)
-    if dist.is_main and run_dir is not None:
-        update_latest(run_dir.parent if resume_dir is not None else Path(runs_dir), run_dir)
-    return result

@@ -1,7 +1,11 @@
-"""Starting from a checkpoint: resuming a run, and fine-tuning from another run's weights.
+"""A run in its directory: a new one, or one resumed from its last.pt.
 
-    result = resume("runs/latest", config_file="configs/gpu.toml", overrides={"train": {"max_steps": 20000}})
-    cfg, vocab, options, init = fine_tuning(cfg, explicit={"train.lr"})
+    from charrnn.core.config import load_config
+    from charrnn.corpus.prepared import open_corpus
+    from charrnn.training.run import resume, train
+    result = train(load_config("tiny"), open_corpus("corpus.txt"))
+    print(result.run_dir, result.best_val_loss)
+    result = resume("runs/latest", overrides={"train": {"max_steps": 20000}})
 
 A resumed run continues exactly: same data position, hidden state, optimizer, schedule,
 random state and training-time budget (`train.max_time` is the run's total, counted across
@@ -12,43 +16,64 @@ given again as long as they agree with it, except for the keys that may change o
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..core.checkpoint import (config_of, data_root_of, load_checkpoint, load_init,
-                         text_options_of, vocab_of)
-from ..core.config import RESUMABLE, Config, load_config, nest, read_toml
+from ..core import distributed
+from ..core.checkpoint import config_of, data_root_of, load_checkpoint, vocab_of
+from ..core.config import RESUMABLE, Config, load_config, read_toml
+from ..core.errors import CheckpointError, DataError
+from ..core.files import DirectoryLock, atomic_write_text, remove_stale
+from ..core.runs import new_run_dir, resolve_run_dir, update_latest
 from ..corpus.prepared import PreparedData
-from ..core.errors import CheckpointError, ConfigError, DataError
-from ..core.model import describe_model
-from ..corpus.text import TextOptions
-from ..core.runs import resolve_run_dir
-from .trainer import TrainResult, train
 from ..corpus.vocab import Vocab
+from .metrics import MetricsLog
+from .trainer import Trainer, TrainResult
 
 
-def fine_tuning(cfg: Config, explicit: set[str]
-                ) -> tuple[Config, Vocab, TextOptions, tuple[Path, dict, Vocab]]:
-    """For `train.init_from`: the config with the checkpoint's model, the checkpoint's
-    vocabulary and text options (with which new text is to be encoded), and the loaded
-    checkpoint for `train(init=...)`. `explicit` names the keys the user set; model keys
-    among them must agree with the checkpoint, except the dropout."""
-    init = load_init(cfg.train.init_from)
-    path, state, vocab = init
-    model = config_of(state).model
-    for key in sorted(explicit):
-        section, _, name = key.partition(".")
-        if section == "model" and name != "dropout" and getattr(cfg.model, name) != getattr(model, name):
-            raise ConfigError(f"--init-from: the model is the checkpoint's ({describe_model(model)}, "
-                              f"model.{name} = {getattr(model, name)!r}); leave out model.{name}")
-    if "model.dropout" in explicit:
-        model = replace(model, dropout=cfg.model.dropout)
+def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
+          name: str | None = None, resume_state: dict | None = None,
+          resume_dir: Path | None = None, echo=print, progress: bool = True,
+          resident: bool | None = None, init: tuple[Path, dict, Vocab] | None = None,
+          fused: bool | None = None) -> TrainResult:
+    """Train a model on `data`; writes runs_dir/<name>/ (or continues `resume_dir` from
+    `resume_state`, its checkpoint: see `resume`)."""
+    dist = distributed.from_env()
+    # Everything that can reject the input (device, data, checkpoint) runs before the run
+    # directory is created, so a refused run leaves nothing behind.
+    trainer = Trainer(cfg, data, state=resume_state, echo=echo, progress=progress,
+                      resident=resident, init=init, fused=fused)
+    run_dir, finished = None, False
+    if resume_dir is not None:
+        resume_dir = resolve_run_dir(resume_dir)
     try:
-        options = text_options_of(state)
-    except CheckpointError as e:
-        raise CheckpointError(f"--init-from {path}: {e}") from None
-    return replace(cfg, model=model), vocab, options, init
+        with contextlib.ExitStack() as stack:
+            if dist.is_main:
+                run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, data.name)
+                # One trainer per run directory; what a killed one left half-written goes.
+                stack.enter_context(DirectoryLock(run_dir, "run directory"))
+                remove_stale(run_dir)
+                atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+                MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.state.step)
+            trainer.run_dir = run_dir
+            result = trainer.run()
+            finished = True
+    finally:
+        # DDP's reducer holds the process group: release it first, so that the group's
+        # threads stop here rather than at interpreter exit (where gloo can abort).
+        trainer.forward = trainer.model
+        gc.collect()
+        distributed.shutdown(dist, wait=finished)
+    if dist.is_main and run_dir is not None:
+        update_latest(run_dir.parent if resume_dir is not None else Path(runs_dir), run_dir)
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# resuming
 
 
 def flatten(layers: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -111,6 +136,3 @@ def resume(run_dir: str | Path, overrides: dict[str, dict] | None = None, *,
     if data.vocab.chars != vocab_of(state).chars:
         raise CheckpointError("--resume: the corpus's vocabulary differs from the checkpoint's")
     return train(cfg, data, resume_state=state, resume_dir=run_dir, **kwargs)
-
-
-__all__ = ["fine_tuning", "load_init", "nest", "resume", "resume_config"]
