@@ -19,8 +19,8 @@ interleaved, so machine noise hits both.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -36,16 +36,21 @@ import torch.nn.functional as F
 from charrnn.core.config import load_config
 from charrnn.core.device import autocast, resolve_device, resolve_precision
 from charrnn.core.errors import CharRNNError
-from charrnn.corpus.prepared import PreparedData
-from charrnn.inference.evaluate import evaluate
 from charrnn.core.model import CharRNN
 from charrnn.corpus.prepare import prepare
+from charrnn.corpus.prepared import PreparedData
+from charrnn.inference.evaluate import evaluate
 from charrnn.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import memory_row, prepare_rows, scale_rows  # noqa: E402
-from bench_quality import (blank_start_rows, dynamic_rows, precision_rows, quality_rows,  # noqa: E402
-                           quiet)
+from bench_quality import (  # noqa: E402
+    blank_start_rows,
+    dynamic_rows,
+    precision_rows,
+    quality_rows,
+    quiet,
+)
 from bench_sampling import sampling_rows, sync  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)

@@ -13,10 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+from bench_quality import quiet
+
 from charrnn.core.config import load_config
 from charrnn.training.trainer import Trainer
 
-from bench_quality import quiet
 
 def build_corpus(sources: list[Path], target_mb: float, out: Path) -> Path:
     blob = b"".join(p.read_bytes() for p in sources)

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from charrnn.core.config import load_config
-from charrnn.corpus.prepared import PreparedData
 from charrnn.core.errors import CharRNNError
+from charrnn.corpus.prepared import PreparedData
 from charrnn.training.run import train
 
 
@@ -127,8 +127,8 @@ def blank_start_rows(row, shared: Path, device: torch.device, tmp: Path, quick: 
     scored with context, the loss of the 200 characters after a blank start (256 points of
     the validation text), and how far the validation loss rose above its best during the run."""
     from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.inference.evaluate import blank_start_loss, evaluate
     from charrnn.corpus.prepare import prepare
+    from charrnn.inference.evaluate import blank_start_loss, evaluate
 
     out = tmp / "blank-start-data"
     prepare([str(shared / corpus)], out, val_frac=0.1)

@@ -8,15 +8,18 @@ import time
 from pathlib import Path
 
 import torch
+from bench_quality import quiet
 
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.core.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from charrnn.core.config import load_config
 from charrnn.core.model import CharRNN
 from charrnn.inference.sample import Sampler, sample_text
 from charrnn.inference.stepper import ReferenceStepper, Stepper
 from charrnn.training.trainer import Trainer
-
-from bench_quality import quiet
 
 
 def sync(device: torch.device) -> None:

@@ -3,16 +3,15 @@ and evaluation scores every character with the same context whatever the batch s
 
 import pytest
 import torch
+from conftest import make_text
 
 from charrnn.core.config import load_config
-from charrnn.corpus.prepared import open_corpus
-from charrnn.inference.evaluate import blank_start_loss, evaluate
 from charrnn.core.model import hidden_tensors
+from charrnn.corpus.prepared import open_corpus
 from charrnn.corpus.streams import blank_starts
+from charrnn.inference.evaluate import blank_start_loss, evaluate
 from charrnn.training.run import train
 from charrnn.training.trainer import Trainer
-
-from conftest import make_text
 
 
 def quiet(*args, **kwargs):

@@ -4,8 +4,13 @@ import pickle
 import pytest
 import torch
 
-from charrnn.core.checkpoint import (FORMAT_VERSION, find_checkpoint, load_checkpoint,
-                                model_from_checkpoint, save_checkpoint)
+from charrnn.core.checkpoint import (
+    FORMAT_VERSION,
+    find_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from charrnn.core.config import Config
 from charrnn.core.errors import CheckpointError
 from charrnn.core.model import CharRNN

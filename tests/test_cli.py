@@ -8,10 +8,9 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import make_text
 
 from charrnn.cli import main
-
-from conftest import make_text
 
 TINY = ["--hidden-size", "32", "--batch-size", "4", "--seq-len", "16", "--max-steps", "20",
         "--set", "train.eval_every=10", "--set", "train.log_every=10"]

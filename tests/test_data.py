@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from charrnn.core.errors import DataError
 from charrnn.corpus.prepared import PreparedData, open_corpus
 from charrnn.corpus.streams import Streams
-from charrnn.core.errors import DataError
 
 
 def test_stream_b_starts_at_b_times_L():

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from charrnn.core.config import load_config
-from charrnn.corpus.prepared import open_corpus
 from charrnn.core.device import autocast, resolve_precision
 from charrnn.core.errors import ConfigError
 from charrnn.core.model import CharRNN
+from charrnn.corpus.prepared import open_corpus
 from charrnn.training.run import train
 from charrnn.training.trainer import Trainer
 
@@ -119,8 +119,10 @@ def test_no_non_contiguous_rnn_weight_warning_on_cuda(corpus, workdir):
     # cuDNN warns (and copies the weights every call) when they are not one flat buffer:
     # check a fresh run, a resumed one, a model loaded from a checkpoint and the DDP wrap.
     import os
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+
     from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
     from charrnn.training.run import resume
 

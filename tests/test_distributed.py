@@ -7,11 +7,10 @@ import sys
 
 import pytest
 import torch
+from conftest import make_text
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.corpus.prepare import prepare
-
-from conftest import make_text
 
 ARGS = ["--hidden-size", "32", "--batch-size", "8", "--seq-len", "16", "--dropout", "0",
         "--set", "train.eval_every=10", "--set", "train.log_every=5",

@@ -15,20 +15,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cli import TINY, assert_clean_error, run, snapshot
 
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.corpus.prepared import PreparedData, open_corpus
 from charrnn.core.errors import CharRNNError, CheckpointError, DataError
 from charrnn.core.files import DirectoryLock, atomic_write
-from charrnn.training.metrics import MetricsLog
 from charrnn.corpus.prepare import prepare
+from charrnn.corpus.prepared import PreparedData, open_corpus
+from charrnn.training.metrics import MetricsLog
 from charrnn.training.run import train
 from charrnn.training.trainer import Trainer
-
-from conftest import make_text
-from test_cli import TINY, assert_clean_error, run, snapshot
 
 CHARRNN = [sys.executable, "-m", "charrnn"]
 

@@ -4,10 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from test_cli import TINY, assert_clean_error, run
 
 from charrnn.training.plot import CurveRefresher, read_curves
-
-from test_cli import TINY, assert_clean_error, run
 
 matplotlib = pytest.importorskip("matplotlib")  # the test extra installs it
 

@@ -3,16 +3,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn.corpus.prepared import PreparedData
 from charrnn.core.errors import DataError
 from charrnn.corpus.prepare import prepare
+from charrnn.corpus.prepared import PreparedData
 from charrnn.corpus.text import TextOptions
 from charrnn.corpus.vocab import Vocab
-
-from conftest import make_text
 
 
 def decoded(out, split):

@@ -7,17 +7,15 @@ import signal
 import threading
 
 import pytest
+from conftest import make_text
+from test_cli import TINY, assert_clean_error, run
 
 from charrnn.core.checkpoint import find_checkpoint, load_checkpoint
 from charrnn.core.config import RESUMABLE, load_config
-from charrnn.corpus.prepared import open_corpus
 from charrnn.core.errors import CheckpointError
-from charrnn.training.run import resume, resume_config
+from charrnn.corpus.prepared import open_corpus
 from charrnn.training.optim import learning_rate, run_progress
-from charrnn.training.run import train
-
-from conftest import make_text
-from test_cli import TINY, assert_clean_error, run
+from charrnn.training.run import resume, resume_config, train
 
 SMALL = {"model.hidden_size": 16, "train.batch_size": 4, "train.seq_len": 8,
          "train.eval_every": 1000, "train.log_every": 1, "train.warmup_steps": 2}

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
+import charrnn.inference.stepper as stepper_module
 from charrnn.core.errors import CharRNNError
 from charrnn.core.model import CharRNN, hidden_tensors
-import charrnn.inference.stepper as stepper_module
+from charrnn.corpus.vocab import Vocab
 from charrnn.inference.sample import Sampler, _Loop, pick, sample_text
 from charrnn.inference.stepper import ReferenceStepper, Stepper
-from charrnn.corpus.vocab import Vocab
 
 B, V, H = 3, 11, 16
 VOCAB = Vocab(list("abcdefghij\n"))

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_text
+from test_cli import TINY, assert_clean_error, run
 
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.inference.score import dynamic_score, read_ids, score_ids
-
-from conftest import make_text
-from test_cli import TINY, assert_clean_error, run
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 import json
-from dataclasses import replace
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,14 +13,13 @@ import torch.nn.functional as F
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.config import load_config
+from charrnn.core.errors import CheckpointError
+from charrnn.core.model import CharRNN
 from charrnn.corpus.prepared import open_corpus
 from charrnn.corpus.streams import stream_length
-from charrnn.core.errors import CheckpointError
 from charrnn.inference.evaluate import eval_streams, evaluate
-from charrnn.core.model import CharRNN
-from charrnn.training.run import resume
 from charrnn.training.optim import learning_rate
-from charrnn.training.run import train
+from charrnn.training.run import resume, train
 from charrnn.training.trainer import Trainer
 
 SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,

@@ -3,19 +3,20 @@ told to be a model or a text."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 import click
 
-import functools
-
+from ..core.checkpoint import find_checkpoint, load_checkpoint, vocab_of
 from ..core.errors import CharRNNError
+from ..corpus.text import TextOptions
+from ..corpus.vocab import Vocab
 
 
 def user_errors(func):
     """Turn library errors into click errors (one line, exit status 1)."""
-
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -37,15 +38,11 @@ def user_errors(func):
 
 
 def text_options(encoding, lower, unidecode, keep_crlf):
-    from ..corpus.text import TextOptions
     return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
 
 
 def vocab_from(path: str):
     """A vocab.json, or the vocabulary a checkpoint (or a run directory's) carries."""
-    from ..core.checkpoint import find_checkpoint, load_checkpoint, vocab_of
-    from ..corpus.vocab import Vocab
-
     p = Path(path)
     if p.is_dir() or p.suffix == ".pt":
         return vocab_of(load_checkpoint(find_checkpoint(p)))
@@ -73,13 +70,3 @@ def unescape(text: str, flag: str) -> str:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as e:
         raise CharRNNError(f"{flag} {text!r}: bad escape ({e.reason})") from None
-
-
-def is_target(path: str) -> bool:
-    """Whether a path names a model (checkpoint, run, runs directory) rather than a text."""
-    p = Path(path)
-    if p.is_file():
-        return p.suffix == ".pt"
-    return p.is_dir() and not (p / "meta.json").exists() and any(
-        (p / name).exists() for name in ("best.pt", "last.pt", "latest"))
-

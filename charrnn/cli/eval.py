@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
+from ..core.checkpoint import (
+    config_of,
+    find_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
+from ..core.device import resolve_device
 from ..core.errors import CharRNNError
-from .common import is_target, user_errors
+from ..core.runs import names_model
+from ..corpus.prepared import PreparedData
+from ..inference.evaluate import eval_streams
+from ..inference.score import (
+    DYNAMIC_LR,
+    Score,
+    dynamic_score,
+    read_ids,
+    score_ids,
+    total,
+)
+from .common import user_errors
 
 
 @click.command("eval")
@@ -49,18 +68,34 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
       charrnn eval data/corpus --split val      # the validation loss training reports
       charrnn eval notes.txt --dynamic
     """
-    import json as json_module
-
-    from ..core.checkpoint import config_of, find_checkpoint, load_checkpoint, model_from_checkpoint
-    from ..core.device import resolve_device
-    from ..inference.evaluate import eval_streams
-    from ..inference.score import DYNAMIC_LR, dynamic_score, score_ids, total
-
     paths = list(paths)
-    target = paths.pop(0) if len(paths) > 1 and is_target(paths[0]) else None
-    if target is None and len(paths) == 1 and is_target(paths[0]):
+    target = paths.pop(0) if len(paths) > 1 and names_model(paths[0]) else None
+    if target is None and len(paths) == 1 and names_model(paths[0]):
         raise CharRNNError(f"{paths[0]} is a model: give the text to score after it, e.g. "
                            f"charrnn eval {paths[0]} FILE")
+    lr = _check_numbers(batch_size, context, dynamic_lr)
+    path = find_checkpoint(target, runs_dir)
+    state = load_checkpoint(path)
+    model, vocab, options = model_from_checkpoint(state)
+    t = config_of(state).train
+    dev = resolve_device(device)
+    texts = [_eval_text(p, options, vocab, split, unk == "skip") for p in paths]
+    context = t.eval_context if context is None else context
+    static, dynamic_scores = [], []
+    for name, ids, skipped in texts:
+        streams = eval_streams(len(ids), batch_size or t.eval_batch_size, context)
+        if batch_size and streams < batch_size and not as_json:
+            click.echo(f"{name}: {streams} stream(s), not {batch_size}: each stream is at "
+                       f"least {context} characters (--context)", err=True)
+        static.append(score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev,
+                                name, skipped, context))
+        if dynamic:
+            dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped))
+    _report(path, static, dynamic_scores if dynamic else None, lr, as_json)
+
+
+def _check_numbers(batch_size, context, dynamic_lr) -> float:
+    """Refuse values out of range; the dynamic evaluation rate to use."""
     if batch_size is not None and batch_size < 1:
         raise CharRNNError(f"--batch-size must be >= 1, got {batch_size}")
     if context is not None and context < 0:
@@ -68,37 +103,25 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     lr = DYNAMIC_LR if dynamic_lr is None else dynamic_lr
     if not (lr > 0 and lr < float("inf")):
         raise CharRNNError(f"--dynamic-lr must be a positive number, got {dynamic_lr}")
-    path = find_checkpoint(target, runs_dir)
-    state = load_checkpoint(path)
-    model, vocab, options = model_from_checkpoint(state)
-    t = config_of(state).train
-    dev = resolve_device(device)
-    texts = [_eval_text(p, options, vocab, split, unk == "skip") for p in paths]
-    static, dynamic_scores = [], []
-    asked, batch_size = batch_size, batch_size or t.eval_batch_size
-    context = t.eval_context if context is None else context
-    for name, ids, skipped in texts:
-        streams = eval_streams(len(ids), batch_size, context)
-        if asked and streams < batch_size and not as_json:
-            click.echo(f"{name}: {streams} stream(s), not {batch_size}: each stream is at "
-                       f"least {context} characters (--context)", err=True)
-        static.append(score_ids(model, ids, batch_size, t.seq_len, dev, name, skipped,
-                                context))
-        if dynamic:
-            dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped))
+    return lr
+
+
+def _report(path: Path, static: list[Score], dynamic: list[Score] | None, lr: float,
+            as_json: bool) -> None:
+    """The scores as lines, or as one JSON object."""
     if as_json:
         out = {"checkpoint": str(path), "files": [s.to_dict() for s in static]}
         if len(static) > 1:
             out["total"] = total("total", static).to_dict()
-        if dynamic:
+        if dynamic is not None:
             out["dynamic_lr"] = lr
-            out["dynamic"] = [s.to_dict() for s in dynamic_scores]
+            out["dynamic"] = [s.to_dict() for s in dynamic]
             if len(static) > 1:
-                out["dynamic_total"] = total("total", dynamic_scores).to_dict()
-        click.echo(json_module.dumps(out, indent=2))
+                out["dynamic_total"] = total("total", dynamic).to_dict()
+        click.echo(json.dumps(out, indent=2))
         return
     click.echo(f"model: {path}")
-    rows = [(static, "")] + ([(dynamic_scores, f"dynamic (lr {lr:g}) ")] if dynamic else [])
+    rows = [(static, "")] + ([(dynamic, f"dynamic (lr {lr:g}) ")] if dynamic is not None else [])
     for scores, label in rows:
         for s in scores:
             click.echo(f"{label}{s.name}: {s.line()}")
@@ -108,9 +131,6 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
 
 def _eval_text(path: str, options, vocab, split: str | None, skip_unknown: bool):
     """(name, ids, skipped) of one FILE argument of `eval`."""
-    from ..corpus.prepared import PreparedData
-    from ..inference.score import read_ids
-
     p = Path(path)
     if path != "-" and p.is_dir():
         data = PreparedData(p)

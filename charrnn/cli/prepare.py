@@ -8,6 +8,9 @@ from pathlib import Path
 import click
 
 from ..core.errors import CharRNNError
+from ..corpus.prepare import prepare as run_prepare
+from ..corpus.prepare import summary
+from ..corpus.vocab import Vocab
 from .common import text_option_flags, text_options, user_errors, vocab_from
 
 
@@ -38,10 +41,6 @@ def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, l
       charrnn prepare books/ --glob '*.txt' -o data/books
       cat *.txt | charrnn prepare - -o data/all
     """
-    from ..corpus.prepare import prepare as run_prepare
-    from ..corpus.prepare import summary
-    from ..corpus.vocab import Vocab
-
     if unk is not None and vocab_file is None:
         raise CharRNNError("--unk only applies with --vocab FILE")
     if unk is not None and len(unk) != 1:

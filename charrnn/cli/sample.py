@@ -6,8 +6,12 @@ import sys
 from pathlib import Path
 
 import click
+from unidecode import unidecode as to_ascii
 
+from ..core.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from ..core.device import resolve_device
 from ..core.errors import CharRNNError
+from ..inference.sample import Sampler, check_prime, check_settings
 from .common import unescape, user_errors
 
 
@@ -46,10 +50,6 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
       charrnn sample runs/latest -p "ROMEO:" -n 2000 --seed 1
       charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\n\n'
     """
-    from ..core.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-    from ..core.device import resolve_device
-    from ..inference.sample import Sampler, check_prime, check_settings
-
     check_settings(length, temperature, top_k, num_samples, seed)
     stops = [unescape(s, "--stop") for s in stops]
     if prime_file:
@@ -62,7 +62,6 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     prime = options.apply(prime)
     stops = [options.apply(s) for s in stops]
     if unidecode:
-        from unidecode import unidecode as to_ascii
         prime = to_ascii(prime)
     check_prime(vocab, prime, transliterated=unidecode)
     for s in stops:

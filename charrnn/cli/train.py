@@ -6,15 +6,19 @@ import sys
 
 import click
 
+from ..core.checkpoint import config_of, text_options_of, vocab_of
+from ..core.config import flags, load_config, nest, parse_set
 from ..core.errors import CharRNNError
+from ..corpus.prepared import open_corpus
+from ..training.finetune import fine_tuning
+from ..training.run import last_checkpoint, resume
+from ..training.run import train as run_train
 from .common import text_option_flags, text_options, user_errors
 
 
 def config_flags(func):
     """One option per config key that has a flag (config.flags(): help, choices and names
     live with the fields), passed to the command as `flags` {param name: value}."""
-    from ..core.config import flags
-
     kinds = {"int": int, "float": float, "str": str}
     for flag in reversed(flags()):
         name = flag.flag[2:].replace("-", "_")
@@ -31,8 +35,6 @@ def config_flags(func):
 
 def _flag_overrides(values: dict) -> dict:
     """{param name: value} of the config flags given -> {config key: value}."""
-    from ..core.config import flags
-
     keys = {f.flag[2:].replace("-", "_"): f.key for f in flags()}
     return {keys[name]: value for name, value in values.items() if value is not None}
 
@@ -73,8 +75,6 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
       charrnn train data/corpus --hidden-size 512 --set train.eval_every=200
       charrnn train --resume runs/latest --max-steps 20000
     """
-    from ..core.config import parse_set
-
     overrides = _flag_overrides(flags)
     for assignment in assignments:
         key, value = parse_set(assignment)
@@ -101,14 +101,9 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
 def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir, val_frac,
            unk, echo, progress):
     """A new run (fine-tuning with train.init_from)."""
-    from ..core.config import load_config
-    from ..corpus.prepared import open_corpus
-    from ..training.run import train as run_train
-
     cfg = load_config(config_file, overrides)
     vocab = init = None
     if cfg.train.init_from:
-        from ..training.finetune import fine_tuning
         cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
     elif unk is not None:
         raise CharRNNError("--unk only applies with --init-from")
@@ -123,11 +118,6 @@ def _continue(resume_dir, corpus, config_file, overrides, *, data_dir, val_frac,
               progress):
     """--resume: the run's own data, or CORPUS encoded the way the run's text was (its
     text options, and a fine-tuned run's vocabulary)."""
-    from ..core.checkpoint import config_of, text_options_of, vocab_of
-    from ..core.config import load_config, nest
-    from ..corpus.prepared import open_corpus
-    from ..training.run import last_checkpoint, resume
-
     load_config(config_file, overrides)  # the file and flags valid on their own first
     state = last_checkpoint(resume_dir)
     data = None

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
+from ..corpus.text import TextOptions
+from ..corpus.vocab import Vocab
 from .config import Config, config_from_dict
 from .device import check_fits
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .files import atomic_write
-from .model import CharRNN, describe_model, parameter_count
-from ..corpus.text import TextOptions
-from ..corpus.vocab import Vocab
+from .model import CharRNN, describe_model, model_bytes, parameter_count
+from .runs import run_of
 
 FORMAT_VERSION = 1
 KIND = "charrnn"
@@ -273,8 +274,9 @@ def build_model(vocab_size: int, cfg: Config, device=None) -> CharRNN:
     """The CharRNN of a config, refused before allocating when it cannot fit."""
     device = torch.device(device or "cpu")
     params = parameter_count(vocab_size, cfg.model)
-    check_fits(4 * params, device, f"a {describe_model(cfg.model)} model over {vocab_size:,} "
-               f"characters ({params:,} parameters)", "choose a smaller model")
+    check_fits(model_bytes(vocab_size, cfg.model), device,
+               f"a {describe_model(cfg.model)} model over {vocab_size:,} characters "
+               f"({params:,} parameters)", "choose a smaller model")
     return CharRNN.from_config(vocab_size, cfg.model).to(device)
 
 
@@ -290,18 +292,15 @@ def load_init(source: str | Path) -> tuple[Path, dict, Vocab]:
 
 
 def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """A checkpoint file from a file, a run directory (best.pt, else last.pt) or, with no
-    target, the latest run under `runs_dir`."""
+    """A checkpoint file from a file, a run directory (best.pt, else last.pt), a runs
+    directory (its latest run) or, with no target, the latest run under `runs_dir`."""
     if target is None:
         latest = Path(runs_dir) / "latest"
         if not latest.exists():
             raise CheckpointError(f"no runs found ({latest} does not exist); train a model "
                                   f"first or pass a run directory or checkpoint")
         target = latest
-    target = Path(target)
-    if target.is_dir() and (target / "latest").is_dir() and not any(
-            (target / name).is_file() for name in ("best.pt", "last.pt")):
-        target = target / "latest"  # a directory of runs: its latest
+    target = run_of(target)
     if target.is_dir():
         for name in ("best.pt", "last.pt"):
             if (target / name).is_file():

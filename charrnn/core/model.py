@@ -82,12 +82,30 @@ class CharRNN(nn.Module):
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Next-character cross-entropy in nats of logits (..., V) for targets (...) of any
+    integer dtype, computed in fp32 whatever the logits' precision."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                           targets.reshape(-1).long(), reduction=reduction)
+
+
 def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
     """The parameters a CharRNN of this config has, without building it."""
     G, H, L = GATES[cfg.cell], cfg.hidden_size, cfg.num_layers
     first = cfg.embed_dim or vocab_size
     rnn = G * H * (first + H + 2) + (L - 1) * G * H * (2 * H + 2)
     return vocab_size * cfg.embed_dim + rnn + H * vocab_size + vocab_size
+
+
+FLOAT_BYTES = 4  # weights, gradients, optimizer moments and activations are fp32
+
+
+def model_bytes(vocab_size: int, cfg: ModelConfig) -> int:
+    """Memory a CharRNN of this config takes: its parameters and, for one-hot input, the
+    (V, V) identity table it looks inputs up in."""
+    table = 0 if cfg.embed_dim else vocab_size * vocab_size
+    return FLOAT_BYTES * (parameter_count(vocab_size, cfg) + table)
 
 
 def describe_model(cfg) -> str:

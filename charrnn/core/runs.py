@@ -1,5 +1,12 @@
 """Run directories: runs/<name>/ with config.toml, metrics.jsonl, best.pt, last.pt, and
-runs/latest pointing at the newest one."""
+runs/latest pointing at the newest one.
+
+What is a run and what is a runs directory is decided here only:
+
+    run_of("runs")          # a runs directory: its latest run
+    run_of("runs/shakes")   # a run directory: itself
+    names_model(path)       # a checkpoint, a run or a runs directory (not a text to read)
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,33 @@ import time
 from pathlib import Path
 
 from .errors import CharRNNError
+
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "config.toml")
+
+
+def is_run(path: Path) -> bool:
+    """A directory a training run wrote: it holds one of RUN_FILES."""
+    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def is_runs(path: Path) -> bool:
+    """A directory of runs: not a run itself, with a `latest` run in it."""
+    return path.is_dir() and not is_run(path) and (path / "latest").is_dir()
+
+
+def run_of(target: str | Path) -> Path:
+    """The run a directory names: a runs directory's latest run, or the directory itself."""
+    path = Path(target)
+    return path / "latest" if is_runs(path) else path
+
+
+def names_model(target: str | Path) -> bool:
+    """Whether a command-line path names a model (a .pt checkpoint, a run or a runs
+    directory) rather than a text or a prepared corpus."""
+    path = Path(target)
+    if path.is_file():
+        return path.suffix == ".pt"
+    return not (path / "meta.json").exists() and (is_run(path) or is_runs(path))
 
 
 def new_run_dir(runs_dir: str | Path, name: str | None, corpus: str) -> Path:

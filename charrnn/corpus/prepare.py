@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from tqdm import tqdm
 
 from ..core.errors import CharRNNError, DataError
 from ..core.files import DirectoryLock, fsync_dir, write_failure
@@ -269,7 +270,6 @@ def _staging(out_dir: Path):
 
 class _HashingReader:
     """A file wrapper that feeds every block it reads into a hash."""
-
     def __init__(self, raw: BinaryIO, digest):
         self.raw, self.digest = raw, digest
 
@@ -290,7 +290,6 @@ class _NoBar:
 def _progress_bar(total: int, enabled: bool):
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="prepare",
                 leave=False, dynamic_ncols=True)
 

@@ -21,7 +21,6 @@ from .prepare import FORMAT_VERSION, SPLITS, prepare
 from .text import TextOptions
 from .vocab import Vocab
 
-
 DTYPES = ("uint8", "uint16", "uint32")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
+from unidecode import unidecode
 
 from ..core.errors import DataError
 from ..core.files import write_failure
@@ -28,7 +29,6 @@ CHUNK_BYTES = 8 << 20
 @dataclass(frozen=True)
 class TextOptions:
     """How raw bytes become the characters the model sees."""
-
     encoding: str = "utf-8"
     lower: bool = False
     unidecode: bool = False
@@ -50,11 +50,12 @@ class TextOptions:
         return options
 
     def apply(self, text: str) -> str:
-        """The same transforms, for a prime given at sampling time."""
+        """The transforms, on decoded text: of a corpus (code_point_chunks), a prime, a
+        text to score."""
         if not self.keep_crlf:
             text = text.replace("\r\n", "\n")
         if self.unidecode:
-            text = _unidecode(text)
+            text = unidecode(text)
         if self.lower:
             text = text.lower()
         return text
@@ -88,23 +89,32 @@ def find_sources(inputs: list[str], glob: str = "*") -> list[str]:
     return found
 
 
-def _unidecode(text: str) -> str:
-    from unidecode import unidecode
-    return unidecode(text)
-
-
 def code_point_chunks(raw: BinaryIO, name: str, options: TextOptions,
                       chunk_bytes: int = CHUNK_BYTES, on_bytes=None) -> Iterator[np.ndarray]:
-    """Yield the file's characters as arrays of code points (uint8 when ASCII, else uint32).
+    """Yield the file's characters, through `options`, as arrays of code points (uint8
+    when ASCII, else uint32).
 
     Decoding errors raise DataError naming the file and the byte offset of the bad byte.
     """
-    try:
-        decoder = codecs.getincrementaldecoder(options.encoding)(errors="strict")
-    except LookupError:
-        raise DataError(f"unknown encoding {options.encoding!r}") from None
-    offset = 0  # bytes of the file consumed so far
     held_cr = ""  # a trailing \r waits for the next chunk, which may start with \n
+    for text, final in _decoded(raw, name, options.encoding, chunk_bytes, on_bytes):
+        text = held_cr + text
+        held_cr = ""
+        if not options.keep_crlf and text.endswith("\r") and not final:
+            held_cr, text = "\r", text[:-1]
+        text = options.apply(text)
+        if text:
+            yield _code_points(text)
+
+
+def _decoded(raw: BinaryIO, name: str, encoding: str, chunk_bytes: int,
+             on_bytes) -> Iterator[tuple[str, bool]]:
+    """(text, final) for each chunk of the file, decoded incrementally, without a BOM."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}") from None
+    offset = 0  # bytes of the file consumed so far
     first = True
     while True:
         block = raw.read(chunk_bytes)
@@ -115,27 +125,16 @@ def code_point_chunks(raw: BinaryIO, name: str, options: TextOptions,
         except UnicodeDecodeError as e:
             at = offset - pending + e.start
             raise DataError(
-                f"{name}: bytes at offset {at} are not valid {options.encoding} "
+                f"{name}: bytes at offset {at} are not valid {encoding} "
                 f"({e.reason}); pass --encoding with the file's encoding (e.g. latin-1)"
             ) from None
         offset += len(block)
         if on_bytes is not None:
             on_bytes(len(block))
-        if first and text.startswith("\ufeff") and options.encoding.lower().replace("-", "") == "utf8":
+        if first and text.startswith("\ufeff") and encoding.lower().replace("-", "") == "utf8":
             text = text[1:]  # a byte-order mark is not part of the text
         first = False
-        text = held_cr + text
-        held_cr = ""
-        if not options.keep_crlf:
-            if text.endswith("\r") and not final:
-                held_cr, text = "\r", text[:-1]
-            text = text.replace("\r\n", "\n")
-        if options.unidecode:
-            text = _unidecode(text)
-        if options.lower:
-            text = text.lower()
-        if text:
-            yield _code_points(text)
+        yield text, final
         if final:
             return
 
@@ -150,7 +149,6 @@ def _code_points(text: str) -> np.ndarray:
 class Source:
     """One input, opened for a pass: a file, or standard input spooled to a temporary file.
     `identity()` (size and modification time) tells whether it changed between passes."""
-
     def __init__(self, name: str, spool_dir: Path):
         self.name = name
         self.path = Path(name)

@@ -21,18 +21,14 @@ the burn-in costs at most as much as the scoring.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core import distributed
-from ..corpus.streams import as_index, stream_length
 from ..core.device import autocast
-from ..core.model import map_hidden, select_rows
+from ..core.model import cross_entropy, map_hidden, select_rows
+from ..corpus.streams import as_index, stream_length
 
-LN2 = math.log(2)
 CONTEXT = 512  # the default burn-in: past it, more context changes the score by < 0.01 nats
 
 
@@ -54,34 +50,17 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
     n = len(array)
     B = eval_streams(n, batch_size, context)
     L = stream_length(n, B)
-    W = context if B > 1 else 0  # B > 1 implies L >= context: every burn-in is in the text
     start, stop = dist.rows(B)
-    rows = stop - start
-    total = torch.zeros((), dtype=torch.float64, device=device)
 
     def run(idx, hidden):
         with autocast(device, amp_dtype):
             return model(idx, hidden)
 
-    hidden = None
-    if rows > 0:
-        # Row b's text, burn-in included, is part[b*L : b*L + W + L + 1]. Row 0 has nothing
-        # before it: it reads W filler characters and its state is then cleared.
-        lead = max(0, W - start * L)
-        ids = array[start * L - W + lead: stop * L + 1]
-        part = _to_device(np.concatenate([np.zeros(lead, ids.dtype), ids]) if lead else ids,
-                          device)
-        for t in range(0, W, seq_len):
-            T = min(seq_len, W - t)
-            _, hidden = run(part.as_strided((rows, T), (L, 1), t), hidden)
-        if lead:
-            hidden = _clear_first_row(hidden, rows, device)
-        for t in range(0, L, seq_len):
-            T = min(seq_len, L - t)
-            idx = part.as_strided((rows, T), (L, 1), W + t)
-            targets = part.as_strided((rows, T), (L, 1), W + t + 1)
-            logits, hidden = run(idx, hidden)
-            total += _nll(logits, targets)
+    total, hidden = torch.zeros((), dtype=torch.float64, device=device), None
+    if stop > start:
+        # B > 1 implies L >= context, so every burn-in but the first stream's is in the text.
+        total, hidden = _score_streams(run, array, start, stop, L, context if B > 1 else 0,
+                                       seq_len, device)
     if stop == B and B * L < n - 1:
         # The tail continues the last stream, so it starts from that stream's state.
         tail = _to_device(array[B * L:], device)
@@ -89,16 +68,32 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
         for t in range(0, len(tail) - 1, seq_len):
             T = min(seq_len, len(tail) - 1 - t)
             logits, last = run(tail[None, t:t + T], last)
-            total += _nll(logits, tail[None, t + 1:t + 1 + T])
+            total += cross_entropy(logits, tail[None, t + 1:t + 1 + T], "sum")
     distributed.all_reduce_sum(dist, total)
     model.train(was_training)
     return total.item() / (n - 1)
 
 
-def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of logits (B, T, V) for targets (B, T), in fp32."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                           targets.reshape(-1).long(), reduction="sum")
+def _score_streams(run, array: np.ndarray, start: int, stop: int, L: int, W: int,
+                   seq_len: int, device: torch.device):
+    """Streams [start, stop), each of L predictions after a burn-in of W characters:
+    (summed loss, the state they end in)."""
+    rows = stop - start
+    # Row b's text, burn-in included, is part[b*L : b*L + W + L + 1]. Row 0 has nothing
+    # before it: it reads W filler characters and its state is then cleared.
+    lead = max(0, W - start * L)
+    ids = array[start * L - W + lead: stop * L + 1]
+    part = _to_device(np.concatenate([np.zeros(lead, ids.dtype), ids]) if lead else ids, device)
+    hidden, total = None, torch.zeros((), dtype=torch.float64, device=device)
+    for t in range(0, W, seq_len):
+        _, hidden = run(part.as_strided((rows, min(seq_len, W - t)), (L, 1), t), hidden)
+    if lead:
+        hidden = _clear_first_row(hidden, rows, device)
+    for t in range(0, L, seq_len):
+        T = min(seq_len, L - t)
+        logits, hidden = run(part.as_strided((rows, T), (L, 1), W + t), hidden)
+        total += cross_entropy(logits, part.as_strided((rows, T), (L, 1), W + t + 1), "sum")
+    return total, hidden
 
 
 def _clear_first_row(hidden, rows: int, device: torch.device):
@@ -133,6 +128,6 @@ def blank_start_loss(model, array: np.ndarray, device, length: int = 200, starts
     for rows in windows.split(batch_size):
         rows = rows.to(device)
         logits, _ = model(rows[:, :-1])
-        total += _nll(logits[:, context:], rows[:, context + 1:]).item()
+        total += cross_entropy(logits[:, context:], rows[:, context + 1:], "sum").item()
     model.train(was_training)
     return total / (len(points) * length)

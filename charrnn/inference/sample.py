@@ -18,9 +18,9 @@ import torch
 
 from ..core.device import check_fits
 from ..core.errors import CharRNNError
-from ..core.model import GATES, CharRNN
-from .stepper import ReferenceStepper, Stepper
+from ..core.model import FLOAT_BYTES, GATES, CharRNN
 from ..corpus.vocab import Vocab
+from .stepper import ReferenceStepper, Stepper
 
 
 class Picker:
@@ -164,7 +164,7 @@ class Sampler:
         B, V = num_samples, len(self.vocab)
         m = self.model
         per_stream = m.num_layers * m.hidden_size * (GATES[m.cell] + 3) + 2 * V + 64
-        check_fits(4 * B * per_stream, self.device, f"sampling {B:,} streams at once",
+        check_fits(FLOAT_BYTES * B * per_stream, self.device, f"sampling {B:,} streams at once",
                    "ask for fewer --num-samples")
         if flush_every is None:
             # Reading ids back to the host synchronises a GPU: do it in blocks there. On CPU,

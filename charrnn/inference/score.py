@@ -24,14 +24,14 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..corpus.streams import as_index
 from ..core.errors import DataError
-from .evaluate import CONTEXT, LN2, eval_streams, evaluate
-from ..core.model import CharRNN, detach_hidden
+from ..core.model import CharRNN, cross_entropy, detach_hidden
+from ..core.units import LN2
+from ..corpus.streams import as_index
 from ..corpus.text import TextOptions, code_point_chunks
 from ..corpus.vocab import Vocab
+from .evaluate import CONTEXT, eval_streams, evaluate
 
 DYNAMIC_LR = 0.1  # the best measured on tiny Shakespeare (docs/benchmarks.md, row 11)
 
@@ -126,7 +126,7 @@ def dynamic_score(model: CharRNN, ids: np.ndarray, seq_len: int, device, lr: flo
     for t in range(0, len(ids) - 1, seq_len):
         T = min(seq_len, len(ids) - 1 - t)
         logits, hidden = adapted(text[None, t:t + T], hidden)
-        loss = F.cross_entropy(logits[0].float(), text[t + 1:t + 1 + T].long(), reduction="sum")
+        loss = cross_entropy(logits[0], text[t + 1:t + 1 + T], "sum")
         total_loss += loss.detach()  # scored before the step that learns from it
         optimizer.zero_grad(set_to_none=True)
         (loss / T).backward()

@@ -17,8 +17,13 @@ from typing import Callable
 import torch
 
 from ..core import distributed
-from ..core.checkpoint import (check_resumable, hidden_of, load_resumable, save_checkpoint,
-                               training_state)
+from ..core.checkpoint import (
+    check_resumable,
+    hidden_of,
+    load_resumable,
+    save_checkpoint,
+    training_state,
+)
 from ..core.config import Config, TrainConfig
 from ..core.distributed import Dist
 from ..core.errors import CheckpointError

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from ..core.errors import CharRNNError
-from ..inference.evaluate import LN2
 from ..core.files import atomic_write
+from ..core.runs import run_of
+from ..core.units import LN2
 
 INSTALL = "charrnn plot needs matplotlib: pip install 'charrnn[plot]'"
 
@@ -58,9 +59,7 @@ def run_dirs(targets: list[str]) -> list[Path]:
     same run named twice (runs/* lists runs/latest too) is drawn once."""
     found, seen = [], set()
     for target in targets:
-        path = Path(target)
-        if (path / "latest").is_dir() and not (path / "metrics.jsonl").exists():
-            path = path / "latest"
+        path = run_of(target)
         if not path.is_dir():
             raise CharRNNError(f"not a run directory: {target}")
         real = path.resolve()

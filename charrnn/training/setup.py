@@ -14,20 +14,26 @@ from ..core.config import Config, ModelConfig
 from ..core.device import check_fits, describe
 from ..core.distributed import Dist
 from ..core.errors import CheckpointError, DataError
-from ..core.model import GATES, describe_model, parameter_count
+from ..core.model import (
+    FLOAT_BYTES,
+    GATES,
+    describe_model,
+    model_bytes,
+    parameter_count,
+)
 from ..corpus.vocab import Vocab
-
-FLOAT_BYTES = 4  # parameters, gradients, optimizer moments and activations are fp32
 
 
 def check_training_memory(cfg: Config, vocab_size: int, world_size: int,
                           device: torch.device) -> None:
     """Refuse, before allocating, a model and batch that cannot fit on the device: the
-    weights, their gradients and two AdamW moments, and a step's activations."""
+    model (with its one-hot table), the weights' gradients and two AdamW moments, and a
+    step's activations."""
     t, m, V = cfg.train, cfg.model, vocab_size
     rows = t.batch_size // world_size
     activations = rows * t.seq_len * (m.num_layers * m.hidden_size * (GATES[m.cell] + 2) + 3 * V)
-    check_fits(FLOAT_BYTES * (4 * parameter_count(V, m) + activations), device,
+    needed = model_bytes(V, m) + FLOAT_BYTES * (3 * parameter_count(V, m) + activations)
+    check_fits(needed, device,
                f"training a {describe_model(m)} over {V:,} characters with "
                f"batch_size {t.batch_size} x seq_len {t.seq_len}",
                "use a smaller model, --batch-size or --seq-len")

@@ -27,18 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..core import distributed
 from ..core.checkpoint import load_init
 from ..core.config import Config
 from ..core.device import autocast, resolve_device, resolve_precision
 from ..core.errors import DataError
-from ..core.model import CharRNN, map_hidden
+from ..core.model import CharRNN, cross_entropy, map_hidden
+from ..core.units import LN2
 from ..corpus.prepared import PreparedData
 from ..corpus.streams import Streams
 from ..corpus.vocab import Vocab
-from ..inference.evaluate import LN2, evaluate
+from ..inference.evaluate import evaluate
 from .budget import Budget, StopReason
 from .checkpointer import Checkpointer, collect, restore
 from .metrics import IntervalMeter, IntervalStats, MetricsLog
@@ -200,8 +200,7 @@ class Trainer:
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy in nats per character of logits (B, T, V) for targets (B, T)."""
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                               targets.reshape(-1).long())
+        return cross_entropy(logits, targets)
 
     def report(self, meter: IntervalMeter, progress: Progress, lr: float,
                record: bool = True) -> IntervalStats:
