@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.core.config import load_config
+from charrnn.core.config_files import load_config
 from charrnn.core.device import autocast, resolve_device, resolve_precision
 from charrnn.core.errors import CharRNNError
 from charrnn.core.model import CharRNN

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench_quality import quiet
 
-from charrnn.core.config import load_config
+from charrnn.core.config_files import load_config
 from charrnn.training.trainer import Trainer
 
 
@@ -137,7 +137,7 @@ def memory_row(row, data, steps):
 
 TRAIN_PROBE = PROBE_PROLOGUE + """
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from charrnn.core.config import load_config
+from charrnn.core.config_files import load_config
 from charrnn.core.device import autocast, resolve_device, resolve_precision
 from charrnn.core.errors import CharRNNError
 from charrnn.corpus.prepared import PreparedData

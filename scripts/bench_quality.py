@@ -13,9 +13,13 @@ from pathlib import Path
 
 import torch
 
-from charrnn.core.config import load_config
+from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.core.config_files import load_config
 from charrnn.core.errors import CharRNNError
+from charrnn.corpus.prepare import prepare
 from charrnn.corpus.prepared import PreparedData
+from charrnn.inference.evaluate import blank_start_loss, evaluate
+from charrnn.inference.score import dynamic_score, score_ids
 from charrnn.training.run import train
 
 
@@ -93,9 +97,6 @@ def dynamic_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool
     """Dynamic evaluation on tiny Shakespeare's last 10% (a test split nothing trained or
     selected on): a cpu.toml model trained for its 5 minutes, scored statically and
     dynamically at several learning rates."""
-    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.corpus.prepare import prepare
-    from charrnn.inference.score import dynamic_score, score_ids
 
     prepare([str(shared / "tinyshakespeare.txt")], tmp / "ts-test", val_frac=0.1, test_frac=0.1)
     data = PreparedData(tmp / "ts-test")
@@ -118,39 +119,69 @@ def dynamic_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool
 
 
 RESET_EVERY = (0, 4, 8, 16, 32)
+LICENCE_CHARS = 2_500_000
 
 
-def blank_start_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool,
-                     corpus: str = "war_and_peace.txt"):
-    """train.reset_every swept on a corpus whose epoch is longer than the run (War and
-    Peace: about 1,400 cpu.toml steps per epoch): for each setting, the validation loss
-    scored with context, the loss of the 200 characters after a blank start (256 points of
-    the validation text), and how far the validation loss rose above its best during the run."""
-    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.corpus.prepare import prepare
-    from charrnn.inference.evaluate import blank_start_loss, evaluate
+def licence_corpus(out: Path) -> Path | None:
+    """The licence and copyright texts this machine has (/usr/share/doc/*/copyright and
+    /usr/share/common-licenses), up to 2.5 million characters: the kind of corpus (223
+    distinct characters, long repeated passages) on which a model trained without blank
+    starts fails from a blank state. None where the machine has none."""
+    doc = Path("/usr/share/doc")
+    paths = sorted(doc.glob("*/copyright")) + sorted(Path("/usr/share/common-licenses").glob("*"))
+    parts, size = [], 0
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        parts.append(text)
+        size += len(text)
+        if size >= LICENCE_CHARS:
+            break
+    if size < LICENCE_CHARS // 2:
+        return None
+    out.write_text("".join(parts)[:LICENCE_CHARS], encoding="utf-8")
+    return out
 
-    out = tmp / "blank-start-data"
-    prepare([str(shared / corpus)], out, val_frac=0.1)
-    data = PreparedData(out)
-    steps = 200 if quick else 1000
+
+def blank_start_rows(row, shared: Path, device: torch.device, tmp: Path, quick: bool):
+    """train.reset_every swept on corpora whose epoch is longer than the run: this machine's
+    licence texts (where a run without blank starts fails) and War and Peace. For each
+    setting, the validation loss scored with context, the loss of the 200 characters after a
+    blank start (256 points of the validation text), and how far the validation loss rose
+    above its best during the run."""
+    corpora = [c for c in (licence_corpus(tmp / "licences.txt"),
+                           shared / "war_and_peace.txt") if c is not None]
+    for corpus in corpora[:1] if quick else corpora:
+        out = tmp / f"blank-start-{corpus.stem}"
+        prepare([str(corpus)], out, val_frac=0.1)
+        for k, K in enumerate(RESET_EVERY[:3] if quick else RESET_EVERY):
+            carried, blank, rise, steps = blank_start_run(PreparedData(out), K, device, tmp,
+                                                          200 if quick else 1000)
+            row("12 blank starts" if k == 0 and corpus == corpora[0] else "",
+                f"{corpus.name}, cpu.toml {steps} steps, reset_every {K}: val loss (context) / "
+                f"first 200 after a blank start / largest rise during the run",
+                f"{carried:.4f} / {blank:.4f} ({blank - carried:+.3f}) / {rise:.3f}",
+                "blank within 0.15, rise <= 0.05")
+
+
+def blank_start_run(data: PreparedData, K: int, device: torch.device, tmp: Path, steps: int):
+    """One run of `steps` cpu.toml steps with reset_every K, evaluated every steps/10:
+    (val loss with context, loss after a blank start, largest rise, steps)."""
+
     eval_chars = 100_000
-    for k, K in enumerate(RESET_EVERY[:3] if quick else RESET_EVERY):
-        cfg = load_config("configs/cpu.toml", {
-            "train.max_time": "", "train.max_steps": steps, "train.decay_steps": steps,
-            "train.eval_every": steps // 10, "train.reset_every": K,
-            "train.eval_chars": eval_chars, "train.device": str(device)})
-        result = train(cfg, data, runs_dir=tmp / "blank-start-runs", name=f"k{K}", echo=quiet,
-                       progress=False)
-        model, _, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "last.pt"))
-        model.to(device)
-        val = data.split("val")[:eval_chars]
-        carried = evaluate(model, val, 32, cfg.train.seq_len, device)
-        blank = blank_start_loss(model, val, device, length=200, starts=256)
-        losses = [r["val_loss"] for r in validations(result.run_dir)]
-        rise = max(loss - min(losses[:i + 1]) for i, loss in enumerate(losses))
-        row("12 blank starts" if k == 0 else "",
-            f"{corpus}, cpu.toml {steps} steps, reset_every {K}: val loss (context) / first "
-            f"200 after a blank start / largest rise during the run",
-            f"{carried:.4f} / {blank:.4f} (+{blank - carried:.3f}) / {rise:.3f}",
-            "blank within 0.15, rise <= 0.05")
+    cfg = load_config("configs/cpu.toml", {
+        "train.max_time": "", "train.max_steps": steps, "train.decay_steps": steps,
+        "train.eval_every": steps // 10, "train.reset_every": K,
+        "train.eval_chars": eval_chars, "train.device": str(device)})
+    result = train(cfg, data, runs_dir=tmp / "blank-start-runs", name=f"{data.name}-k{K}",
+                   echo=quiet, progress=False)
+    model, _, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "last.pt"))
+    model.to(device)
+    val = data.split("val")[:eval_chars]
+    carried = evaluate(model, val, 32, cfg.train.seq_len, device)
+    blank = blank_start_loss(model, val, device, length=200, starts=256)
+    losses = [r["val_loss"] for r in validations(result.run_dir)]
+    rise = max(loss - min(losses[:i + 1]) for i, loss in enumerate(losses))
+    return carried, blank, rise, steps

@@ -15,7 +15,7 @@ from charrnn.core.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from charrnn.core.config import load_config
+from charrnn.core.config_files import load_config
 from charrnn.core.model import CharRNN
 from charrnn.inference.sample import Sampler, sample_text
 from charrnn.inference.stepper import ReferenceStepper, Stepper

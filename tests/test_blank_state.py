@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import make_text
 
-from charrnn.core.config import load_config
+from charrnn.core.config_files import load_config
 from charrnn.core.model import hidden_tensors
 from charrnn.corpus.prepared import open_corpus
 from charrnn.corpus.streams import blank_starts

@@ -1,6 +1,7 @@
 import pytest
 
-from charrnn.core.config import Config, load_config, parse_duration, parse_set
+from charrnn.core.config import Config, parse_duration
+from charrnn.core.config_files import load_config, parse_set
 from charrnn.core.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from charrnn.core.config import load_config
+from charrnn.core.config_files import load_config
 from charrnn.core.device import autocast, resolve_precision
 from charrnn.core.errors import ConfigError
 from charrnn.core.model import CharRNN

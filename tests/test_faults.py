@@ -161,7 +161,7 @@ def good_state(tmp_path_factory):
     data = open_corpus(root / "c.txt", root / "data")
     cfg_args = {"model": {"hidden_size": 8, "num_layers": 1},
                 "train": {"batch_size": 2, "seq_len": 8, "max_steps": 3, "eval_every": 3}}
-    from charrnn.core.config import build_config
+    from charrnn.core.config_files import build_config
     result = train(build_config(cfg_args), data, runs_dir=root / "runs", echo=quiet,
                    progress=False)
     return load_checkpoint(result.run_dir / "last.pt"), data

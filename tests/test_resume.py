@@ -11,7 +11,8 @@ from conftest import make_text
 from test_cli import TINY, assert_clean_error, run
 
 from charrnn.core.checkpoint import find_checkpoint, load_checkpoint
-from charrnn.core.config import RESUMABLE, load_config
+from charrnn.core.config import RESUMABLE
+from charrnn.core.config_files import load_config
 from charrnn.core.errors import CheckpointError
 from charrnn.corpus.prepared import open_corpus
 from charrnn.training.optim import learning_rate, run_progress

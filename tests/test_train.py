@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.core.checkpoint import load_checkpoint
-from charrnn.core.config import load_config
+from charrnn.core.config_files import load_config
 from charrnn.core.errors import CheckpointError
 from charrnn.core.model import CharRNN
 from charrnn.corpus.prepared import open_corpus

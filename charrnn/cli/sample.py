@@ -53,17 +53,12 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     check_settings(length, temperature, top_k, num_samples, seed)
     stops = [unescape(s, "--stop") for s in stops]
     if prime_file:
-        try:
-            prime = Path(prime_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise CharRNNError(f"cannot read --prime-file {prime_file}: {e}") from None
+        prime = _read_prime(prime_file)
     path = find_checkpoint(target, runs_dir)
     model, vocab, options = model_from_checkpoint(load_checkpoint(path))
-    prime = options.apply(prime)
-    stops = [options.apply(s) for s in stops]
-    if unidecode:
-        prime = to_ascii(prime)
+    prime = to_ascii(options.apply(prime)) if unidecode else options.apply(prime)
     check_prime(vocab, prime, transliterated=unidecode)
+    stops = [options.apply(s) for s in stops]
     for s in stops:
         if vocab.missing(s):
             raise CharRNNError(f"--stop {s!r} can never be generated: the model does not know "
@@ -79,3 +74,10 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
         return
     for i, text in enumerate(sampler.texts(length, prime, num_samples, stops)):
         out.write(f"--- sample {i + 1} ---\n{prime}{text}\n")
+
+
+def _read_prime(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharRNNError(f"cannot read --prime-file {path}: {e}") from None

@@ -7,7 +7,8 @@ import sys
 import click
 
 from ..core.checkpoint import config_of, text_options_of, vocab_of
-from ..core.config import flags, load_config, nest, parse_set
+from ..core.config import flags
+from ..core.config_files import load_config, nest, parse_set
 from ..core.errors import CharRNNError
 from ..corpus.prepared import open_corpus
 from ..training.finetune import fine_tuning

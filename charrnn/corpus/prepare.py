@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from tqdm import tqdm
 
+from ..core.bars import progress_bar
 from ..core.errors import CharRNNError, DataError
 from ..core.files import DirectoryLock, fsync_dir, write_failure
 from .text import CHUNK_BYTES, Source, TextOptions, code_point_chunks, find_sources
@@ -51,8 +51,8 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
             chunk_bytes: int = CHUNK_BYTES, reuse=None) -> dict:
     """Prepare `inputs` into `out_dir`; returns the metadata written to meta.json.
 
-    With `vocab`, characters are encoded with that vocabulary (for fine-tuning); a character
-    outside it becomes `unk` when given, else is an error.
+    With `vocab`, text is encoded with that vocabulary (fine-tuning); a character outside it
+    becomes `unk` when given, else is an error.
 
     The new files are built in a private directory inside `out_dir` and moved into place
     only once complete, under a lock on `out_dir`: preparers of the same output take turns,
@@ -60,19 +60,16 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
     under the lock, may return the meta of a preparation another process has just made.
     """
     _check_fractions(val_frac, test_frac)
-    names = find_sources(inputs, glob)
-    sources = []
+    names, sources = find_sources(inputs, glob), []
     try:
-        for n in names:
-            sources.append(Source(n, Path(tempfile.gettempdir())))
-        bar = _progress_bar(2 * sum(s.size for s in sources), progress)
+        sources += (Source(n, Path(tempfile.gettempdir())) for n in names)
+        bar = progress_bar(2 * sum(s.size for s in sources), progress, "prepare", unit="B")
         started = time.perf_counter()
         identities = [s.identity() for s in sources]
         counts, digests = _count(sources, options, chunk_bytes, bar)
         vocab, unk_id, given = _choose_vocab(counts, vocab, unk, sources)
         sizes = split_sizes(int(counts.sum()), val_frac, test_frac)
-        out_dir = Path(out_dir)
-        with _staging(out_dir) as (stage, publish):
+        with _staging(Path(out_dir)) as (stage, publish):
             if reuse is not None and (meta := reuse()) is not None:
                 return meta
             _encode(sources, stage, vocab.lookup_table(unk=unk_id), vocab.dtype, sizes,
@@ -82,14 +79,18 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
             bar.close()
             meta = _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources,
                          digests, time.perf_counter() - started)
-            vocab.save(stage / "vocab.json")
-            with open(stage / "meta.json", "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=2)
+            _write_meta(stage, vocab, meta)
             publish()
         return meta
     finally:
         for s in sources:
             s.cleanup()
+
+
+def _write_meta(stage: Path, vocab: Vocab, meta: dict) -> None:
+    vocab.save(stage / "vocab.json")
+    with open(stage / "meta.json", "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
 
 
 def _check_fractions(val_frac: float, test_frac: float) -> None:
@@ -277,21 +278,6 @@ class _HashingReader:
         block = self.raw.read(n)
         self.digest.update(block)
         return block
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="prepare",
-                leave=False, dynamic_ncols=True)
 
 
 def summary(meta: dict, vocab: Vocab, rarest: int = 8) -> list[str]:

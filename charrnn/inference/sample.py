@@ -21,6 +21,7 @@ from ..core.errors import CharRNNError
 from ..core.model import FLOAT_BYTES, GATES, CharRNN
 from ..corpus.vocab import Vocab
 from .stepper import ReferenceStepper, Stepper
+from .stops import StopStrings
 
 
 class Picker:
@@ -95,41 +96,6 @@ def check_prime(vocab: Vocab, prime: str, transliterated: bool = False) -> None:
     raise CharRNNError(f"the prime has characters the model does not know: {shown}{hint}")
 
 
-class StopStrings:
-    """Ends each stream right after the first stop string in its generated text.
-
-    `cut(pieces)` takes the new text of each stream and returns it cut where a stream ends
-    (and "" for streams already ended); a stop string may span pieces.
-    """
-
-    def __init__(self, stops, num_samples: int):
-        self.stops = [s for s in stops if s]
-        self.keep = max((len(s) for s in self.stops), default=1) - 1
-        self.tails = [""] * num_samples  # the last few generated characters of each stream
-        self.ended = [False] * num_samples
-
-    @property
-    def all_ended(self) -> bool:
-        return bool(self.stops) and all(self.ended)
-
-    def cut(self, pieces: list[str]) -> list[str]:
-        if not self.stops:
-            return pieces
-        out = []
-        for b, piece in enumerate(pieces):
-            if self.ended[b]:
-                out.append("")
-                continue
-            text = self.tails[b] + piece
-            ends = [text.find(s) + len(s) for s in self.stops if s in text]
-            if ends:
-                self.ended[b] = True
-                piece = piece[:min(ends) - len(self.tails[b])]
-            self.tails[b] = text[len(text) - self.keep:] if self.keep else ""
-            out.append(piece)
-        return out
-
-
 class Sampler:
     """Samples text from a model: the prime through the fused RNN once, then one step per
     character. Random numbers are drawn for a block of characters at a time; on CUDA the
@@ -161,25 +127,16 @@ class Sampler:
         later pieces are ""), and generation ends when every stream has."""
         check_settings(length=length, num_samples=num_samples)
         check_prime(self.vocab, prime)
-        B, V = num_samples, len(self.vocab)
-        m = self.model
-        per_stream = m.num_layers * m.hidden_size * (GATES[m.cell] + 3) + 2 * V + 64
-        check_fits(FLOAT_BYTES * B * per_stream, self.device, f"sampling {B:,} streams at once",
-                   "ask for fewer --num-samples")
+        B = num_samples
+        self._check_memory(B)
         if flush_every is None:
             # Reading ids back to the host synchronises a GPU: do it in blocks there. On CPU,
             # 16 characters (a few ms) still look like a stream, and each yield and write
             # between steps slows the steps around it.
             flush_every = 64 if self.device.type == "cuda" else 16
-        block = _block_size(B, V, length)
+        block = _block_size(B, len(self.vocab), length)
         flush_every = max(1, min(flush_every, block))
-        loop = _Loop(self.model, B, block, self.temperature, self.top_k, self.reference,
-                     on_device=self.use_graph or self.on_device)
-        if self.use_graph:
-            loop.capture()  # falls back to the eager loop where capture fails
-        logits, hidden = self._prime(prime, B)
-        loop.stepper.load(hidden)
-        loop.stepper.logits.copy_(logits)
+        loop = self._loop(prime, B, block)
         stops = StopStrings(stop, B)
         chars = self.vocab.chars
         done = 0
@@ -196,6 +153,23 @@ class Sampler:
                     if stops.all_ended:
                         return
             done += n
+
+    def _check_memory(self, B: int) -> None:
+        m, V = self.model, len(self.vocab)
+        per_stream = m.num_layers * m.hidden_size * (GATES[m.cell] + 3) + 2 * V + 64
+        check_fits(FLOAT_BYTES * B * per_stream, self.device, f"sampling {B:,} streams at once",
+                   "ask for fewer --num-samples")
+
+    def _loop(self, prime: str, B: int, block: int) -> "_Loop":
+        """The per-character loop, started from the state the prime leaves."""
+        loop = _Loop(self.model, B, block, self.temperature, self.top_k, self.reference,
+                     on_device=self.use_graph or self.on_device)
+        if self.use_graph:
+            loop.capture()  # falls back to the eager loop where capture fails
+        logits, hidden = self._prime(prime, B)
+        loop.stepper.load(hidden)
+        loop.stepper.logits.copy_(logits)
+        return loop
 
     def _prime(self, prime: str, B: int):
         """The logits (B, V) after the prime and the state it leaves: the prime through the

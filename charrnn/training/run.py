@@ -1,6 +1,6 @@
 """A run in its directory: a new one, or one resumed from its last.pt.
 
-    from charrnn.core.config import load_config
+    from charrnn.core.config_files import load_config
     from charrnn.corpus.prepared import open_corpus
     from charrnn.training.run import resume, train
     result = train(load_config("tiny"), open_corpus("corpus.txt"))
@@ -24,7 +24,8 @@ from typing import Any
 
 from ..core import distributed
 from ..core.checkpoint import config_of, data_root_of, load_checkpoint, vocab_of
-from ..core.config import RESUMABLE, Config, load_config, read_toml
+from ..core.config import RESUMABLE, Config
+from ..core.config_files import load_config, read_toml
 from ..core.errors import CheckpointError, DataError
 from ..core.files import DirectoryLock, atomic_write_text, remove_stale
 from ..core.runs import new_run_dir, resolve_run_dir, update_latest
