@@ -9,9 +9,9 @@ CORPUS="${1:-$ROOT/../shared/data/tinyshakespeare.txt}"
 [ -f "$CORPUS" ] || { echo "tiny Shakespeare not found at $CORPUS; pass its path" >&2; exit 1; }
 cd "$ROOT"
 if [ -n "${2:-}" ]; then
-    "$VENV/bin/charrnn" train "$CORPUS" -c "$2" --out runs/quality
+    "$VENV/bin/charrnn" train "$CORPUS" -c "$2" --runs runs/quality
 else
-    "$VENV/bin/charrnn" train "$CORPUS" -c configs/cpu.toml --out runs/quality --max-time 5m
+    "$VENV/bin/charrnn" train "$CORPUS" -c configs/cpu.toml --runs runs/quality --max-time 5m
 fi
 "$VENV/bin/python" - <<'PY'
 import json, pathlib

@@ -1,7 +1,13 @@
+"""Shared fixtures and helpers: text to train on, a temporary working directory, the CLI
+as a user runs it, and what a clean error looks like."""
+
 import os
 import random
 
 import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import main
 
 # Keep test runs small and repeatable on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -19,6 +25,36 @@ def make_text(n_chars: int, seed: int = 0) -> str:
         out.append(line)
         size += len(line)
     return "".join(out)[:n_chars]
+
+
+def quiet(*args, **kwargs):
+    """An `echo` that prints nothing."""
+
+
+TINY = ["--hidden-size", "32", "--batch-size", "4", "--seq-len", "16", "--max-steps", "20",
+        "--set", "train.eval_every=10", "--set", "train.log_every=10"]
+
+
+def run(*args, input=None):
+    """The charrnn command with these arguments, in process."""
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def snapshot(root):
+    """Every file under root with its bytes: to check that nothing was written."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
+
+
+def assert_clean_error(result, *fragments):
+    """One line starting Error:, a non-zero exit and no traceback, naming each fragment."""
+    assert result.exit_code not in (0, None), result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()  # progress may precede it on stdout
+    assert message.count("\n") == 0 and message.startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in message, message
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ and evaluation scores every character with the same context whatever the batch s
 
 import pytest
 import torch
-from conftest import make_text
+from conftest import make_text, quiet
 
 from charrnn.core.config_files import load_config
 from charrnn.core.model import hidden_tensors
@@ -12,10 +12,6 @@ from charrnn.corpus.streams import blank_starts
 from charrnn.inference.evaluate import blank_start_loss, evaluate
 from charrnn.training.run import train
 from charrnn.training.trainer import Trainer
-
-
-def quiet(*args, **kwargs):
-    pass
 
 
 def config(**extra):
@@ -28,14 +24,14 @@ def config(**extra):
 def blank_rows(trainer: Trainer, steps: int) -> list[set[int]]:
     """For each of `steps` training steps, the streams whose state going in was blank."""
     seen = []
-    model = trainer.forward
+    model = trainer.wrapped
 
     def forward(idx, hidden):
         h = hidden_tensors(hidden)[0]  # (layers, B, H)
         seen.append({b for b in range(h.size(1)) if not h[:, b].any()})
         return model(idx, hidden)
 
-    trainer.forward = forward
+    trainer.wrapped = forward
     for _ in range(steps):
         trainer.train_step(1e-3)
         trainer.state.step += 1

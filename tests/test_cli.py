@@ -7,32 +7,7 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import make_text
-
-from charrnn.cli import main
-
-TINY = ["--hidden-size", "32", "--batch-size", "4", "--seq-len", "16", "--max-steps", "20",
-        "--set", "train.eval_every=10", "--set", "train.log_every=10"]
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def snapshot(root):
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
-            for p in sorted(root.rglob("*"))}
-
-
-def assert_clean_error(result, *fragments):
-    assert result.exit_code not in (0, None), result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()  # progress may precede it on stdout
-    assert message.count("\n") == 0 and message.startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in message, message
+from conftest import TINY, assert_clean_error, make_text, run, snapshot
 
 
 def test_prepare_train_sample(corpus, workdir):

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import quiet
 
 from charrnn.core.config_files import load_config
 from charrnn.core.device import autocast, resolve_precision
@@ -17,9 +18,6 @@ from charrnn.training.trainer import Trainer
 CPU = torch.device("cpu")
 B, T, V, H = 2, 3, 5, 7
 
-
-def quiet(*a, **k):
-    pass
 
 
 @pytest.mark.parametrize("setting", ["auto", "fp32"])

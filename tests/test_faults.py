@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_text
+from conftest import TINY, assert_clean_error, make_text, quiet, run, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cli import TINY, assert_clean_error, run, snapshot
 
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.core.errors import CharRNNError, CheckpointError, DataError
@@ -31,9 +30,6 @@ from charrnn.training.trainer import Trainer
 
 CHARRNN = [sys.executable, "-m", "charrnn"]
 
-
-def quiet(*args, **kwargs):
-    pass
 
 
 @pytest.fixture

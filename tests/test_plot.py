@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import TINY, assert_clean_error, run
+from conftest import TINY, assert_clean_error, run
 
 from charrnn.training.plot import CurveRefresher, read_curves
 
@@ -29,7 +29,7 @@ def image(path):
 
 
 def test_plot_draws_several_runs_into_a_png(two_runs, workdir):
-    r = run("plot", two_runs / "a", two_runs / "b", "-o", "both.png")
+    r = run("plot", two_runs / "a", two_runs / "b", "--output", "both.png")
     assert r.exit_code == 0, r.output
     assert "2 run(s)" in r.output
     height, width, _ = image(workdir / "both.png").shape
@@ -37,7 +37,7 @@ def test_plot_draws_several_runs_into_a_png(two_runs, workdir):
 
 
 def test_a_runs_directory_and_a_glob_name_each_run_once(two_runs, workdir):
-    r = run("plot", two_runs / "a", two_runs / "b", two_runs / "latest", "-o", "glob.png")
+    r = run("plot", two_runs / "a", two_runs / "b", two_runs / "latest", "--out", "glob.png")
     assert r.exit_code == 0 and "2 run(s)" in r.output
     r = run("plot", two_runs)  # its latest run, into ./curves.png
     assert r.exit_code == 0 and "1 run(s)" in r.output and (workdir / "curves.png").exists()

@@ -7,8 +7,7 @@ import signal
 import threading
 
 import pytest
-from conftest import make_text
-from test_cli import TINY, assert_clean_error, run
+from conftest import TINY, assert_clean_error, make_text, quiet, run
 
 from charrnn.core.checkpoint import find_checkpoint, load_checkpoint
 from charrnn.core.config import RESUMABLE
@@ -21,9 +20,6 @@ from charrnn.training.run import resume, resume_config, train
 SMALL = {"model.hidden_size": 16, "train.batch_size": 4, "train.seq_len": 8,
          "train.eval_every": 1000, "train.log_every": 1, "train.warmup_steps": 2}
 
-
-def quiet(*a, **k):
-    pass
 
 
 def test_resume_through_the_latest_link_keeps_the_link(corpus, workdir):

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_text
-from test_cli import TINY, assert_clean_error, run
+from conftest import TINY, assert_clean_error, make_text, run
 
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.inference.score import dynamic_score, read_ids, score_ids
@@ -90,8 +89,12 @@ def test_unknown_characters_are_listed_or_skipped(trained, workdir):
     text = make_text(1000, seed=5)
     (workdir / "odd.txt").write_text(text[:500] + "Ω€" + text[500:] + "Ω")
     (workdir / "clean.txt").write_text(text)
-    assert_clean_error(run("eval", "odd.txt"), "'Ω'", "'€'", "--unk skip")
-    skipped = json.loads(run("eval", "odd.txt", "--unk", "skip", "--json").output)["files"][0]
+    assert_clean_error(run("eval", "odd.txt"), "'Ω'", "'€'", "--unknown skip")
+    skipped = json.loads(run("eval", "odd.txt", "--unknown", "skip", "--json").output)["files"][0]
+    # The old spelling still works, and is not shown in --help.
+    old = json.loads(run("eval", "odd.txt", "--unk", "skip", "--json").output)["files"][0]
+    assert old["skipped"] == 3
+    assert "--unk " not in run("eval", "--help").output
     clean = json.loads(run("eval", "clean.txt", "--json").output)["files"][0]
     assert skipped["skipped"] == 3
     assert skipped["chars"] == clean["chars"] and skipped["nats"] == pytest.approx(clean["nats"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import quiet
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.config_files import load_config
@@ -27,9 +28,6 @@ SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,
          "train.log_every": 5, "train.warmup_steps": 5, "train.decay_steps": 40,
          "train.eval_batch_size": 3}
 
-
-def quiet(*args, **kwargs):
-    pass
 
 
 def small_config(**extra):

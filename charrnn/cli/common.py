@@ -70,3 +70,20 @@ def unescape(text: str, flag: str) -> str:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as e:
         raise CharRNNError(f"{flag} {text!r}: bad escape ({e.reason})") from None
+
+
+class AliasedOption(click.Option):
+    """An option whose old spellings (`aliases`) still work but are not shown in --help:
+    scripts written against them keep running."""
+
+    def __init__(self, *args, aliases: tuple[str, ...] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.aliases = list(aliases)
+        self.opts += self.aliases  # the parser is built from opts on every call
+
+    def get_help_record(self, ctx):
+        shown, self.opts = self.opts, [o for o in self.opts if o not in self.aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown

@@ -27,7 +27,7 @@ from ..inference.score import (
     score_ids,
     total,
 )
-from .common import user_errors
+from .common import AliasedOption, user_errors
 
 
 @click.command("eval")
@@ -35,7 +35,8 @@ from .common import user_errors
 @click.option("--split", type=click.Choice(["test", "val", "train"]),
               help="For a prepared directory as FILE: the split to score  [default: test "
                    "when it has one, else val]")
-@click.option("--unk", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+@click.option("--unknown", "unk", type=click.Choice(["error", "skip"]), default="error",
+              show_default=True, cls=AliasedOption, aliases=("--unk",),
               help="Characters outside the model's vocabulary: an error, or left out of "
                    "the score (and counted).")
 @click.option("--batch-size", type=int,

@@ -7,12 +7,14 @@ from pathlib import Path
 import click
 
 from ..core.errors import CharRNNError
-from .common import user_errors
+from ..training.plot import INSTALL, have_matplotlib, plot_runs, run_dirs
+from .common import AliasedOption, user_errors
 
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@click.option("-o", "--out", default="curves.png", show_default=True, type=click.Path(),
+@click.option("-o", "--output", "out", default="curves.png", show_default=True,
+              type=click.Path(), cls=AliasedOption, aliases=("--out",),
               help="The PNG file to write.")
 @user_errors
 def plot(runs, out):
@@ -27,8 +29,6 @@ def plot(runs, out):
       charrnn plot runs/latest
       charrnn plot runs/* -o all.png
     """
-    from ..training.plot import INSTALL, have_matplotlib, plot_runs, run_dirs
-
     if not have_matplotlib():
         raise CharRNNError(INSTALL)
     dirs = run_dirs(list(runs))

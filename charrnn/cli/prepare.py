@@ -11,13 +11,19 @@ from ..core.errors import CharRNNError
 from ..corpus.prepare import prepare as run_prepare
 from ..corpus.prepare import summary
 from ..corpus.vocab import Vocab
-from .common import text_option_flags, text_options, user_errors, vocab_from
+from .common import (
+    AliasedOption,
+    text_option_flags,
+    text_options,
+    user_errors,
+    vocab_from,
+)
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", type=click.Path(file_okay=False),
-              help="Output directory  [default: data/<corpus stem>]")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False), cls=AliasedOption,
+              aliases=("--out",), help="Output directory  [default: data/<corpus stem>]")
 @click.option("--val-frac", default=0.1, show_default=True, type=float,
               help="Fraction of the text, from the end, held out for validation.")
 @click.option("--test-frac", default=0.0, show_default=True, type=float,

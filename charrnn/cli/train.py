@@ -14,7 +14,7 @@ from ..corpus.prepared import open_corpus
 from ..training.finetune import fine_tuning
 from ..training.run import last_checkpoint, resume
 from ..training.run import train as run_train
-from .common import text_option_flags, text_options, user_errors
+from .common import AliasedOption, text_option_flags, text_options, user_errors
 
 
 def config_flags(func):
@@ -47,7 +47,7 @@ def _flag_overrides(values: dict) -> dict:
 @config_flags
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Set any config value, e.g. --set train.eval_every=200 (repeatable).")
-@click.option("--runs", "--out", "runs_dir", default="runs", show_default=True,
+@click.option("--runs", "runs_dir", cls=AliasedOption, aliases=("--out",), default="runs", show_default=True,
               type=click.Path(), help="The runs directory: where run directories go.")
 @click.option("--name", help="Run directory name  [default: <time>-<corpus>]")
 @click.option("--resume", "resume_dir", type=click.Path(),

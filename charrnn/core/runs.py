@@ -60,7 +60,7 @@ def new_run_dir(runs_dir: str | Path, name: str | None, corpus: str) -> Path:
                                        f"--name or continue it with --resume {path}") from None
     except PermissionError as e:
         raise CharRNNError(f"cannot create run directory under {runs_dir}: {e.strerror}; "
-                           f"choose another --out") from None
+                           f"choose another --runs") from None
     except OSError as e:
         raise CharRNNError(f"cannot create run directory under {runs_dir}: {e.strerror}") from None
     raise CharRNNError(f"too many runs named {base} under {runs_dir}")

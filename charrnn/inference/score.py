@@ -42,7 +42,7 @@ class Score:
     chars: int  # next-character predictions scored
     nats: float  # mean cross-entropy per character, natural log
     seconds: float
-    skipped: int = 0  # characters outside the vocabulary, left out (--unk skip)
+    skipped: int = 0  # characters outside the vocabulary, left out (--unknown skip)
     streams: int = 1  # the streams the text was cut into (evaluate.eval_streams)
 
     @property
@@ -88,7 +88,7 @@ def read_ids(raw: BinaryIO, name: str, options: TextOptions, vocab: Vocab,
     if unknown and not skip_unknown:
         shown = ", ".join(repr(chr(c)) for c in sorted(unknown)[:20])
         raise DataError(f"{name}: {len(unknown)} characters are not in the model's vocabulary "
-                        f"({shown}); pass --unk skip to leave them out of the score")
+                        f"({shown}); pass --unknown skip to leave them out of the score")
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=vocab.dtype)
     if len(ids) < 2:
         raise DataError(f"{name}: nothing to score (fewer than 2 known characters)")

@@ -63,9 +63,8 @@ def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
             result = trainer.run()
             finished = True
     finally:
-        # DDP's reducer holds the process group: release it first, so that the group's
-        # threads stop here rather than at interpreter exit (where gloo can abort).
-        trainer.forward = trainer.model
+        # The process group's threads stop here rather than at interpreter exit.
+        trainer.release()
         gc.collect()
         distributed.shutdown(dist, wait=finished)
     if dist.is_main and run_dir is not None:

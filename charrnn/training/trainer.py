@@ -111,7 +111,8 @@ class Trainer:
                                               self.dist, self.device)
         elif self.dist.enabled:
             torch.manual_seed(t.seed + self.dist.rank)  # distinct dropout masks per rank
-        self.forward = wrap_model(self.model, self.dist, self.device, t.compile)
+        # What a step calls: the model, in DDP with several processes, compiled on request.
+        self.wrapped = wrap_model(self.model, self.dist, self.device, t.compile)
         self.progress_enabled = progress and self.dist.is_main
         self.budget = Budget(t, self.steps_per_epoch, self.state)
         self.validator = Validator(t, self.state, self.validation_loss)
@@ -180,7 +181,7 @@ class Trainer:
         self._carry_in(chunk)
         idx, targets = self.streams.batch(chunk)  # (B, T) views
         with autocast(self.device, self.precision.autocast):
-            logits, hidden = self.forward(idx, self.hidden)  # (B, T, V)
+            logits, hidden = self.wrapped(idx, self.hidden)  # (B, T, V)
             loss = self.loss(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -271,6 +272,11 @@ class Trainer:
                            f"stopping (best.pt is step {s.best_step})")
         if reason != StopReason.DIVERGED and final_eval and not done:
             self.evaluate_and_save(progress, force=True)
+
+    def release(self) -> None:
+        """Drop the DDP wrapper: its reducer holds the process group, which must be free to
+        shut down before the interpreter exits (where gloo can abort)."""
+        self.wrapped = self.model
 
     def checkpoint_state(self) -> dict:
         """Everything a resumed run needs. Collective under DDP: every rank must call it."""
