@@ -76,7 +76,7 @@ class TrainConfig:
     # Each stream starts from a blank state once every this many chunks, the streams taking
     # turns, so the model keeps working from the blank state every sample and evaluation
     # starts from (0 = only at the start of each epoch).
-    reset_every: int = _resumable(8, help="Chunks between blank-state starts of each stream "
+    reset_every: int = _resumable(16, help="Chunks between blank-state starts of each stream "
                                       "(0 = only at each epoch's start).")
     eval_every: int = _resumable(500, help="Steps between evaluations on the validation "
                                            "split.")
@@ -223,11 +223,14 @@ def parse_duration(text: str, key: str = "max_time") -> float:
     if not text:
         return 0.0
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ConfigError(f"{key} must be a duration like 90s, 10m or 1h30m; got {text!r}")
-    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(float(n) * scale[u] for n, u in parts)
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ConfigError(f"{key} must be a duration like 90s, 10m or 1h30m; got {text!r}")
+        scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        seconds = sum(float(n) * scale[u] for n, u in parts)
+    if not (0 < seconds < math.inf):
+        raise ConfigError(f"{key} must be a positive, finite duration like 90s, 10m or 1h30m "
+                          f"(or empty for none); got {text!r}")
+    return seconds
