@@ -486,3 +486,218 @@ def test_the_parameter_estimate_is_exact():
             cfg = ModelConfig(cell=cell, hidden_size=12, num_layers=3, embed_dim=embed)
             model = CharRNN.from_config(17, cfg)
             assert parameter_count(17, cfg) == sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------
+# 8. nothing that charrnn did not write is replaced or deleted
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a device node")
+def test_an_output_path_that_is_a_device_is_refused(two_runs_for_plot, workdir):
+    node = workdir / "null"
+    os.mknod(node, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))  # like /dev/null
+    r = run("plot", two_runs_for_plot, "-o", node)
+    assert_clean_error(r, "not a regular file")
+    assert __import__("stat").S_ISCHR(os.lstat(node).st_mode)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link to a device", "link to a file"])
+def test_outputs_replace_only_regular_files(two_runs_for_plot, workdir, kind):
+    target = workdir / "out.png"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "directory":
+        target.mkdir()
+    elif kind == "link to a device":
+        target.symlink_to("/dev/null")
+    else:
+        (workdir / "real.png").write_bytes(b"keep")
+        target.symlink_to(workdir / "real.png")
+    before = os.lstat(target)
+    r = run("plot", two_runs_for_plot, "-o", target)
+    assert_clean_error(r, "will not replace")
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    if kind == "link to a file":
+        assert (workdir / "real.png").read_bytes() == b"keep"
+
+
+def test_plot_to_stdout(two_runs_for_plot, workdir):
+    r = run("plot", two_runs_for_plot, "-o", "-")
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes.startswith(b"\x89PNG")
+
+
+@pytest.fixture
+def two_runs_for_plot(corpus, workdir):
+    r = run("train", corpus, *TINY, "--name", "p")
+    assert r.exit_code == 0, r.output
+    return workdir / "runs" / "p"
+
+
+@pytest.mark.parametrize("foreign", ["test.bin", "notes.txt", ".staging-mine/keep.txt"])
+def test_prepare_refuses_a_directory_that_is_not_a_preparation(corpus, workdir, foreign):
+    out = workdir / "p"
+    (out / foreign).parent.mkdir(parents=True)
+    (out / foreign).write_text("mine")
+    before = snapshot(out)
+    assert_clean_error(run("prepare", corpus, "-o", out), "not empty", "choose another -o")
+    assert snapshot(out) == before
+
+
+def test_prepare_replaces_its_own_preparation_and_staging_only(corpus, workdir):
+    out = workdir / "p"
+    assert run("prepare", corpus, "-o", out, "--test-frac", "0.1").exit_code == 0
+    stale = out / ".staging-dead"  # a killed preparer's, with our marker
+    stale.mkdir()
+    (stale / ".charrnn-staging").touch()
+    r = run("prepare", corpus, "-o", out)  # again, without a test split
+    assert r.exit_code == 0, r.output
+    assert not stale.exists() and not (out / "test.bin").exists()
+    assert PreparedData(out).meta["splits"]["test"] == 0
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", ".", "latest", ""])
+def test_a_run_name_is_one_plain_name(corpus, workdir, name):
+    r = run("train", corpus, *TINY, "--name", name)
+    assert_clean_error(r, "is not a run name")
+    assert not (workdir / "x").exists() and not (workdir / "runs").exists()
+
+
+def test_a_kill_at_any_instant_leaves_a_resumable_run(corpus, workdir):
+    """SIGKILL a training process at spread-out instants of its first saves; --resume then
+    continues, or says that the run has no checkpoint yet. No temporary file survives a
+    resume attempt."""
+    args = CHARRNN + ["train", str(corpus), *TINY, "--max-steps", "6",
+                      "--set", "train.eval_every=1", "--set", "train.log_every=1"]
+    for k, delay in enumerate([1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0]):
+        name = f"k{k}"
+        proc = subprocess.Popen(args + ["--name", name], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        run_dir = workdir / "runs" / name
+        if not run_dir.exists():
+            continue  # killed before the run began
+        r = run("train", "--resume", run_dir, "--max-steps", "6")
+        if not any((run_dir / n).exists() for n in ("last.pt", "best.pt")):
+            assert_clean_error(r, "no checkpoint yet")
+        else:
+            assert r.exit_code == 0, r.output
+            assert load_checkpoint(run_dir / "last.pt")["step"] == 6
+        assert not list(run_dir.glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------------------
+# 9. every file we read is untrusted: damaged logs, configs that are not UTF-8
+
+
+DAMAGED_LINES = ['{"step": -Infinity}', '{"step": NaN, "val_loss": 1.0}',
+                 "[" * 100_000 + "]" * 100_000, '{"step": 3, "val_loss": Infinity}',
+                 '{"step": "5"}', "[1, 2]", '{"step": 1e400}', '{"step": 2.5}', "not json"]
+
+
+def test_damaged_metrics_lines_are_skipped_and_counted(corpus, workdir):
+    first = run("train", corpus, *TINY, "--name", "m", "--max-steps", "10")
+    assert first.exit_code == 0, first.output
+    log = workdir / "runs" / "m" / "metrics.jsonl"
+    log.write_text(log.read_text() + "\n".join(DAMAGED_LINES) + "\n")
+    r = run("plot", "runs/m", "-o", "m.png")
+    assert r.exit_code == 0, r.output
+    assert f"skipped {len(DAMAGED_LINES)} damaged line(s)" in r.output
+    r = run("train", "--resume", "runs/m", "--max-steps", "20")  # truncates, then curves
+    assert r.exit_code == 0, r.output
+    assert "skipped" in r.output
+    assert all(json.loads(line)["step"] >= 0 for line in log.read_text().splitlines())
+
+
+def test_a_config_that_is_not_utf8_is_one_line(corpus, workdir):
+    (workdir / "latin.toml").write_bytes("[train]\n# caf\xe9\nlr = 0.01\n".encode("latin-1"))
+    assert_clean_error(run("train", corpus, "-c", "latin.toml"), "not UTF-8")
+    os.mkfifo(workdir / "fifo.toml")  # would block a reader forever
+    assert_clean_error(run("train", corpus, "-c", "fifo.toml"), "not a regular file")
+
+
+# ----------------------------------------------------------------------------------------
+# 10. what users type is data: names are literal, optional output never stops training
+
+
+def test_a_dollar_in_a_corpus_name_is_literal_text(workdir):
+    corpus = workdir / "price $x$ and $\\alpha$.txt"
+    corpus.write_text(make_text(20_000))
+    r = run("train", corpus, *TINY, "--name", "d")
+    assert r.exit_code == 0, r.output
+    assert "warning" not in r.output
+    assert (workdir / "runs" / "d" / "curves.png").stat().st_size > 0
+
+
+def test_a_failing_curve_refresh_warns_once_and_training_goes_on(corpus, workdir, monkeypatch):
+    import charrnn.training.plot as plot
+
+    def broken(*args, **kwargs):
+        raise ValueError("drawing failed")
+
+    monkeypatch.setattr(plot, "plot_runs", broken)
+    r = run("train", corpus, *TINY, "--name", "w")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("curves.png is not refreshed any more (drawing failed)") == 1
+    assert load_checkpoint(workdir / "runs" / "w" / "last.pt")["step"] == 20
+
+
+# ----------------------------------------------------------------------------------------
+# 11. numbers that hold, messages that do not mislead
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "0", "-1m", "1e400"])
+def test_durations_are_finite_and_positive(corpus, workdir, value):
+    assert_clean_error(run("train", corpus, *TINY, "--max-time", value), "max_time")
+    assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize("lr", ["1e4", "1e308"])
+def test_dynamic_evaluation_that_diverges_says_so(trained, workdir, lr):
+    (workdir / "t.txt").write_text(make_text(3000, seed=4))
+    for extra in ([], ["--json"]):
+        r = run("eval", trained, "t.txt", "--dynamic", "--dynamic-lr", lr, *extra)
+        assert_clean_error(r, "diverged at character", "lower --dynamic-lr")
+
+
+def test_the_one_hot_table_counts_in_the_memory_estimate():
+    from charrnn.core.config import ModelConfig
+    from charrnn.core.model import model_bytes, parameter_count
+
+    cfg = ModelConfig(hidden_size=8, num_layers=1)
+    V = 64_000
+    assert model_bytes(V, cfg) >= 4 * V * V  # 16 GB of identity table
+    assert model_bytes(V, cfg) > 4 * parameter_count(V, cfg) + 4 * V * V - 1
+    assert model_bytes(V, ModelConfig(hidden_size=8, num_layers=1, embed_dim=16)) < 4 * V * V
+
+
+@pytest.mark.parametrize("stop, message", [("", "is empty"), ("\\q", "bad escape"),
+                                           ("ab\\", "bad escape")])
+def test_bad_stop_strings(trained, workdir, stop, message):
+    assert_clean_error(run("sample", trained, "--stop", stop, "-n", "5"), message)
+
+
+def test_a_closed_pipe_is_a_normal_end(trained, workdir):
+    proc = subprocess.Popen(CHARRNN + ["sample", str(trained), "-n", "200000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()  # as `| head -c 10` does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Error" not in err and b"Traceback" not in err, err
+
+
+def test_two_models_to_eval_get_a_message_about_models(trained, workdir):
+    assert_clean_error(run("eval", trained, trained), "is a model, not a text")
+
+
+def test_latest_pointing_at_a_deleted_run_names_it(trained, workdir):
+    import shutil
+
+    other = run("train", workdir / "corpus.txt", *TINY, "--name", "other")
+    assert other.exit_code == 0
+    shutil.rmtree(workdir / "runs" / "other")  # latest -> other, now gone
+    r = run("sample", "-n", "5")
+    assert_clean_error(r, "points at other, which is gone", "good")

@@ -4,6 +4,8 @@ told to be a model or a text."""
 from __future__ import annotations
 
 import functools
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +25,11 @@ def user_errors(func):
             return func(*args, **kwargs)
         except CharRNNError as e:
             raise click.ClickException(str(e)) from None
+        except BrokenPipeError:
+            # The reader went away (| head): a normal end. Point stdout at /dev/null so the
+            # interpreter's final flush does not fail on the closed pipe too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as e:
             # A file-system failure the library did not foresee still gets one line.
             where = f"{e.filename}: " if e.filename else ""
@@ -64,8 +71,17 @@ def text_option_flags(func):
 
 
 
+_ESCAPE = re.compile(r"\\(?:[\\'\"abfnrtv]|[0-7]{1,3}|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}"
+                     r"|U[0-9a-fA-F]{8}|N\{[^}]+\})")
+
+
 def unescape(text: str, flag: str) -> str:
-    """Backslash escapes (\\n, \\t, \\u00e9) in a command-line string; other text as is."""
+    """Backslash escapes (\\n, \\t, \\u00e9) in a command-line string; other text as is. A
+    backslash that starts no escape is an error: \\\\ for a backslash itself."""
+    bad = re.search(r"\\", _ESCAPE.sub("", text))
+    if bad:
+        raise CharRNNError(f"{flag} {text!r}: bad escape at {text[bad.start():][:2]!r}; "
+                           f"write \\\\ for a backslash")
     try:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as e:

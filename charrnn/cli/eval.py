@@ -133,6 +133,9 @@ def _report(path: Path, static: list[Score], dynamic: list[Score] | None, lr: fl
 def _eval_text(path: str, options, vocab, split: str | None, skip_unknown: bool):
     """(name, ids, skipped) of one FILE argument of `eval`."""
     p = Path(path)
+    if path != "-" and names_model(p):
+        raise CharRNNError(f"{p} is a model, not a text to score: give one model, then the "
+                           f"texts, e.g. charrnn eval {p} FILE")
     if path != "-" and p.is_dir():
         data = PreparedData(p)
         if data.vocab.chars != vocab.chars:

@@ -32,5 +32,8 @@ def plot(runs, out):
     if not have_matplotlib():
         raise CharRNNError(INSTALL)
     dirs = run_dirs(list(runs))
-    plot_runs(dirs, Path(out))
-    click.echo(f"{out}: {len(dirs)} run(s)")
+    damaged = plot_runs(dirs, Path(out))
+    if damaged:
+        click.echo(f"skipped {damaged} damaged line(s) of metrics.jsonl", err=True)
+    if out != "-":
+        click.echo(f"{out}: {len(dirs)} run(s)")

@@ -51,6 +51,8 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
       charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\n\n'
     """
     check_settings(length, temperature, top_k, num_samples, seed)
+    if "" in stops:
+        raise CharRNNError("--stop '' is empty: give the text to stop after, e.g. --stop '\\n'")
     stops = [unescape(s, "--stop") for s in stops]
     if prime_file:
         prime = _read_prime(prime_file)

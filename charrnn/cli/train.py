@@ -10,6 +10,7 @@ from ..core.checkpoint import config_of, text_options_of, vocab_of
 from ..core.config import flags
 from ..core.config_files import load_config, nest, parse_set
 from ..core.errors import CharRNNError
+from ..core.runs import check_run_name
 from ..corpus.prepared import open_corpus
 from ..training.finetune import fine_tuning
 from ..training.run import last_checkpoint, resume
@@ -102,6 +103,8 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
 def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir, val_frac,
            unk, echo, progress):
     """A new run (fine-tuning with train.init_from)."""
+    if name is not None:
+        check_run_name(name)  # before a corpus is prepared
     cfg = load_config(config_file, overrides)
     vocab = init = None
     if cfg.train.init_from:

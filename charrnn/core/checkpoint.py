@@ -12,6 +12,7 @@ never run code.
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .device import check_fits
 from .errors import CharRNNError, CheckpointError, ConfigError
 from .files import atomic_write
 from .model import CharRNN, describe_model, model_bytes, parameter_count
-from .runs import run_of
+from .runs import is_run, run_of
 from .tensor_checks import check_hidden, check_optimizer, check_weights
 
 FORMAT_VERSION = 1
@@ -211,6 +212,11 @@ def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") ->
     if target is None:
         latest = Path(runs_dir) / "latest"
         if not latest.exists():
+            others = [p.name for p in sorted(Path(runs_dir).glob("*")) if is_run(p)]
+            if latest.is_symlink():
+                raise CheckpointError(
+                    f"{latest} points at {os.readlink(latest)}, which is gone; pass a run "
+                    f"directory" + (f" (runs: {', '.join(others[:10])})" if others else ""))
             raise CheckpointError(f"no runs found ({latest} does not exist); train a model "
                                   f"first or pass a run directory or checkpoint")
         target = latest

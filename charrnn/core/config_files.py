@@ -9,6 +9,7 @@ Unknown sections and keys, and values of the wrong type, raise ConfigError namin
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -66,16 +67,32 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists() and preset(str(path)):
         path = preset(str(path))
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ConfigError(f"config path is {kind}, not a TOML file: {path}")
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
         raise ConfigError(f"config file not found: {path} (shipped presets: {names})") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config path is a directory, not a TOML file: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); a config file is "
+                          f"TOML, saved as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"malformed TOML in {path}: {e}") from None
+        raise ConfigError(f"malformed TOML in {path}: {e}{_quote_hint(text)}") from None
+
+
+_BARE_DURATION = re.compile(r"^\s*(\w+)\s*=\s*(\d+(?:\.\d+)?[smhd]\w*)\s*(#.*)?$", re.M)
+
+
+def _quote_hint(text: str) -> str:
+    """A hint for a duration written without quotes (max_time = 3m), which TOML refuses."""
+    m = _BARE_DURATION.search(text)
+    return f'; quote the value: {m.group(1)} = "{m.group(2)}"' if m else ""
 
 
 def nest(dotted: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import signal
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -28,9 +29,15 @@ from .errors import CharRNNError
 
 
 def atomic_write(path: str | Path, write: Callable, binary: bool = True,
-                 what: str | None = None, error: type[CharRNNError] = CharRNNError) -> None:
-    """Call `write(file)` on a temporary file and rename it to `path` once complete."""
+                 what: str | None = None, error: type[CharRNNError] = CharRNNError,
+                 replace_link: bool = True) -> None:
+    """Call `write(file)` on a temporary file and rename it to `path` once complete.
+
+    Only a regular file is ever replaced: a device, FIFO, socket or directory at `path` is
+    refused with one line, and so is a symbolic link unless `replace_link` (a link planted
+    among a run's own files is replaced rather than written through)."""
     path = Path(path)
+    check_replaceable(path, what, error, replace_link)
     try:
         with _signals_deferred():
             _write_and_rename(path, write, binary)
@@ -40,6 +47,24 @@ def atomic_write(path: str | Path, write: Callable, binary: bool = True,
             raise
         kept = " (the previous one is kept)" if path.exists() else ""
         raise error(f"could not write {what or path}: {reason}{kept}") from None
+
+
+def check_replaceable(path: Path, what: str | None = None,
+                      error: type[CharRNNError] = CharRNNError, replace_link: bool = False) -> None:
+    """Refuse a path that holds anything but a regular file (or nothing)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise error(f"cannot write {what or path}: {e.strerror}") from None
+    kind = (None if stat.S_ISREG(mode) or (replace_link and stat.S_ISLNK(mode))
+            else "a directory" if stat.S_ISDIR(mode)
+            else "a symbolic link" if stat.S_ISLNK(mode)
+            else "a device, FIFO or socket")
+    if kind:
+        raise error(f"will not replace {what or path}: it is {kind}, not a regular file; "
+                    f"choose another file name")
 
 
 def _write_and_rename(path: Path, write: Callable, binary: bool) -> None:
@@ -62,16 +87,25 @@ def _write_and_rename(path: Path, write: Callable, binary: bool) -> None:
 @contextlib.contextmanager
 def _signals_deferred():
     """SIGINT and SIGTERM wait until the block ends: a Ctrl-C (or a second one) during a
-    write is handled once the file is complete, never halfway through torch.save."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None or threading.current_thread() is not threading.main_thread():
-        yield
+    write is handled once the file is complete, never halfway through torch.save.
+
+    A signal mask would not do: it holds only for the calling thread, and the kernel hands
+    a process's signal to any thread that does not block it (torch has a pool of them), so
+    Python would run the handler at once. Instead the handlers are swapped for one that
+    notes the signal, and each noted signal is sent again once the file is in place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; its own write is deferred there
         return
-    blocked = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    noted: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        mask(signal.SIG_SETMASK, blocked)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(noted):  # each kind once, as pending signals coalesce
+            os.kill(os.getpid(), sig)
 
 
 def write_failure(e: BaseException) -> str | None:

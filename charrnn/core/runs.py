@@ -44,8 +44,18 @@ def names_model(target: str | Path) -> bool:
     return not (path / "meta.json").exists() and (is_run(path) or is_runs(path))
 
 
+def check_run_name(name: str) -> None:
+    """A run name is one path component inside the runs directory, and not `latest`."""
+    if (not name or name in (".", "..", "latest") or "/" in name or "\0" in name
+            or (os.sep != "/" and os.sep in name)):
+        raise CharRNNError(f"--name {name!r} is not a run name: use one plain name, no '/', "
+                           f"'.', '..' or 'latest' (runs go under --runs)")
+
+
 def new_run_dir(runs_dir: str | Path, name: str | None, corpus: str) -> Path:
     runs_dir = Path(runs_dir)
+    if name is not None:
+        check_run_name(name)
     base = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{corpus}"
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)

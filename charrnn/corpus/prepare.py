@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +26,12 @@ from typing import BinaryIO
 import numpy as np
 
 from ..core.bars import progress_bar
-from ..core.errors import CharRNNError, DataError
-from ..core.files import DirectoryLock, fsync_dir, write_failure
+from ..core.errors import DataError
+from .staging import SPLITS, staging
 from .text import CHUNK_BYTES, Source, TextOptions, code_point_chunks, find_sources
 from .vocab import MAX_CODE_POINT, Vocab
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
 
 
 def _changed(source: Source) -> DataError:
@@ -69,7 +67,7 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
         counts, digests = _count(sources, options, chunk_bytes, bar)
         vocab, unk_id, given = _choose_vocab(counts, vocab, unk, sources)
         sizes = split_sizes(int(counts.sum()), val_frac, test_frac)
-        with _staging(Path(out_dir)) as (stage, publish):
+        with staging(Path(out_dir)) as (stage, publish):
             if reuse is not None and (meta := reuse()) is not None:
                 return meta
             _encode(sources, stage, vocab.lookup_table(unk=unk_id), vocab.dtype, sizes,
@@ -223,50 +221,6 @@ def _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources, diges
         ],
         "seconds": round(seconds, 3),
     }
-
-
-OUTPUTS = ("meta.json", "vocab.json") + tuple(f"{s}.bin" for s in SPLITS)
-
-
-@contextlib.contextmanager
-def _staging(out_dir: Path):
-    """(a private directory inside out_dir, publish()) under out_dir's lock. `publish` moves
-    the staged files into place, meta.json last, so a directory with a meta.json always has
-    the files it describes; the staging directory goes in any case."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lock = DirectoryLock(out_dir, "output directory", wait=True)
-        lock.__enter__()
-    except (OSError, CharRNNError) as e:
-        reason = e.strerror if isinstance(e, OSError) else str(e)
-        raise DataError(f"cannot write to output directory {out_dir}: {reason}") from None
-    try:
-        for old in out_dir.glob(".staging-*"):  # left by a killed preparer
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-        except OSError as e:
-            raise DataError(f"cannot write to output directory {out_dir}: {e.strerror}") from None
-
-        def publish():
-            (out_dir / "meta.json").unlink(missing_ok=True)
-            for name in OUTPUTS:
-                if name != "meta.json":
-                    (out_dir / name).unlink(missing_ok=True)
-                    if (stage / name).exists():
-                        os.replace(stage / name, out_dir / name)
-            os.replace(stage / "meta.json", out_dir / "meta.json")
-            fsync_dir(out_dir)
-
-        try:
-            yield stage, publish
-        except OSError as e:
-            raise DataError(f"could not write the prepared corpus in {out_dir}: "
-                            f"{write_failure(e)}; the previous preparation is kept") from None
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-    finally:
-        lock.__exit__(None, None, None)
 
 
 class _HashingReader:

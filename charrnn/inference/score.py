@@ -51,7 +51,7 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats)
+        return math.exp(self.nats) if self.nats < 700 else math.inf  # exp overflows past ~709
 
     def to_dict(self) -> dict:
         return {**asdict(self), "bpc": self.bpc, "perplexity": self.perplexity}
@@ -109,28 +109,51 @@ def dynamic_score(model: CharRNN, ids: np.ndarray, seq_len: int, device, lr: flo
                   name: str = "", skipped: int = 0) -> Score:
     """Dynamic evaluation: the text in order, one stream; each chunk of seq_len predictions
     is scored, then the model takes one SGD step on that chunk's loss. The weights adapt to
-    the text; `model` itself is left as it was (a copy adapts)."""
+    the text; `model` itself is left as it was (a copy adapts). A rate so high that the
+    loss runs away (past three times that of a uniform guess) is an error naming the
+    character where it happened."""
     started = time.perf_counter()
     device = torch.device(device)
-    adapted = copy.deepcopy(model).to(device)
-    # Training mode (cuDNN computes recurrent gradients only there) without dropout.
-    adapted.train()
-    for module in adapted.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    adapted.rnn.dropout = 0.0
+    adapted = _adaptable_copy(model, device)
     optimizer = torch.optim.SGD(adapted.parameters(), lr=lr)
     text = as_index(np.ascontiguousarray(ids), device).to(device)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # no host read per chunk
     hidden = None
     for t in range(0, len(ids) - 1, seq_len):
         T = min(seq_len, len(ids) - 1 - t)
         logits, hidden = adapted(text[None, t:t + T], hidden)
         loss = cross_entropy(logits[0], text[t + 1:t + 1 + T], "sum")
         total_loss += loss.detach()  # scored before the step that learns from it
+        # Diverged: not finite, or three times worse than guessing uniformly (log V).
+        bad = ~(loss / T <= 3 * math.log(adapted.vocab_size))
+        first_bad = torch.where((first_bad < 0) & bad, t, first_bad)
         optimizer.zero_grad(set_to_none=True)
         (loss / T).backward()
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError:  # a rate beyond what fp32 holds ("without overflow")
+            raise _diverged(name, t, lr) from None
         hidden = detach_hidden(hidden)
+    if int(first_bad) >= 0:
+        raise _diverged(name, int(first_bad), lr)
     return Score(name, len(ids) - 1, total_loss.item() / (len(ids) - 1),
                  time.perf_counter() - started, skipped)
+
+
+def _diverged(name: str, at: int, lr: float) -> DataError:
+    return DataError(f"{name or 'the text'}: dynamic evaluation diverged at character {at:,} "
+                     f"(the loss ran past three times that of a uniform guess); use a lower "
+                     f"--dynamic-lr than {lr:g}, e.g. {DYNAMIC_LR:g} or less")
+
+
+def _adaptable_copy(model: CharRNN, device: torch.device) -> CharRNN:
+    """A copy in training mode (cuDNN computes recurrent gradients only there) without
+    dropout."""
+    adapted = copy.deepcopy(model).to(device)
+    adapted.train()
+    for module in adapted.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    adapted.rnn.dropout = 0.0
+    return adapted

@@ -92,3 +92,14 @@ class Budget:
         if self.max_seconds:
             options.append(max(self.max_seconds - self.state.elapsed, 0.0))
         return min(options) if options else None
+
+
+def diverged(stats, cfg: TrainConfig, say) -> StopReason | None:
+    """DIVERGED after train.max_bad_steps non-finite steps in a row (metrics.IntervalStats),
+    with a line saying what to do."""
+    if stats.consecutive_bad < cfg.max_bad_steps:
+        return None
+    say(f"stopping: {stats.consecutive_bad} steps in a row had a non-finite loss or gradient "
+        f"(skipped, weights untouched); try a lower --lr (now {cfg.lr:g}) or --grad-clip; "
+        f"last.pt is left as it was")
+    return StopReason.DIVERGED

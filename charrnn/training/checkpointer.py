@@ -46,7 +46,8 @@ class Checkpointer:
             save_checkpoint(self.run_dir / name, state)
 
     def after_validation(self, improved: bool) -> None:
-        self.save(*(("best.pt", "last.pt") if improved else ("last.pt",)))
+        # last.pt first: a kill between the two leaves the newest state to resume from.
+        self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
 
     def periodic(self, step: int, evaluated: bool) -> None:
         """step-N.pt, pruned to the newest train.keep: at each evaluation, or every

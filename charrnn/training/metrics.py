@@ -122,8 +122,9 @@ class MetricsLog:
                                f"stopped, the last checkpoint is kept") from None
 
     @staticmethod
-    def truncate(path: Path, step: int) -> None:
-        """Drop records past `step` (written after the checkpoint a run resumes from)."""
+    def truncate(path: Path, step: int) -> int:
+        """Drop records past `step` (written after the checkpoint a run resumes from), and
+        damaged ones; returns how many were damaged."""
         if not path.exists() and not path.is_symlink():
             return
         kept = []
@@ -131,13 +132,35 @@ class MetricsLog:
             text = "" if path.is_symlink() else path.read_text(encoding="utf-8", errors="replace")
         except OSError as e:
             raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
+        damaged = 0
         for line in text.splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut off by a crash
-            if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)) \
-                    and record.get("step", 0) <= step:
+            record = parse_record(line)
+            if record is None:
+                damaged += line.strip() != ""
+            elif record["step"] <= step:
                 kept.append(line)
         # Rewritten whole and renamed into place: a link there is replaced, not followed.
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+        return damaged
+
+
+def parse_record(line: str) -> dict | None:
+    """One line of metrics.jsonl as a record, or None when it is damaged: not a JSON
+    object, too deeply nested, or without a finite whole `step` >= 0. Numbers other than
+    the step may be anything finite; a non-finite one (Infinity, NaN) is damage too."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) \
+            or step < 0 or step != int(step):
+        return None
+    for value in record.values():
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, (dict, list)):
+            return None
+    return record

@@ -11,7 +11,7 @@ which skips a refresh when refreshing would cost more than 1% of the run.
 from __future__ import annotations
 
 import io
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from ..core.errors import CharRNNError
 from ..core.files import atomic_write
 from ..core.runs import run_of
 from ..core.units import LN2
+from .metrics import parse_record
 
 INSTALL = "charrnn plot needs matplotlib: pip install 'charrnn[plot]'"
 
@@ -31,9 +32,9 @@ def have_matplotlib() -> bool:
     return matplotlib is not None
 
 
-def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """{"train": [(step, elapsed, bpc)], "val": [...]} from a run's metrics.jsonl; lines cut
-    off by a crash are skipped."""
+def read_curves(run_dir: Path) -> tuple[dict[str, list[tuple[int, float, float]]], int]:
+    """({"train": [(step, elapsed, bpc)], "val": [...]}, damaged lines) from a run's
+    metrics.jsonl; damaged lines (cut off by a crash, or edited) are skipped and counted."""
     path = run_dir / "metrics.jsonl"
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -41,17 +42,18 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
         raise CharRNNError(f"{run_dir} has no metrics.jsonl: not a run directory") from None
     except OSError as e:
         raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
-    curves = {"train": [], "val": []}
+    curves, damaged = {"train": [], "val": []}, 0
     for line in lines:
-        try:
-            r = json.loads(line)
-            step, elapsed = int(r["step"]), float(r.get("elapsed", 0.0))
-        except (ValueError, KeyError, TypeError):
+        r = parse_record(line)
+        if r is None:
+            damaged += line.strip() != ""
             continue
+        elapsed = r.get("elapsed", 0.0)
+        elapsed = elapsed if isinstance(elapsed, (int, float)) else 0.0
         for name, key in (("train", "train_loss"), ("val", "val_loss")):
-            if isinstance(r.get(key), (int, float)):
-                curves[name].append((step, elapsed, r[key] / LN2))
-    return curves
+            if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool):
+                curves[name].append((int(r["step"]), float(elapsed), r[key] / LN2))
+    return curves, damaged
 
 
 def run_dirs(targets: list[str]) -> list[Path]:
@@ -69,8 +71,9 @@ def run_dirs(targets: list[str]) -> list[Path]:
     return found
 
 
-def plot_runs(runs: list[Path], out: Path) -> None:
-    """Draw the curves of `runs` into the PNG file `out` (written atomically)."""
+def plot_runs(runs: list[Path], out: Path) -> int:
+    """Draw the curves of `runs` into the PNG file `out` (written atomically, or to
+    standard output for "-"); returns how many damaged metrics lines were skipped."""
     try:
         import matplotlib
     except ImportError:
@@ -78,7 +81,9 @@ def plot_runs(runs: list[Path], out: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    curves = {run: read_curves(run) for run in runs}
+    read = {run: read_curves(run) for run in runs}
+    curves = {run: c for run, (c, _) in read.items()}
+    damaged = sum(d for _, d in read.values())
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     by_step, by_time = fig.subplots(1, 2, sharey=True)
     for i, (run, c) in enumerate(curves.items()):
@@ -88,7 +93,7 @@ def plot_runs(runs: list[Path], out: Path) -> None:
             if not c[split]:
                 continue
             steps, seconds, bpc = zip(*c[split])
-            label = f"{name} {split}"
+            label = literal(f"{name} {split}")
             by_step.plot(steps, bpc, style, color=color, alpha=alpha, label=label, markersize=3)
             by_time.plot([s / 60 for s in seconds], bpc, style, color=color, alpha=alpha,
                          markersize=3)
@@ -99,17 +104,32 @@ def plot_runs(runs: list[Path], out: Path) -> None:
         ax.grid(alpha=0.3)
     if by_step.lines:
         by_step.legend(fontsize="small")
+    _save_png(fig, out)
+    return damaged
+
+
+def _save_png(fig, out: Path) -> None:
+    """The figure as a PNG: to `out`, written atomically, or to standard output for "-"."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    atomic_write(out, lambda f: f.write(buffer.getvalue()))
+    if str(out) == "-":
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    atomic_write(out, lambda f: f.write(buffer.getvalue()), replace_link=False)
+
+
+def literal(text: str) -> str:
+    """Text that matplotlib shows as it is: a $ would start mathtext."""
+    return text.replace("$", r"\$")
 
 
 class CurveRefresher:
     """Redraws a run's curves.png after evaluations, where matplotlib is installed, at most
     1% of the time: a refresh that took d seconds is not repeated for 100 d seconds."""
 
-    def __init__(self, run_dir: Path | None):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path | None, warn=None):
+        self.run_dir, self.warn = run_dir, warn
         self.enabled = run_dir is not None and have_matplotlib()
         self.next_at = 0.0
 
@@ -119,6 +139,9 @@ class CurveRefresher:
             return
         try:
             plot_runs([self.run_dir], self.run_dir / "curves.png")
-        except CharRNNError:
-            self.enabled = False  # a failed drawing is not worth failing training for
+        except Exception as e:  # noqa: BLE001 - optional output never stops training
+            self.enabled = False
+            if self.warn is not None:
+                self.warn(f"warning: curves.png is not refreshed any more ({e}); training "
+                          f"goes on")
         self.next_at = now + 100 * (time.monotonic() - now)

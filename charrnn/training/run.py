@@ -28,7 +28,7 @@ from ..core.config import RESUMABLE, Config
 from ..core.config_files import load_config, read_toml
 from ..core.errors import CheckpointError, DataError
 from ..core.files import DirectoryLock, atomic_write_text, remove_stale
-from ..core.runs import new_run_dir, resolve_run_dir, update_latest
+from ..core.runs import check_run_name, new_run_dir, resolve_run_dir, update_latest
 from ..corpus.prepared import PreparedData
 from ..corpus.vocab import Vocab
 from .metrics import MetricsLog
@@ -42,6 +42,8 @@ def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
           fused: bool | None = None) -> TrainResult:
     """Train a model on `data`; writes runs_dir/<name>/ (or continues `resume_dir` from
     `resume_state`, its checkpoint: see `resume`)."""
+    if name is not None:
+        check_run_name(name)
     dist = distributed.from_env()
     # Everything that can reject the input (device, data, checkpoint) runs before the run
     # directory is created, so a refused run leaves nothing behind.
@@ -58,7 +60,9 @@ def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
                 stack.enter_context(DirectoryLock(run_dir, "run directory"))
                 remove_stale(run_dir)
                 atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-                MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.state.step)
+                damaged = MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.state.step)
+                if damaged:
+                    echo(f"{run_dir}/metrics.jsonl: skipped {damaged} damaged line(s)")
             trainer.run_dir = run_dir
             result = trainer.run()
             finished = True
@@ -103,11 +107,20 @@ def resume_config(saved: Config, requested: Config, explicit: set[str] | dict[st
 
 
 def last_checkpoint(run_dir: str | Path) -> dict:
-    """The last.pt of the run in `run_dir` (a link such as runs/latest is followed)."""
+    """The last.pt of the run in `run_dir` (a link such as runs/latest is followed), or its
+    best.pt when a kill came between the two saves. What a killed save left half-written
+    goes first."""
     path = resolve_run_dir(run_dir)
     if not path.is_dir():
         raise CheckpointError(f"--resume {run_dir}: not a run directory")
-    return load_checkpoint(path / "last.pt")
+    if any(path.glob(".*.tmp")):  # touch the directory only when there is debris
+        with DirectoryLock(path, "run directory"):
+            remove_stale(path)
+    for name in ("last.pt", "best.pt"):
+        if (path / name).is_file():
+            return load_checkpoint(path / name)
+    raise CheckpointError(f"--resume {run_dir}: the run has no checkpoint yet (it stopped "
+                          f"before its first save); start it again without --resume")
 
 
 def resume(run_dir: str | Path, overrides: dict[str, dict] | None = None, *,

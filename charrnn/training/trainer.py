@@ -39,7 +39,7 @@ from ..corpus.prepared import PreparedData
 from ..corpus.streams import Streams
 from ..corpus.vocab import Vocab
 from ..inference.evaluate import evaluate
-from .budget import Budget, StopReason
+from .budget import Budget, StopReason, diverged
 from .checkpointer import Checkpointer, collect, restore
 from .metrics import IntervalMeter, IntervalStats, MetricsLog
 from .optim import apply_gradients, learning_rate, make_optimizer
@@ -143,7 +143,7 @@ class Trainer:
         progress = Progress(self.progress_enabled, s.step, budget.stop_step, self.echo)
         self.checkpointer = Checkpointer(self.run_dir, t, self.dist.is_main,
                                          self.checkpoint_state)
-        self.curves = CurveRefresher(self.run_dir if self.dist.is_main else None)
+        self.curves = CurveRefresher(self.run_dir if self.dist.is_main else None, progress.write)
         first = s.step + 1
         log = self.run_dir / "metrics.jsonl" if self.dist.is_main and self.run_dir else None
         with StopRequests(self.dist) as stop, self.metrics.opened(log), progress:
@@ -156,7 +156,7 @@ class Trainer:
                 progress.step()
                 if s.step % t.log_every == 0 or s.step == first:
                     stats = self.report(meter, progress, lr, record=s.step % t.log_every == 0)
-                    reason = self.diverged(stats, progress)
+                    reason = diverged(stats, t, progress.write)
                 if reason is None:
                     with meter.paused():  # chars/s is training speed: evals and saves apart
                         self.evaluate_and_save(progress)
@@ -220,16 +220,6 @@ class Trainer:
                         None if s.last_val_loss is None else s.last_val_loss / LN2,
                         stats.chars_per_s, s.elapsed, left)
         return stats
-
-    def diverged(self, stats: IntervalStats, progress: Progress) -> StopReason | None:
-        """DIVERGED after train.max_bad_steps non-finite steps in a row."""
-        t = self.cfg.train
-        if stats.consecutive_bad < t.max_bad_steps:
-            return None
-        progress.write(f"stopping: {stats.consecutive_bad} steps in a row had a non-finite "
-                       f"loss or gradient (skipped, weights untouched); try a lower --lr "
-                       f"(now {t.lr:g}) or --grad-clip; last.pt is left as it was")
-        return StopReason.DIVERGED
 
     def evaluate_and_save(self, progress: Progress, force: bool = False) -> None:
         """Evaluate when due (or now, with `force`) and save last.pt, and best.pt when it
