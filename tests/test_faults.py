@@ -701,3 +701,20 @@ def test_latest_pointing_at_a_deleted_run_names_it(trained, workdir):
     shutil.rmtree(workdir / "runs" / "other")  # latest -> other, now gone
     r = run("sample", "-n", "5")
     assert_clean_error(r, "points at other, which is gone", "good")
+
+
+def test_an_endless_input_with_unknown_characters_fails_at_its_first_chunk(trained, workdir):
+    """`eval - < /dev/zero` once read for ever; now the first chunk names the character."""
+    proc = subprocess.run(CHARRNN + ["eval", str(trained), "-"], stdin=open("/dev/zero", "rb"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "'\\x00'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_special_files_where_a_regular_file_is_expected_do_not_hang(trained, workdir):
+    os.mkfifo(workdir / "prime.fifo")
+    assert_clean_error(run("sample", trained, "--prime-file", "prime.fifo"), "not a regular file")
+    log = trained / "metrics.jsonl"
+    log.unlink()
+    os.mkfifo(log)  # read under the run's lock on resume
+    assert_clean_error(run("train", "--resume", trained, "--max-steps", "25"),
+                       "not a regular file")

@@ -79,6 +79,8 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
 
 
 def _read_prime(path: str) -> str:
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block for ever
+        raise CharRNNError(f"--prime-file {path} is not a regular file")
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

@@ -74,21 +74,23 @@ def total(name: str, scores: list[Score]) -> Score:
 def read_ids(raw: BinaryIO, name: str, options: TextOptions, vocab: Vocab,
              skip_unknown: bool = False) -> tuple[np.ndarray, int]:
     """The ids of a text read through `options`: (ids, characters skipped). A character
-    outside the vocabulary is an error naming them all, unless `skip_unknown`."""
+    outside the vocabulary is an error naming those of the first chunk that has any (an
+    endless input fails at once), unless `skip_unknown`."""
     table = vocab.lookup_table(unk=-1)
-    parts, unknown, skipped = [], set(), 0
+    parts, skipped = [], 0
     for cps in code_point_chunks(raw, name, options):
         ids = (table[:256] if cps.dtype == np.uint8 else table)[cps]
         bad = ids < 0
         if bad.any():
-            unknown.update(np.unique(cps[bad]).tolist())
+            if not skip_unknown:
+                unknown = np.unique(cps[bad]).tolist()
+                shown = ", ".join(repr(chr(c)) for c in unknown[:20])
+                raise DataError(f"{name}: characters not in the model's vocabulary ({shown}"
+                                f"{', ...' if len(unknown) > 20 else ''}); pass --unknown skip "
+                                f"to leave them out of the score")
             skipped += int(bad.sum())
             ids = ids[~bad]
         parts.append(ids.astype(vocab.dtype))
-    if unknown and not skip_unknown:
-        shown = ", ".join(repr(chr(c)) for c in sorted(unknown)[:20])
-        raise DataError(f"{name}: {len(unknown)} characters are not in the model's vocabulary "
-                        f"({shown}); pass --unknown skip to leave them out of the score")
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=vocab.dtype)
     if len(ids) < 2:
         raise DataError(f"{name}: nothing to score (fewer than 2 known characters)")

@@ -126,7 +126,10 @@ class MetricsLog:
         """Drop records past `step` (written after the checkpoint a run resumes from), and
         damaged ones; returns how many were damaged."""
         if not path.exists() and not path.is_symlink():
-            return
+            return 0
+        if not path.is_symlink() and not path.is_file():  # a FIFO would block us for ever
+            raise CharRNNError(f"{path} is not a regular file; move it out of the run "
+                               f"directory and resume again")
         kept = []
         try:
             text = "" if path.is_symlink() else path.read_text(encoding="utf-8", errors="replace")
