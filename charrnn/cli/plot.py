@@ -12,16 +12,19 @@ from .common import AliasedOption, user_errors
 
 
 @click.command()
-@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.argument("runs", nargs=-1, metavar="[RUN]...")
 @click.option("-o", "--output", "out", default="curves.png", show_default=True,
               type=click.Path(), cls=AliasedOption, aliases=("--out",),
               help="The PNG file to write.")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
+              help="The runs directory: its latest run is drawn when no RUN is given.")
 @user_errors
-def plot(runs, out):
+def plot(runs, out, runs_dir):
     """Draw training and validation loss (bits/char) against step and against training
     time, for one or several runs overlaid.
 
-    RUN is a run directory, or a runs directory (its latest run). Needs matplotlib:
+    RUN is a run directory, or a runs directory (its latest run); by default the latest
+    run under ./runs. Needs matplotlib:
     pip install 'charrnn[plot]'. Training keeps RUN/curves.png up to date by itself when
     matplotlib is installed.
 
@@ -31,7 +34,7 @@ def plot(runs, out):
     """
     if not have_matplotlib():
         raise CharRNNError(INSTALL)
-    dirs = run_dirs(list(runs))
+    dirs = run_dirs(list(runs) or [runs_dir])
     damaged = plot_runs(dirs, Path(out))
     if damaged:
         click.echo(f"skipped {damaged} damaged line(s) of metrics.jsonl", err=True)

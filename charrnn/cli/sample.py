@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 from unidecode import unidecode as to_ascii
 
-from ..core.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from ..core.checkpoint import (
+    describe_checkpoint,
+    find_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..inference.sample import Sampler, check_prime, check_settings
@@ -37,9 +42,10 @@ from .common import unescape, user_errors
                    "escapes such as \\n understood). --length stays the cap.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")
+@click.option("-q", "--quiet", is_flag=True, help="No line on stderr naming the model used.")
 @user_errors
 def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
-           unidecode, stops, runs_dir):
+           unidecode, stops, runs_dir, quiet):
     """Generate text from a trained model, streamed as it comes.
 
     TARGET is a checkpoint file or a run directory (its best.pt, else last.pt); by default
@@ -48,7 +54,7 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     \b
       charrnn sample --temperature 0.5
       charrnn sample runs/latest -p "ROMEO:" -n 2000 --seed 1
-      charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\n\n'
+      charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\\n\\n'
     """
     check_settings(length, temperature, top_k, num_samples, seed)
     if "" in stops:
@@ -56,8 +62,7 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     stops = [unescape(s, "--stop") for s in stops]
     if prime_file:
         prime = _read_prime(prime_file)
-    path = find_checkpoint(target, runs_dir)
-    model, vocab, options = model_from_checkpoint(load_checkpoint(path))
+    model, vocab, options = _load(target, runs_dir, quiet)
     prime = to_ascii(options.apply(prime)) if unidecode else options.apply(prime)
     check_prime(vocab, prime, transliterated=unidecode)
     stops = [options.apply(s) for s in stops]
@@ -85,3 +90,12 @@ def _read_prime(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CharRNNError(f"cannot read --prime-file {path}: {e}") from None
+
+
+def _load(target, runs_dir, quiet: bool):
+    """The model, vocabulary and text options, and a line on stderr saying which."""
+    path = find_checkpoint(target, runs_dir)
+    state = load_checkpoint(path)
+    if not quiet:
+        click.echo(describe_checkpoint(path, state), err=True)
+    return model_from_checkpoint(state)

@@ -9,6 +9,7 @@ import click
 from ..core.checkpoint import config_of, text_options_of, vocab_of
 from ..core.config import flags
 from ..core.config_files import load_config, nest, parse_set
+from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..core.runs import check_run_name
 from ..corpus.prepared import open_corpus
@@ -20,15 +21,19 @@ from .common import AliasedOption, text_option_flags, text_options, user_errors
 
 def config_flags(func):
     """One option per config key that has a flag (config.flags(): help, choices and names
-    live with the fields), passed to the command as `flags` {param name: value}."""
+    live with the fields), passed to the command as `flags` {param name: value}. The
+    default shown is the config's own (before any -c file): the flag's value is None when
+    not given, so that only given flags override the file."""
     kinds = {"int": int, "float": float, "str": str}
     for flag in reversed(flags()):
         name = flag.flag[2:].replace("-", "_")
+        default = flag.default if flag.default != "" else "none"
+        help = f"{flag.help}  [default: {str(default).lower() if flag.type == 'bool' else default}]"
         if flag.type == "bool":
             option = click.option(f"{flag.flag}/--no-{flag.flag[2:]}", name, default=None,
-                                  help=flag.help)
+                                  help=help)
         else:
-            option = click.option(flag.flag, name, help=flag.help,
+            option = click.option(flag.flag, name, help=help,
                                   type=click.Choice(flag.choices) if flag.choices
                                   else kinds[flag.type])
         func = option(func)
@@ -65,6 +70,9 @@ def _flag_overrides(values: dict) -> dict:
 def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, data_dir,
           val_frac, encoding, lower, unidecode, keep_crlf, quiet, **flags):
     """Train a model on CORPUS: a text file (prepared on the fly) or a prepared directory.
+
+    Without -c, the shipped preset for this machine (cpu, or gpu on a GPU) trains until the
+    validation loss stops improving (--patience 5) or Ctrl-C.
 
     Each run writes runs/<name>/ with config.toml, metrics.jsonl, best.pt and last.pt, and
     points runs/latest at it. Ctrl-C saves last.pt; --resume continues from it, and accepts
@@ -105,6 +113,8 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
     """A new run (fine-tuning with train.init_from)."""
     if name is not None:
         check_run_name(name)  # before a corpus is prepared
+    if config_file is None:
+        config_file, overrides = _default_run(overrides, echo)
     cfg = load_config(config_file, overrides)
     vocab = init = None
     if cfg.train.init_from:
@@ -116,6 +126,29 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
                        unk=unk)
     return run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo, progress=progress,
                      init=init)
+
+
+DEFAULT_PATIENCE = 5  # evaluations without a better validation loss before a default run stops
+
+
+def _default_run(overrides: dict, echo) -> tuple[str, dict]:
+    """No -c: the shipped preset for this machine's device (cpu, or gpu on CUDA and mps),
+    without its 5-minute budget: it runs until the validation loss stops improving
+    (patience) or Ctrl-C, unless the flags set limits of their own."""
+    device = resolve_device(overrides.get("train.device", "auto"))
+    name = "cpu" if device.type == "cpu" else "gpu"
+    limits = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience"}
+    given = limits & set(overrides)
+    overrides = {"train.max_time": "", **overrides}
+    if not given:
+        overrides["train.patience"] = DEFAULT_PATIENCE
+        stop = (f"it stops after {DEFAULT_PATIENCE} evaluations without a better validation "
+                f"loss, or on Ctrl-C")
+    else:
+        stop = "it stops at the limits given"
+    why = "no GPU here" if name == "cpu" else f"{device.type} is available"
+    echo(f"config: the {name} preset ({why}; -c tiny|cpu|gpu|FILE chooses another); {stop}")
+    return name, overrides
 
 
 def _continue(resume_dir, corpus, config_file, overrides, *, data_dir, val_frac, unk, echo,

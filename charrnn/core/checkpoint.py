@@ -12,6 +12,7 @@ never run code.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from pathlib import Path
@@ -28,6 +29,7 @@ from .files import atomic_write
 from .model import CharRNN, describe_model, model_bytes, parameter_count
 from .runs import is_run, run_of
 from .tensor_checks import check_hidden, check_optimizer, check_weights
+from .units import LN2
 
 FORMAT_VERSION = 1
 KIND = "charrnn"
@@ -206,6 +208,23 @@ def load_init(source: str | Path) -> tuple[Path, dict, Vocab]:
     return path, state, vocab
 
 
+def describe_checkpoint(path: Path, state: dict) -> str:
+    """One line naming a checkpoint for a person: which file (runs/latest resolved, so the
+    run is named), which step, how good."""
+    real = Path(os.path.realpath(path))
+    try:
+        real = real.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    line = f"model: {real}"
+    step, loss = state.get("step"), state.get("best_val_loss")
+    if isinstance(step, int):
+        line += f", step {step:,}"
+    if isinstance(loss, float) and math.isfinite(loss):
+        line += f", best validation loss {loss:.4f} nats/char ({loss / LN2:.3f} bits/char)"
+    return line
+
+
 def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
     """A checkpoint file from a file, a run directory (best.pt, else last.pt), a runs
     directory (its latest run) or, with no target, the latest run under `runs_dir`."""
@@ -225,7 +244,9 @@ def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") ->
         for name in ("best.pt", "last.pt"):
             if (target / name).is_file():
                 return target / name
-        raise CheckpointError(f"run directory {target} has no checkpoint (best.pt or last.pt)")
+        raise CheckpointError(f"run directory {target} has no checkpoint yet (best.pt or "
+                              f"last.pt: the first comes with its first evaluation); wait for "
+                              f"it, or pass another run")
     if not target.exists():
         raise CheckpointError(f"checkpoint or run directory not found: {target}")
     return target

@@ -87,7 +87,7 @@ class TrainConfig:
     # Characters of the validation split scored at each evaluation, from its start; 0 = all.
     # Worth setting for a corpus of gigabytes, whose 10% would take long to score on a CPU.
     eval_chars: int = _resumable(0)
-    log_every: int = _resumable(50)
+    log_every: int = _resumable(50, help="Steps between progress lines and metrics records.")
     keep: int = _resumable(0)  # periodic checkpoints kept besides best.pt and last.pt
     save_every: int = _resumable(0)  # steps between periodic checkpoints (0 = at eval only)
     max_bad_steps: int = _resumable(5)  # consecutive non-finite steps before giving up
@@ -182,6 +182,7 @@ class Flag:
     type: str  # "int" | "float" | "str" | "bool"
     help: str
     choices: tuple[str, ...] | None
+    default: Any = None
 
 
 def flags() -> list[Flag]:
@@ -192,7 +193,7 @@ def flags() -> list[Flag]:
             if f.metadata.get("help"):
                 out.append(Flag(f"{section}.{f.name}",
                                 f.metadata["flag"] or "--" + f.name.replace("_", "-"),
-                                f.type, f.metadata["help"], f.metadata["choices"]))
+                                f.type, f.metadata["help"], f.metadata["choices"], f.default))
     return out
 
 

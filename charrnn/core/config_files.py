@@ -9,6 +9,7 @@ Unknown sections and keys, and values of the wrong type, raise ConfigError namin
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from dataclasses import fields, replace
@@ -123,7 +124,8 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     types = {f.name: f.type for f in fields(SECTIONS[section])}
     if key not in types:
         raise ConfigError(
-            f"unknown config key {section}.{key}; valid keys: {', '.join(sorted(types))}")
+            f"unknown config key {section}.{key}{_did_you_mean(key, types)}; valid keys: "
+            f"{', '.join(sorted(types))}")
     want = types[key]
     name = f"{section}.{key}"
     if want == "bool":
@@ -141,3 +143,8 @@ def _coerce(section: str, key: str, value: Any) -> Any:
         if isinstance(value, str):
             return value
     raise ConfigError(f"{name} must be of type {want}, got {type(value).__name__} {value!r}")
+
+
+def _did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

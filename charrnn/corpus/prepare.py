@@ -26,7 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..core.bars import progress_bar
-from ..core.errors import DataError
+from ..core.errors import CharRNNError, DataError
 from .staging import SPLITS, staging
 from .text import CHUNK_BYTES, Source, TextOptions, code_point_chunks, find_sources
 from .vocab import MAX_CODE_POINT, Vocab
@@ -46,34 +46,34 @@ def _changed(source: Source) -> DataError:
 def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
             test_frac: float = 0.0, options: TextOptions = TextOptions(), glob: str = "*",
             vocab: Vocab | None = None, unk: str | None = None, progress: bool = False,
-            chunk_bytes: int = CHUNK_BYTES, reuse=None) -> dict:
-    """Prepare `inputs` into `out_dir`; returns the metadata written to meta.json.
+            chunk_bytes: int = CHUNK_BYTES, reuse=None, replace_vocab: bool = True) -> dict:
+    """Prepare `inputs` into `out_dir`; returns the metadata written to meta.json. With
+    `vocab`, encode with that vocabulary (fine-tuning), a character outside it becoming
+    `unk` if given, else an error; without `replace_vocab`, refuse to replace a preparation
+    of another vocabulary.
 
-    With `vocab`, text is encoded with that vocabulary (fine-tuning); a character outside it
-    becomes `unk` when given, else is an error.
-
-    The new files are built in a private directory inside `out_dir` and moved into place
-    only once complete, under a lock on `out_dir`: preparers of the same output take turns,
-    and a failure at any point leaves the previous preparation as it was. `reuse`, called
-    under the lock, may return the meta of a preparation another process has just made.
+    The files are built in a private directory in `out_dir`, moved into place once complete,
+    under a lock on `out_dir` (staging.py): preparers of the same output take turns, and a
+    failure leaves the previous preparation as it was. `reuse`, called under the lock, may
+    return the meta of a preparation another process has just made.
     """
     _check_fractions(val_frac, test_frac)
     names, sources = find_sources(inputs, glob), []
     try:
         sources += (Source(n, Path(tempfile.gettempdir())) for n in names)
         bar = progress_bar(2 * sum(s.size for s in sources), progress, "prepare", unit="B")
-        started = time.perf_counter()
-        identities = [s.identity() for s in sources]
+        started, identities = time.perf_counter(), [s.identity() for s in sources]
         counts, digests = _count(sources, options, chunk_bytes, bar)
         vocab, unk_id, given = _choose_vocab(counts, vocab, unk, sources)
         sizes = split_sizes(int(counts.sum()), val_frac, test_frac)
         with staging(Path(out_dir)) as (stage, publish):
             if reuse is not None and (meta := reuse()) is not None:
                 return meta
+            if not replace_vocab:
+                _check_same_vocab(Path(out_dir), vocab)
             _encode(sources, stage, vocab.lookup_table(unk=unk_id), vocab.dtype, sizes,
                     digests, options, chunk_bytes, bar)
-            if [s.identity() for s in sources] != identities:
-                raise _changed(next(s for s, i in zip(sources, identities) if s.identity() != i))
+            _check_unchanged(sources, identities)
             bar.close()
             meta = _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources,
                          digests, time.perf_counter() - started)
@@ -83,6 +83,26 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
     finally:
         for s in sources:
             s.cleanup()
+
+
+def _check_unchanged(sources, identities) -> None:
+    """Refuse a source that changed (size, time) between the two passes."""
+    for source, identity in zip(sources, identities):
+        if source.identity() != identity:
+            raise _changed(source)
+
+
+def _check_same_vocab(out_dir: Path, vocab: Vocab) -> None:
+    """Refuse to replace a preparation whose vocabulary differs: a model may be trained on
+    it, and its ids mean other characters than the new ones would."""
+    try:
+        old = Vocab.load(out_dir / "vocab.json")
+    except (OSError, CharRNNError):
+        return  # nothing there, or nothing of ours to keep
+    if old.chars != vocab.chars:
+        raise DataError(f"{out_dir} holds a preparation with another vocabulary ({len(old)} "
+                        f"characters, the text has {len(vocab)}); choose another -o, or "
+                        f"--vocab {out_dir}/vocab.json to encode the text with that one")
 
 
 def _write_meta(stage: Path, vocab: Vocab, meta: dict) -> None:

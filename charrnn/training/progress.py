@@ -20,6 +20,7 @@ class Progress:
         self.echo = echo
         self.bar = None
         self.enabled = enabled
+        self.postfix: list[str] = []  # the bar's last figures, to update the val bpc alone
         if enabled and sys.stdout.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step",
@@ -40,12 +41,21 @@ class Progress:
         if self.bar is not None:
             if left is not None:
                 parts.append(f"{format_seconds(left)} left")
+            self.postfix = parts
             self.bar.set_postfix_str(" | ".join(parts), refresh=False)
         else:
             parts.append(f"{format_seconds(elapsed)} elapsed")
             if left is not None:
                 parts.append(f"{format_seconds(left)} left")
             self.echo(f"step {step} | " + " | ".join(parts))
+
+    def show_val(self, val_bpc: float) -> None:
+        """The bar's val bpc, now that an evaluation gave a new one (not at the next line)."""
+        if self.bar is None or not self.postfix:
+            return
+        parts = [p for p in self.postfix if not p.startswith("val bpc")]
+        self.postfix = parts[:1] + [f"val bpc {val_bpc:.3f}"] + parts[1:]
+        self.bar.set_postfix_str(" | ".join(self.postfix))
 
     def write(self, message: str) -> None:
         if not self.enabled:

@@ -55,14 +55,8 @@ def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
     try:
         with contextlib.ExitStack() as stack:
             if dist.is_main:
-                run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, data.name)
-                # One trainer per run directory; what a killed one left half-written goes.
-                stack.enter_context(DirectoryLock(run_dir, "run directory"))
-                remove_stale(run_dir)
-                atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-                damaged = MetricsLog.truncate(run_dir / "metrics.jsonl", trainer.state.step)
-                if damaged:
-                    echo(f"{run_dir}/metrics.jsonl: skipped {damaged} damaged line(s)")
+                run_dir = _open_run_dir(stack, cfg, trainer.state.step, runs_dir, name,
+                                        data.name, resume_dir, echo)
             trainer.run_dir = run_dir
             result = trainer.run()
             finished = True
@@ -74,6 +68,23 @@ def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",
     if dist.is_main and run_dir is not None:
         update_latest(run_dir.parent if resume_dir is not None else Path(runs_dir), run_dir)
     return result
+
+
+def _open_run_dir(stack: contextlib.ExitStack, cfg: Config, step: int, runs_dir, name,
+                  corpus: str, resume_dir: Path | None, echo) -> Path:
+    """The run directory, made (or resumed), locked for this trainer and tidied."""
+    run_dir = resume_dir if resume_dir is not None else new_run_dir(runs_dir, name, corpus)
+    if resume_dir is None:
+        # latest is the newest run from its start: sample says which step it has.
+        update_latest(Path(runs_dir), run_dir)
+    # One trainer per run directory; what a killed one left half-written goes.
+    stack.enter_context(DirectoryLock(run_dir, "run directory"))
+    remove_stale(run_dir)
+    atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+    damaged = MetricsLog.truncate(run_dir / "metrics.jsonl", step)
+    if damaged:
+        echo(f"{run_dir}/metrics.jsonl: skipped {damaged} damaged line(s)")
+    return run_dir
 
 
 # ----------------------------------------------------------------------------------------

@@ -229,6 +229,7 @@ class Trainer:
             loss, improved = self.validate()
             progress.write(f"step {self.state.step} | val loss {loss:.4f} nats/char, "
                            f"{loss / LN2:.4f} bpc" + (" (best)" if improved else ""))
+            progress.show_val(loss / LN2)
             self.checkpointer.after_validation(improved)
             self.curves()
         self.checkpointer.periodic(self.state.step, evaluated)
