@@ -22,11 +22,12 @@ def test_prepare_train_sample(corpus, workdir):
     assert {p.name for p in run_dir.iterdir()} >= {"config.toml", "metrics.jsonl", "best.pt", "last.pt"}
     r = run("sample", "-n", "50", "--seed", "1", "-p", "The ")
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("The ") and len(r.output) == len("The ") + 50 + 1
+    assert r.stdout.startswith("The ") and len(r.stdout) == len("The ") + 50 + 1
+    assert r.stderr.startswith("model: runs/")  # which model answered, apart from the text
     again = run("sample", run_dir, "-n", "50", "--seed", "1", "-p", "The ")
-    assert again.output == r.output
+    assert again.stdout == r.stdout
     r = run("sample", run_dir / "last.pt", "-n", "20", "--num-samples", "3", "-t", "0")
-    assert r.exit_code == 0 and r.output.count("--- sample") == 3
+    assert r.exit_code == 0 and r.stdout.count("--- sample") == 3
 
 
 def test_train_raw_text_and_resume(corpus, workdir):
@@ -183,19 +184,19 @@ def test_prime_is_transliterated_like_the_training_text(corpus, workdir):
     r = run("train", "fr.txt", "--unidecode", *TINY, "--name", "fr")
     assert r.exit_code == 0, r.output
     r = run("sample", "runs/fr", "-p", "quiét", "-n", "5")  # the model's own options apply
-    assert r.exit_code == 0 and r.output.startswith("quiet")
+    assert r.exit_code == 0 and r.stdout.startswith("quiet")
     r = run("train", "corpus.txt", *TINY, "--name", "ascii")
     assert r.exit_code == 0, r.output
     assert_clean_error(run("sample", "runs/ascii", "-p", "quiét"), "'é'", "add --unidecode")
     r = run("sample", "runs/ascii", "-p", "quiét", "--unidecode", "-n", "5")
-    assert r.exit_code == 0 and r.output.startswith("quiet")
+    assert r.exit_code == 0 and r.stdout.startswith("quiet")
 
 
 def test_sample_stops_after_a_stop_string(trained, workdir):
     free = run("sample", trained, "-n", "400", "--seed", "3", "-p", "The ")
     assert free.exit_code == 0, free.output
-    generated = free.output[len("The "):-1]
+    generated = free.stdout[len("The "):-1]
     assert "\n" in generated
     r = run("sample", trained, "-n", "400", "--seed", "3", "-p", "The ", "--stop", "\\n")
     assert r.exit_code == 0, r.output
-    assert r.output == "The " + generated[:generated.index("\n") + 1] + "\n"
+    assert r.stdout == "The " + generated[:generated.index("\n") + 1] + "\n"

@@ -30,6 +30,7 @@ def test_the_default_run_through_the_command_line(corpus, workdir):
 
 def test_every_train_option_shows_its_default():
     out = run("train", "--help").output
+    out = out[out.index("Options:"):]
     for flag, default in [("--hidden-size", "256"), ("--num-layers", "2"), ("--lr", "0.002"),
                           ("--reset-every", "16"), ("--eval-every", "500"),
                           ("--log-every", "50")]:

@@ -62,7 +62,7 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     stops = [unescape(s, "--stop") for s in stops]
     if prime_file:
         prime = _read_prime(prime_file)
-    model, vocab, options = _load(target, runs_dir, quiet)
+    model, vocab, options, which = _load(target, runs_dir)
     prime = to_ascii(options.apply(prime)) if unidecode else options.apply(prime)
     check_prime(vocab, prime, transliterated=unidecode)
     stops = [options.apply(s) for s in stops]
@@ -71,15 +71,26 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
             raise CharRNNError(f"--stop {s!r} can never be generated: the model does not know "
                                + ", ".join(repr(c) for c in vocab.missing(s)))
     sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
+    _write(sampler, length, prime, num_samples, stops,
+           (lambda: None) if quiet else (lambda: click.echo(which, err=True)))
+
+
+def _write(sampler: Sampler, length: int, prime: str, num_samples: int, stops, announce):
+    """The samples to stdout; `announce` (the model's line) once generation has passed its
+    own checks (memory), so that an error stays one line."""
     out = sys.stdout
     if num_samples == 1:
-        out.write(prime)
-        for pieces in sampler.generate(length, prime, stop=stops):
+        for i, pieces in enumerate(sampler.generate(length, prime, stop=stops)):
+            if i == 0:
+                announce()
+                out.write(prime)
             out.write(pieces[0])
             out.flush()
         out.write("\n")
         return
-    for i, text in enumerate(sampler.texts(length, prime, num_samples, stops)):
+    texts = sampler.texts(length, prime, num_samples, stops)
+    announce()
+    for i, text in enumerate(texts):
         out.write(f"--- sample {i + 1} ---\n{prime}{text}\n")
 
 
@@ -92,10 +103,8 @@ def _read_prime(path: str) -> str:
         raise CharRNNError(f"cannot read --prime-file {path}: {e}") from None
 
 
-def _load(target, runs_dir, quiet: bool):
-    """The model, vocabulary and text options, and a line on stderr saying which."""
+def _load(target, runs_dir):
+    """The model, vocabulary and text options, and the line that names them."""
     path = find_checkpoint(target, runs_dir)
     state = load_checkpoint(path)
-    if not quiet:
-        click.echo(describe_checkpoint(path, state), err=True)
-    return model_from_checkpoint(state)
+    return (*model_from_checkpoint(state), describe_checkpoint(path, state))

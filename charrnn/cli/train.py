@@ -114,6 +114,7 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
     if name is not None:
         check_run_name(name)  # before a corpus is prepared
     if config_file is None:
+        load_config(None, overrides)  # the flags valid on their own, before the device is read
         config_file, overrides = _default_run(overrides, echo)
     cfg = load_config(config_file, overrides)
     vocab = init = None
