@@ -18,7 +18,6 @@ from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..core.runs import names_model
 from ..corpus.prepared import PreparedData
-from ..inference.evaluate import eval_streams
 from ..inference.score import (
     DYNAMIC_LR,
     Score,
@@ -84,12 +83,12 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     context = t.eval_context if context is None else context
     static, dynamic_scores = [], []
     for name, ids, skipped in texts:
-        streams = eval_streams(len(ids), batch_size or t.eval_batch_size, context)
-        if batch_size and streams < batch_size and not as_json:
-            click.echo(f"{name}: {streams} stream(s), not {batch_size}: each stream is at "
-                       f"least {context} characters (--context)", err=True)
-        static.append(score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev,
-                                name, skipped, context))
+        score = score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev, name,
+                          skipped, context)
+        if batch_size and score.streams < batch_size and not as_json:
+            click.echo(f"{name}: {score.streams} stream(s), not {batch_size}: each stream is "
+                       f"at least {context} characters (--context)", err=True)
+        static.append(score)
         if dynamic:
             dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped))
     _report(path, static, dynamic_scores if dynamic else None, lr, as_json)

@@ -122,8 +122,9 @@ def blank_start_loss(model, array: np.ndarray, device, length: int = 200, starts
         raise ValueError(f"{len(array)} characters are too few for {length} after "
                          f"{context} of context")
     points = np.unique(np.linspace(first, last, starts).astype(np.int64))
-    ids = torch.from_numpy(np.ascontiguousarray(array).astype(np.int64))
-    windows = torch.stack([ids[p - context: p + length + 1] for p in points])  # (N, C+len+1)
+    # Only the windows are widened to int64, not the whole text: (N, context + length + 1).
+    windows = torch.from_numpy(np.stack([array[p - context: p + length + 1] for p in points])
+                               .astype(np.int64))
     total = 0.0
     for rows in windows.split(batch_size):
         rows = rows.to(device)
