@@ -8,12 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..core.checkpoint import (
-    config_of,
-    find_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from ..core.checkpoint import (config_of, describe_checkpoint, find_checkpoint, load_checkpoint,
+                               model_from_checkpoint)
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..core.runs import names_model
@@ -91,7 +87,8 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
         static.append(score)
         if dynamic:
             dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped))
-    _report(path, static, dynamic_scores if dynamic else None, lr, as_json)
+    _report(path, describe_checkpoint(path, state), static,
+            dynamic_scores if dynamic else None, lr, as_json)
 
 
 def _check_numbers(batch_size, context, dynamic_lr) -> float:
@@ -106,8 +103,8 @@ def _check_numbers(batch_size, context, dynamic_lr) -> float:
     return lr
 
 
-def _report(path: Path, static: list[Score], dynamic: list[Score] | None, lr: float,
-            as_json: bool) -> None:
+def _report(path: Path, which: str, static: list[Score], dynamic: list[Score] | None,
+            lr: float, as_json: bool) -> None:
     """The scores as lines, or as one JSON object."""
     if as_json:
         out = {"checkpoint": str(path), "files": [s.to_dict() for s in static]}
@@ -120,7 +117,7 @@ def _report(path: Path, static: list[Score], dynamic: list[Score] | None, lr: fl
                 out["dynamic_total"] = total("total", dynamic).to_dict()
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"model: {path}")
+    click.echo(which)  # the same line as sample's: the run resolved, its step and loss
     rows = [(static, "")] + ([(dynamic, f"dynamic (lr {lr:g}) ")] if dynamic is not None else [])
     for scores, label in rows:
         for s in scores:
