@@ -38,7 +38,7 @@ def test_every_train_option_shows_its_default():
         assert re.search(rf"\[default:\s+{re.escape(default)}\]", block), (flag, block)
 
 
-@pytest.mark.parametrize("command", ["prepare", "train", "sample", "eval", "plot"])
+@pytest.mark.parametrize("command", ["prepare", "train", "sample", "eval", "plot", "runs"])
 def test_help_renders_as_written(command):
     out = run(command, "--help").output
     prose = out[:out.index("Options:")]
@@ -99,3 +99,138 @@ def test_plot_with_no_run_draws_the_latest(corpus, workdir):
     r = run("plot", "-o", "latest.png")
     assert r.exit_code == 0, r.output
     assert (workdir / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+# ----------------------------------------------------------------------------------------
+# progress outside train, the list of runs, the time left
+
+
+class CountingBar:
+    """A bar that records what it is told."""
+
+    def __init__(self):
+        self.total, self.done = None, 0
+
+    def update(self, n):
+        self.done += n
+
+    def reset(self, total=None):
+        self.total, self.done = total, 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_eval_progress_counts_every_character_it_reads(batch_size):
+    import numpy as np
+    import torch
+
+    from charrnn.core.model import CharRNN
+    from charrnn.inference.evaluate import evaluate
+    from charrnn.inference.score import dynamic_score
+
+    torch.manual_seed(0)
+    model = CharRNN(vocab_size=7, hidden_size=8, num_layers=1, cell="gru")
+    ids = np.random.default_rng(0).integers(0, 7, 997).astype(np.uint8)
+    bar = CountingBar()
+    evaluate(model, ids, batch_size, 16, "cpu", context=50, bar=bar)
+    assert bar.total == bar.done
+    # every prediction once, plus each stream's burn-in but the first one's
+    assert bar.total >= len(ids) - 1 and (batch_size == 1) == (bar.total == len(ids) - 1)
+    bar = CountingBar()
+    dynamic_score(model, ids, 16, "cpu", bar=bar)
+    assert bar.done == len(ids) - 1
+
+
+def _on_a_terminal(*args, cwd):
+    """Run charrnn with stderr on a pseudo-terminal: (exit code, what the terminal got)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import threading
+
+    primary, secondary = pty.openpty()
+    # A terminal of 24 x 100: with no size, tqdm draws a bar of no width.
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    got = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(primary, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            got.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    p = subprocess.run([sys.executable, "-m", "charrnn", *map(str, args)], cwd=cwd,
+                       stdout=subprocess.DEVNULL, stderr=secondary, timeout=120)
+    os.close(secondary)
+    reader.join(10)
+    os.close(primary)
+    return p.returncode, b"".join(got).decode("utf-8", "replace")
+
+
+def test_eval_and_many_samples_show_a_bar_on_a_terminal_and_not_under_q(corpus, workdir):
+    assert run("train", corpus, *TINY, "--name", "t").exit_code == 0
+    code, shown = _on_a_terminal("eval", corpus.name, "--dynamic", cwd=workdir)
+    assert code == 0 and "eval corpus.txt" in shown and "dynamic corpus.txt" in shown
+    assert "char/s" in shown
+    code, shown = _on_a_terminal("eval", corpus.name, "-q", cwd=workdir)
+    assert code == 0 and "char/s" not in shown
+    code, shown = _on_a_terminal("sample", "--num-samples", "3", "-n", "300", cwd=workdir)
+    assert code == 0 and "3 samples" in shown and "model: " in shown
+    code, shown = _on_a_terminal("sample", "--num-samples", "3", "-n", "300", "-q", cwd=workdir)
+    assert code == 0 and shown.strip() == ""
+
+
+def test_runs_lists_every_run_with_its_figures(workdir):
+    import json
+
+    (workdir / "a.txt").write_text(make_text(20_000, seed=1), encoding="utf-8")
+    (workdir / "b.txt").write_text(make_text(20_000, seed=2), encoding="utf-8")
+    assert run("train", "a.txt", *TINY, "--name", "ra").exit_code == 0
+    assert run("train", "b.txt", *TINY[:-5], "40", *TINY[-4:], "--name", "rb").exit_code == 0
+    listed = json.loads(run("runs", "--json").output)
+    assert [r["name"] for r in listed] == ["ra", "rb"]  # oldest first
+    ra, rb = listed
+    assert (ra["corpus"], rb["corpus"]) == ("a", "b") and rb["latest"] and not ra["latest"]
+    assert (ra["steps"], rb["steps"]) == (20, 40) and rb["model"] == "2x32 GRU"
+    for r in listed:  # the best validation loss of the whole run, from its metrics
+        lines = (workdir / "runs" / r["name"] / "metrics.jsonl").read_text().splitlines()
+        losses = [json.loads(x)["val_loss"] for x in lines if "val_loss" in x]
+        assert r["best_val_loss"] == min(losses) and r["training_seconds"] > 0
+    by_loss = [r["name"] for r in json.loads(run("runs", "--json", "--sort", "loss").output)]
+    assert by_loss == [r["name"] for r in sorted(listed, key=lambda r: r["best_val_loss"])]
+    only_a = json.loads(run("runs", "--json", "--corpus", "A").output)
+    assert [r["name"] for r in only_a] == ["ra"]
+    table = run("runs").output.splitlines()
+    assert table[0].split()[:3] == ["run", "corpus", "model"]
+    assert table[2].startswith("*") and "rb" in table[2] and "40" in table[2]
+    # A damaged checkpoint does not hide the run or stop the listing.
+    (workdir / "runs" / "ra" / "last.pt").write_bytes(b"not a checkpoint")
+    (workdir / "runs" / "ra" / "best.pt").write_bytes(b"not a checkpoint")
+    r = run("runs")
+    assert r.exit_code == 0 and "ra: last.pt is damaged" in r.stderr and "rb" in r.stdout
+    assert_clean_error(run("runs", "--runs", "elsewhere"), "no runs directory elsewhere")
+
+
+def test_time_left_counts_the_final_evaluation_and_the_limit_says_training_time():
+    from charrnn.core.config import TrainConfig
+    from charrnn.training.budget import Budget
+    from charrnn.training.setup import limits_line
+    from charrnn.training.state import TrainingState
+
+    state = TrainingState(step=90)
+    budget = Budget(TrainConfig(max_steps=100), 1000, state)
+    assert budget.time_left(10.0) == pytest.approx(1.0)
+    assert budget.time_left(10.0, to_come=58.0) == pytest.approx(59.0)
+    line = limits_line(TrainConfig(max_time="3m", patience=5))
+    assert "3m of training time" in line and "final evaluation fits inside" in line
+    assert "5 evaluations" in line
+    assert "until Ctrl-C" in limits_line(TrainConfig(patience=0))

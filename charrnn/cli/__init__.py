@@ -6,6 +6,7 @@ import click
 from .eval import eval_command
 from .plot import plot
 from .prepare import prepare
+from .runs import runs
 from .sample import sample
 from .train import train
 
@@ -22,5 +23,5 @@ def main():
     """
 
 
-for command in (prepare, train, sample, eval_command, plot):
+for command in (prepare, train, sample, eval_command, plot, runs):
     main.add_command(command)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import click
 
+from ..core.bars import progress_bar
 from ..core.checkpoint import (config_of, describe_checkpoint, find_checkpoint, load_checkpoint,
                                model_from_checkpoint)
 from ..core.device import resolve_device
@@ -49,9 +51,10 @@ from .common import AliasedOption, user_errors
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes on stderr.")
 @user_errors
 def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, device, as_json,
-                 runs_dir):
+                 runs_dir, quiet):
     """Score text files with a trained model: nats/char, bits/char, perplexity.
 
     TARGET is a checkpoint, a run directory or a runs directory, as for `sample` (default:
@@ -78,15 +81,19 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     texts = [_eval_text(p, options, vocab, split, unk == "skip") for p in paths]
     context = t.eval_context if context is None else context
     static, dynamic_scores = [], []
+    show = not quiet and sys.stderr.isatty()
     for name, ids, skipped in texts:
-        score = score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev, name,
-                          skipped, context)
-        if batch_size and score.streams < batch_size and not as_json:
+        with closing(progress_bar(len(ids) - 1, show, f"eval {Path(name).name}")) as bar:
+            score = score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev, name,
+                              skipped, context, bar)
+        if batch_size and score.streams < batch_size and not (as_json or quiet):
             click.echo(f"{name}: {score.streams} stream(s), not {batch_size}: each stream is "
                        f"at least {context} characters (--context)", err=True)
         static.append(score)
         if dynamic:
-            dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped))
+            with closing(progress_bar(len(ids) - 1, show, f"dynamic {Path(name).name}")) as bar:
+                dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name,
+                                                    skipped, bar))
     _report(path, describe_checkpoint(path, state), static,
             dynamic_scores if dynamic else None, lr, as_json)
 

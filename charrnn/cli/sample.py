@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from unidecode import unidecode as to_ascii
 
+from ..core.bars import progress_bar
 from ..core.checkpoint import (
     describe_checkpoint,
     find_checkpoint,
@@ -42,7 +43,8 @@ from .common import unescape, user_errors
                    "escapes such as \\n understood). --length stays the cap.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")
-@click.option("-q", "--quiet", is_flag=True, help="No line on stderr naming the model used.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Nothing on stderr but errors: no line naming the model, no progress bar.")
 @user_errors
 def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
            unidecode, stops, runs_dir, quiet):
@@ -72,10 +74,11 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
                                + ", ".join(repr(c) for c in vocab.missing(s)))
     sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
     _write(sampler, length, prime, num_samples, stops,
-           (lambda: None) if quiet else (lambda: click.echo(which, err=True)))
+           (lambda: None) if quiet else (lambda: click.echo(which, err=True)), not quiet)
 
 
-def _write(sampler: Sampler, length: int, prime: str, num_samples: int, stops, announce):
+def _write(sampler: Sampler, length: int, prime: str, num_samples: int, stops, announce,
+           progress: bool = True):
     """The samples to stdout; `announce` (the model's line) once generation has passed its
     own checks (memory), so that an error stays one line."""
     out = sys.stdout
@@ -88,7 +91,13 @@ def _write(sampler: Sampler, length: int, prime: str, num_samples: int, stops, a
             out.flush()
         out.write("\n")
         return
-    texts = sampler.texts(length, prime, num_samples, stops)
+    # Several samples are printed only when all are done: meanwhile, a bar on a terminal.
+    bar = progress_bar(length, enabled=progress and sys.stderr.isatty(),
+                       desc=f"{num_samples} samples", unit="char")
+    try:
+        texts = sampler.texts(length, prime, num_samples, stops, bar=bar)
+    finally:
+        bar.close()
     announce()
     for i, text in enumerate(texts):
         out.write(f"--- sample {i + 1} ---\n{prime}{text}\n")

@@ -17,6 +17,9 @@ class NoBar:
     def update(self, n: int) -> None:
         pass
 
+    def reset(self, total: int | None = None) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..core import distributed
+from ..core.bars import NoBar
 from ..core.device import autocast
 from ..core.model import cross_entropy, map_hidden, select_rows
 from ..corpus.streams import as_index, stream_length
@@ -41,9 +42,10 @@ def eval_streams(n: int, batch_size: int, context: int = CONTEXT) -> int:
 @torch.no_grad()
 def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
              amp_dtype=None, dist: distributed.Dist = distributed.Dist(),
-             context: int = CONTEXT) -> float:
+             context: int = CONTEXT, bar=None) -> float:
     """Mean cross-entropy in nats per character over every prediction in `array`, each with
-    at least `context` characters of context where the text has them."""
+    at least `context` characters of context where the text has them. `bar` (core/bars.py),
+    if given, counts the characters read, burn-ins included."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -56,12 +58,15 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
         with autocast(device, amp_dtype):
             return model(idx, hidden)
 
+    W = context if B > 1 else 0
+    leftover = n - 1 - B * L if stop == B else 0  # predictions after the B streams
+    bar = bar if bar is not None else NoBar()
+    bar.reset(total=(stop - start) * (W + L) + max(leftover, 0))
     total, hidden = torch.zeros((), dtype=torch.float64, device=device), None
     if stop > start:
         # B > 1 implies L >= context, so every burn-in but the first stream's is in the text.
-        total, hidden = _score_streams(run, array, start, stop, L, context if B > 1 else 0,
-                                       seq_len, device)
-    if stop == B and B * L < n - 1:
+        total, hidden = _score_streams(run, array, start, stop, L, W, seq_len, device, bar)
+    if leftover > 0:
         # The tail continues the last stream, so it starts from that stream's state.
         tail = _to_device(array[B * L:], device)
         last = None if hidden is None else select_rows(hidden, slice(-1, None))
@@ -69,13 +74,14 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
             T = min(seq_len, len(tail) - 1 - t)
             logits, last = run(tail[None, t:t + T], last)
             total += cross_entropy(logits, tail[None, t + 1:t + 1 + T], "sum")
+            bar.update(T)
     distributed.all_reduce_sum(dist, total)
     model.train(was_training)
     return total.item() / (n - 1)
 
 
 def _score_streams(run, array: np.ndarray, start: int, stop: int, L: int, W: int,
-                   seq_len: int, device: torch.device):
+                   seq_len: int, device: torch.device, bar):
     """Streams [start, stop), each of L predictions after a burn-in of W characters:
     (summed loss, the state they end in)."""
     rows = stop - start
@@ -87,12 +93,14 @@ def _score_streams(run, array: np.ndarray, start: int, stop: int, L: int, W: int
     hidden, total = None, torch.zeros((), dtype=torch.float64, device=device)
     for t in range(0, W, seq_len):
         _, hidden = run(part.as_strided((rows, min(seq_len, W - t)), (L, 1), t), hidden)
+        bar.update(rows * min(seq_len, W - t))
     if lead:
         hidden = _clear_first_row(hidden, rows, device)
     for t in range(0, L, seq_len):
         T = min(seq_len, L - t)
         logits, hidden = run(part.as_strided((rows, T), (L, 1), W + t), hidden)
         total += cross_entropy(logits, part.as_strided((rows, T), (L, 1), W + t + 1), "sum")
+        bar.update(rows * T)
     return total, hidden
 
 

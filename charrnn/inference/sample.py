@@ -185,13 +185,17 @@ class Sampler:
             logits, hidden = self.model(chunk[None, :].expand(B, -1), hidden)
         return logits[:, -1], hidden
 
-    def texts(self, length: int, prime: str = "", num_samples: int = 1, stop=()) -> list[str]:
-        """The B complete samples (prime excluded) as strings."""
+    def texts(self, length: int, prime: str = "", num_samples: int = 1, stop=(),
+              bar=None) -> list[str]:
+        """The B complete samples (prime excluded) as strings. `bar` (core/bars.py), if
+        given, advances by the characters generated per stream."""
         parts = None  # made after generate has checked that B streams fit
         for pieces in self.generate(length, prime, num_samples, stop=stop):
             parts = parts or [[] for _ in pieces]
             for p, piece in zip(parts, pieces):
                 p.append(piece)
+            if bar is not None:
+                bar.update(max(len(piece) for piece in pieces))
         return ["".join(p) for p in parts] if parts else [""] * num_samples
 
 

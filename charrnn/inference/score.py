@@ -98,17 +98,18 @@ def read_ids(raw: BinaryIO, name: str, options: TextOptions, vocab: Vocab,
 
 
 def score_ids(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device,
-              name: str = "", skipped: int = 0, context: int = CONTEXT) -> Score:
+              name: str = "", skipped: int = 0, context: int = CONTEXT, bar=None) -> Score:
     """Static scoring: every prediction once, with carried state and at least `context`
     characters of context, in up to `batch_size` streams (evaluate.py)."""
     started = time.perf_counter()
-    nats = evaluate(model.to(device), ids, batch_size, seq_len, device, context=context)
+    nats = evaluate(model.to(device), ids, batch_size, seq_len, device, context=context,
+                    bar=bar)
     return Score(name, len(ids) - 1, nats, time.perf_counter() - started, skipped,
                  eval_streams(len(ids), batch_size, context))
 
 
 def dynamic_score(model: CharRNN, ids: np.ndarray, seq_len: int, device, lr: float = DYNAMIC_LR,
-                  name: str = "", skipped: int = 0) -> Score:
+                  name: str = "", skipped: int = 0, bar=None) -> Score:
     """Dynamic evaluation: the text in order, one stream; each chunk of seq_len predictions
     is scored, then the model takes one SGD step on that chunk's loss. The weights adapt to
     the text; `model` itself is left as it was (a copy adapts). A rate so high that the
@@ -137,6 +138,8 @@ def dynamic_score(model: CharRNN, ids: np.ndarray, seq_len: int, device, lr: flo
         except RuntimeError:  # a rate beyond what fp32 holds ("without overflow")
             raise _diverged(name, t, lr) from None
         hidden = detach_hidden(hidden)
+        if bar is not None:
+            bar.update(T)
     if int(first_bad) >= 0:
         raise _diverged(name, int(first_bad), lr)
     return Score(name, len(ids) - 1, total_loss.item() / (len(ids) - 1),

@@ -84,11 +84,13 @@ class Budget:
         return run_progress(self.state.step, self.state.elapsed, self.cfg, self.stop_step,
                             self.max_seconds)
 
-    def time_left(self, steps_per_s: float) -> float | None:
-        """Seconds until the first limit at this speed; None without a limit."""
+    def time_left(self, steps_per_s: float, to_come: float = 0.0) -> float | None:
+        """Seconds until the run is over at this speed, `to_come` (the final evaluation)
+        included; None without a limit. A --max-time run stops early enough for its final
+        evaluation to fit, so its time left is what remains of the budget."""
         options = []
         if self.stop_step is not None and steps_per_s > 0:
-            options.append((self.stop_step - self.state.step) / steps_per_s)
+            options.append((self.stop_step - self.state.step) / steps_per_s + to_come)
         if self.max_seconds:
             options.append(max(self.max_seconds - self.state.elapsed, 0.0))
         return min(options) if options else None

@@ -88,9 +88,25 @@ def startup_lines(trainer) -> list[str]:
                      f"--embed-dim 128 is much cheaper")
     if trainer.run_dir is not None:
         lines.append(f"run: {trainer.run_dir}")
-    if not (t.max_steps or t.max_epochs or t.max_time):
-        lines.append("no --max-steps, --max-epochs or --max-time: training until Ctrl-C")
+    lines.append(limits_line(t))
     return lines
+
+
+def limits_line(t) -> str:
+    """When the run ends, in one line; --max-time said to be training time."""
+    if not (t.max_steps or t.max_epochs or t.max_time or t.patience):
+        return "no --max-steps, --max-epochs, --max-time or --patience: training until Ctrl-C"
+    parts = []
+    if t.max_steps:
+        parts.append(f"{t.max_steps:,} steps")
+    if t.max_epochs:
+        parts.append(f"{t.max_epochs:g} epochs")
+    if t.max_time:
+        parts.append(f"{t.max_time} of training time (evaluations and saves count, the "
+                     f"final evaluation fits inside, and a resume continues the clock)")
+    if t.patience:
+        parts.append(f"{t.patience} evaluations without a better validation loss")
+    return "stops at: " + "; ".join(parts) + ", whichever comes first, or Ctrl-C"
 
 
 def sizing_advice(params: int, chars: int, model: ModelConfig) -> str:

@@ -134,6 +134,7 @@ class Trainer:
 
     def run(self, final_eval: bool = True) -> TrainResult:
         """Train until a limit or a signal; evaluate and save at the end (if `final_eval`)."""
+        self.final_eval = final_eval
         t, s = self.cfg.train, self.state
         self.budget = budget = Budget(t, self.steps_per_epoch, s)  # the limits as of now
         if self.dist.is_main:
@@ -215,7 +216,8 @@ class Trainer:
                                 "train_loss": stats.loss, "lr": lr,
                                 "chars_per_s": round(stats.chars_per_s, 1),
                                 "elapsed": round(s.elapsed, 3), "skipped": stats.skipped})
-        left = self.budget.time_left(stats.chars_per_s / meter.chars_per_step)
+        left = self.budget.time_left(stats.chars_per_s / meter.chars_per_step,
+                                     self.validator.to_come(self.final_eval))
         progress.report(s.step, stats.loss,
                         None if s.last_val_loss is None else s.last_val_loss / LN2,
                         stats.chars_per_s, s.elapsed, left)

@@ -1,0 +1,66 @@
+"""`charrnn runs`: the runs in a runs directory, to choose one from."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from ..training.catalog import SORTS, RunSummary, list_runs
+from ..training.progress import format_seconds
+from .common import user_errors
+
+
+@click.command("runs")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
+              help="The runs directory to list.")
+@click.option("--sort", type=click.Choice(SORTS), default="time", show_default=True,
+              help="time: last written, newest at the bottom; loss: best first; steps: most "
+                   "first; name.")
+@click.option("--corpus", metavar="TEXT",
+              help="Only runs whose corpus (prepared directory) name contains TEXT.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@user_errors
+def runs(runs_dir, sort, corpus, as_json):
+    """List training runs: corpus, model, steps, training time, best validation loss.
+
+    The run that `sample`, `eval` and `plot` use by default (runs/latest) is marked *.
+
+    \b
+      charrnn runs
+      charrnn runs --sort loss --corpus shakespeare
+      charrnn runs --json | jq '.[0].path'
+    """
+    found = list_runs(runs_dir, sort, corpus)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+        return
+    if not found:
+        click.echo(f"no runs in {runs_dir}" + (f" on a corpus matching {corpus!r}"
+                                              if corpus else ""))
+        return
+    rows = [("", "run", "corpus", "model", "steps", "time", "best val nats (bpc)",
+             "last written")] + [_row(r) for r in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = {4, 5}  # numbers line up on the right
+    for row in rows:
+        click.echo("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    if any(r.latest for r in found):
+        click.echo(f"* is {runs_dir}/latest: what sample, eval and plot use by default")
+    for r in found:
+        for note in r.notes:
+            click.echo(f"{r.name}: {note}", err=True)
+
+
+def _row(r: RunSummary) -> tuple[str, ...]:
+    model = r.model or "?"
+    if r.model and r.vocab_size:
+        model += f", V={r.vocab_size}"
+    best = ("-" if r.best_val_loss is None
+            else f"{r.best_val_loss:.4f} ({r.best_val_bpc:.3f})"
+            + (f" @{r.best_step:,}" if r.best_step is not None else ""))
+    return ("*" if r.latest else "", r.name, r.corpus or "?", model, f"{r.steps:,}",
+            format_seconds(r.training_seconds), best,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)))

@@ -1,0 +1,137 @@
+"""The runs in a runs directory, one summary each: what `charrnn runs` lists.
+
+    for run in list_runs("runs", sort="loss"):
+        print(run.name, run.best_val_loss, run.latest)
+
+A summary comes from what a run writes: metrics.jsonl (steps, training time, the best
+validation loss of the whole run) and the checkpoint's header (corpus, model, vocabulary),
+read memory-mapped so that listing many large runs reads little. A run whose files are
+damaged is still listed, with what could be read and a note saying what could not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..core.checkpoint import config_of, data_root_of, load_checkpoint
+from ..core.model import describe_model
+from ..core.errors import CharRNNError
+from ..core.runs import RUN_FILES, is_run
+from ..core.units import LN2
+from .metrics import parse_record
+
+SORTS = ("time", "loss", "steps", "name")
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: str
+    latest: bool = False
+    corpus: str | None = None  # the prepared directory's name
+    data: str | None = None  # its full path
+    model: str | None = None  # e.g. "LSTM 2x256"
+    vocab_size: int | None = None
+    steps: int = 0
+    training_seconds: float = 0.0
+    best_val_loss: float | None = None
+    best_val_bpc: float | None = None
+    best_step: int | None = None
+    modified: float = 0.0  # when a run file was last written (seconds since the epoch)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_runs(runs_dir: str | Path, sort: str = "time", corpus: str | None = None
+              ) -> list[RunSummary]:
+    """The runs under `runs_dir`, sorted (`SORTS`: time = last written, oldest first; loss =
+    best first; steps = most first; name), keeping those whose corpus name contains `corpus`."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise CharRNNError(f"no runs directory {root}; train a model first, or pass --runs DIR")
+    if sort not in SORTS:
+        raise CharRNNError(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
+    latest = _real(root / "latest") if (root / "latest").is_dir() else None
+    runs = [summarize(p, latest) for p in sorted(root.iterdir())
+            if p.name != "latest" and not p.is_symlink() and is_run(p)]
+    if corpus is not None:
+        runs = [r for r in runs if r.corpus is not None and corpus.lower() in r.corpus.lower()]
+    key = {"time": lambda r: r.modified,
+           "loss": lambda r: math.inf if r.best_val_loss is None else r.best_val_loss,
+           "steps": lambda r: -r.steps,
+           "name": lambda r: r.name}[sort]
+    return sorted(runs, key=key)
+
+
+def summarize(run_dir: Path, latest: Path | None = None) -> RunSummary:
+    """One run's summary from its files."""
+    run = RunSummary(run_dir.name, str(run_dir), latest == _real(run_dir))
+    times = [(run_dir / n).stat().st_mtime for n in RUN_FILES if (run_dir / n).is_file()]
+    run.modified = max(times, default=run_dir.stat().st_mtime)
+    _read_metrics(run_dir / "metrics.jsonl", run)
+    _read_checkpoint(run_dir, run)
+    if run.best_val_loss is not None:
+        run.best_val_bpc = run.best_val_loss / LN2
+    return run
+
+
+def _read_metrics(path: Path, run: RunSummary) -> None:
+    if not path.is_file():
+        return
+    damaged = 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                record = parse_record(line)
+                if record is None:
+                    damaged += bool(line.strip())
+                    continue
+                run.steps = max(run.steps, int(record["step"]))
+                if isinstance(record.get("elapsed"), (int, float)):
+                    run.training_seconds = max(run.training_seconds, float(record["elapsed"]))
+                loss = record.get("val_loss")
+                if isinstance(loss, (int, float)) and (run.best_val_loss is None
+                                                       or loss < run.best_val_loss):
+                    run.best_val_loss, run.best_step = float(loss), int(record["step"])
+    except OSError as e:
+        run.notes.append(f"metrics.jsonl unreadable ({e.strerror})")
+    if damaged:
+        run.notes.append(f"metrics.jsonl: {damaged} damaged line(s) skipped")
+
+
+def _read_checkpoint(run_dir: Path, run: RunSummary) -> None:
+    """Corpus, model and vocabulary from last.pt (else best.pt); the step and best loss it
+    holds fill in what metrics.jsonl lacks."""
+    for name in ("last.pt", "best.pt"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            state = load_checkpoint(path, mmap=True)
+            cfg = config_of(state)
+        except CharRNNError:
+            run.notes.append(f"{name} is damaged")
+            continue
+        root = data_root_of(state)
+        run.data, run.corpus = (str(root), root.name) if root else (None, None)
+        run.model = describe_model(cfg.model)
+        chars = state.get("vocab", {}).get("chars") if isinstance(state.get("vocab"), dict) else None
+        run.vocab_size = len(chars) if isinstance(chars, (list, str)) else None
+        if isinstance(state.get("step"), int):
+            run.steps = max(run.steps, state["step"])
+        loss = state.get("best_val_loss")
+        if run.best_val_loss is None and isinstance(loss, float) and math.isfinite(loss):
+            run.best_val_loss = loss
+        if isinstance(state.get("elapsed"), float):
+            run.training_seconds = max(run.training_seconds, state["elapsed"])
+        return
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
