@@ -4,6 +4,7 @@ library function and reports; errors the user can fix exit with one line, no tra
 import click
 
 from .eval import eval_command
+from .export import export
 from .plot import plot
 from .prepare import prepare
 from .runs import runs
@@ -23,5 +24,5 @@ def main():
     """
 
 
-for command in (prepare, train, sample, eval_command, plot, runs):
+for command in (prepare, train, sample, eval_command, plot, runs, export):
     main.add_command(command)
