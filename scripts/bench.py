@@ -11,7 +11,7 @@ Rows: training overhead against the bare fused step; the tutorial way of trainin
 against the bare per-step kernel; prepare throughput and peak memory; evaluation speed;
 memory across a long run; a 1 GB corpus; 1 vs 2 processes; and, asked for by number, the
 5-minute quality run (9), the precision settings at equal steps (10), dynamic
-evaluation (11) and blank-state starts in training (12). The CPU and GPU tables are kept
+evaluation (11), blank-state starts in training (12) and bf16 on the CPU (13). The CPU and GPU tables are kept
 in separate blocks of the markdown file. Ratios are what to read: both sides run in the same process,
 interleaved, so machine noise hits both.
 """
@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.core.config_files import load_config
-from charrnn.core.device import autocast, resolve_device, resolve_precision
+from charrnn.core.device import resolve_device
+from charrnn.core.precision import autocast, resolve_precision
 from charrnn.core.errors import CharRNNError
 from charrnn.core.model import CharRNN
 from charrnn.corpus.prepare import prepare
@@ -51,6 +52,7 @@ from bench_quality import (  # noqa: E402
     quality_rows,
     quiet,
 )
+from bench_precision import precision_cpu_rows  # noqa: E402
 from bench_sampling import sampling_rows, sync  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str]] = []  # (row, measurement, figure, goal)
@@ -82,15 +84,18 @@ def bare_step_timer(model, B, T, V, device, amp_dtype, lr=1e-3):
     return step
 
 
-def training_overhead(data, cell, hidden, layers, B, T, steps, rounds, device):
+def training_overhead(data, cell, hidden, layers, B, T, steps, rounds, device,
+                      precision="fp32"):
     cfg = load_config(overrides={
         "model.cell": cell, "model.hidden_size": hidden, "model.num_layers": layers,
         "train.batch_size": B, "train.seq_len": T, "train.eval_every": 10 ** 9,
-        "train.log_every": 10, "train.warmup_steps": 5, "train.device": str(device)})
+        "train.log_every": 10, "train.warmup_steps": 5, "train.device": str(device),
+        "train.precision": precision})
     trainer = Trainer(cfg, data, echo=quiet, progress=True)
     model = CharRNN.from_config(len(data.vocab), cfg.model).to(device)
-    bare = bare_step_timer(model, B, T, len(data.vocab), device,
-                           resolve_precision(cfg.train.precision, device).autocast)
+    # The bare step computes in the trainer's plan: the same kernels, without the loop.
+    model.recurrent_dtype = trainer.precision.cast
+    bare = bare_step_timer(model, B, T, len(data.vocab), device, trainer.precision.autocast)
     bare()  # warm up
     real_t, bare_t = [], []
     for _ in range(rounds):
@@ -212,7 +217,7 @@ def ddp_rows(tmp: Path, data_dir: Path, quick):
 # ----------------------------------------------------------------------------------------
 
 
-ALL_ROWS = {"cpu": "1,2,3,4,5,6,7,8", "cuda": "1,3,5"}  # 9-12 train for minutes: ask for them
+ALL_ROWS = {"cpu": "1,2,3,4,5,6,7,8", "cuda": "1,3,5"}  # 9-13 train for minutes: ask for them
 
 
 def main():
@@ -272,6 +277,8 @@ def main():
             dynamic_rows(row, shared, device, tmp, quick)
         if 12 in wanted:
             blank_start_rows(row, shared, device, tmp, quick)
+        if 13 in wanted:
+            precision_cpu_rows(row, data, device, tmp, quick, training_overhead)
     total = time.perf_counter() - started
     print(f"total {total / 60:.1f} min")
     if args.write is None:

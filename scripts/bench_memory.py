@@ -138,7 +138,8 @@ def memory_row(row, data, steps):
 TRAIN_PROBE = PROBE_PROLOGUE + """
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.core.config_files import load_config
-from charrnn.core.device import autocast, resolve_device, resolve_precision
+from charrnn.core.device import resolve_device
+from charrnn.core.precision import autocast, resolve_precision
 from charrnn.core.errors import CharRNNError
 from charrnn.corpus.prepared import PreparedData
 from charrnn.training.trainer import Trainer

@@ -1,10 +1,9 @@
-"""One place that turns --device and --precision into a torch device and a precision plan."""
+"""One place that turns --device into a torch device, and what the device has room for.
+(--precision: precision.py.)"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass
 
 import torch
 
@@ -76,74 +75,3 @@ def describe(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
-
-
-# ----------------------------------------------------------------------------------------
-# precision
-#
-# torch.autocast is not enough on its own for recurrent layers: PyTorch's autocast wrapper
-# for cuDNN RNNs (aten/src/ATen/cudnn/AutocastRNN.cpp) casts input and weights to fp16
-# whatever dtype autocast was asked for, so a bf16 autocast runs the LSTM in fp16 without
-# loss scaling; on CPU, a bf16 autocast runs nn.RNN in bf16, leaves nn.GRU in fp32 and makes
-# oneDNN's nn.LSTM fail outright on processors without bf16 support. So autocast here covers
-# the head, and the recurrent layers join it only where the kernel really runs in the
-# requested dtype: cuDNN in fp16, which always comes with a GradScaler.
-
-@dataclass(frozen=True)
-class Precision:
-    """What each part of the model computes in, and whether gradients are loss-scaled."""
-    name: str  # fp32 | bf16 | fp16: the setting as resolved
-    autocast: torch.dtype | None  # the autocast dtype (None: no autocast)
-    recurrent: torch.dtype  # what the nn.LSTM/GRU/RNN layers compute in
-    head: torch.dtype  # what the output layer computes in
-    scaler: bool  # a GradScaler guards the backward pass (fp16)
-
-    def describe(self, device: torch.device) -> str:
-        rnn = _dtype_name(self.recurrent)
-        if self.recurrent == torch.float32 and device.type == "cuda" \
-                and torch.backends.cudnn.allow_tf32:
-            rnn += " (cuDNN may use TF32)"
-        return (f"precision {self.name}: recurrent layers {rnn}, head {_dtype_name(self.head)}"
-                + (", loss scaling" if self.scaler else ""))
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
-FP32 = Precision("fp32", None, torch.float32, torch.float32, False)
-
-
-def resolve_precision(precision: str, device: torch.device) -> Precision:
-    """The precision plan for `precision` on `device`, or a ConfigError saying why not.
-
-    auto = fp32 everywhere: it is the reference the other settings are held to, and the
-    setting that none of them has yet been measured to match within 0.01 nats/char at equal
-    steps on a GPU (scripts/gpu_check.sh measures it)."""
-    if precision in ("auto", "fp32"):
-        return FP32
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ConfigError(f"--precision fp16 needs a CUDA GPU (cuDNN's fp16 recurrent "
-                              f"kernels with loss scaling); use fp32 on {device.type}")
-        return Precision("fp16", torch.float16, torch.float16, torch.float16, True)
-    if precision == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("--precision bf16: this GPU has no bf16 support; use fp16 or fp32")
-        if device.type not in ("cuda", "cpu"):
-            raise ConfigError(f"--precision bf16 is supported on cuda and cpu, not "
-                              f"{device.type}; use fp32")
-        return Precision("bf16", torch.bfloat16, torch.float32, torch.bfloat16, False)
-    raise ConfigError(f"--precision must be auto, fp32, bf16 or fp16; got {precision!r}")
-
-
-def recurrent_autocast(device_type: str) -> bool:
-    """Whether the recurrent layers may run under the autocast active for `device_type`:
-    only cuDNN's fp16 (see above); otherwise they run in fp32 inside it."""
-    return device_type == "cuda" and torch.get_autocast_dtype("cuda") == torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

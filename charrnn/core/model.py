@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .device import recurrent_autocast
+from .precision import quiet_cast, recurrent_autocast, run_cast
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -61,12 +61,22 @@ class CharRNN(nn.Module):
             return self.embedding(idx)
         return F.embedding(idx, self.one_hot)
 
+    # The dtype the recurrent layers compute in, cast each step from the fp32 weights (None:
+    # their own dtype). Set from the precision plan; not part of the state, so a checkpoint
+    # is the same whatever precision wrote it.
+    recurrent_dtype: torch.dtype | None = None
+
     def forward(self, idx: torch.Tensor, hidden: Hidden | None = None):
         x = self.encode(idx)  # (B, T, input_size)
         kind = x.device.type
-        if torch.is_autocast_enabled(kind) and not recurrent_autocast(kind):
+        if self.recurrent_dtype is not None:
+            with quiet_cast():
+                out, hidden = run_cast(self.rnn, self.recurrent_dtype, x, hidden)  # (B, T, H)
+            if not torch.is_autocast_enabled(kind):
+                out = out.float()  # an fp32 head (under autocast, autocast casts it)
+        elif torch.is_autocast_enabled(kind) and not recurrent_autocast(kind):
             # Autocast would run the recurrent kernel in another dtype than it was asked
-            # for, or in none at all (device.py): it stays in fp32, the head does not.
+            # for, or in none at all (precision.py): it stays in fp32, the head does not.
             with torch.autocast(kind, enabled=False):
                 out, hidden = self.rnn(x, hidden)  # (B, T, H)
         else:

@@ -26,7 +26,7 @@ import torch
 
 from ..core import distributed
 from ..core.bars import NoBar
-from ..core.device import autocast
+from ..core.precision import autocast
 from ..core.model import cross_entropy, map_hidden, select_rows
 from ..corpus.streams import as_index, stream_length
 

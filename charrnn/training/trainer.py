@@ -31,7 +31,8 @@ import torch
 from ..core import distributed
 from ..core.checkpoint import load_init
 from ..core.config import Config
-from ..core.device import autocast, resolve_device, resolve_precision
+from ..core.device import resolve_device
+from ..core.precision import autocast, measure_speedup, resolve_precision
 from ..core.errors import DataError
 from ..core.model import CharRNN, cross_entropy, map_hidden
 from ..core.units import LN2
@@ -90,7 +91,6 @@ class Trainer:
         self.dist = distributed.from_env()
         self.device = resolve_device(t.device, self.dist.local_rank)
         distributed.init(self.dist, self.device)
-        self.precision = resolve_precision(t.precision, self.device)
         if t.batch_size % self.dist.world_size:
             raise DataError(f"batch_size {t.batch_size} must be divisible by the number of "
                             f"processes ({self.dist.world_size})")
@@ -98,6 +98,11 @@ class Trainer:
         self.vocab = data.vocab
         check_training_memory(cfg, len(self.vocab), self.dist.world_size, self.device)
         self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
+        self.precision = resolve_precision(
+            t.precision, self.device, cfg.model.cell, lambda: measure_speedup(
+                self.model.rnn, t.batch_size // self.dist.world_size, t.seq_len, self.device),
+            cfg.model.hidden_size, None if state is None else state.get("precision"))
+        self.model.recurrent_dtype = self.precision.cast
         if state is None and t.init_from:
             init_weights(self.model, init or load_init(t.init_from), self.vocab, data.root)
         # PyTorch has fused AdamW kernels for cuda and cpu; mps and others take the foreach one.
@@ -247,8 +252,14 @@ class Trainer:
     def validation_loss(self) -> float:
         """Mean nats per character over the validation text (all ranks take part)."""
         t = self.cfg.train
-        return evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
-                        self.precision.autocast, self.dist, t.eval_context)
+        # In fp32 whatever the plan: the figure that best.pt and patience compare stays one
+        # figure across resumes in another precision.
+        self.model.recurrent_dtype = None
+        try:
+            return evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
+                            None, self.dist, t.eval_context)
+        finally:
+            self.model.recurrent_dtype = self.precision.cast
 
     def _finish(self, reason: StopReason, progress: Progress, final_eval: bool) -> None:
         s, done = self.state, self.validator.done_at_this_step
@@ -273,7 +284,10 @@ class Trainer:
 
     def checkpoint_state(self) -> dict:
         """Everything a resumed run needs. Collective under DDP: every rank must call it."""
-        return collect(self.model, self.optimizer, self.cfg, self.data, self.state,
-                       self.hidden, self.dist, self.device)
+        state = collect(self.model, self.optimizer, self.cfg, self.data, self.state,
+                        self.hidden, self.dist, self.device)
+        if state is not None:  # the plan it ran in, which a resumed `auto` keeps
+            state["precision"] = self.precision.name
+        return state
 
 
