@@ -5,6 +5,7 @@ import click
 
 from .eval import eval_command
 from .export import export
+from .novelty import novelty
 from .plot import plot
 from .prepare import prepare
 from .runs import runs
@@ -24,5 +25,5 @@ def main():
     """
 
 
-for command in (prepare, train, sample, eval_command, plot, runs, export):
+for command in (prepare, train, sample, eval_command, plot, runs, export, novelty):
     main.add_command(command)

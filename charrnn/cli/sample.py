@@ -18,6 +18,9 @@ from ..core.checkpoint import (
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..inference.sample import Sampler, check_prime, check_settings
+from ..novelty.redraw import check_redraw, draw_novel
+from ..novelty.report import novelty_report
+from ..novelty.source import training_index
 from .common import unescape, user_errors
 
 
@@ -43,11 +46,22 @@ from .common import unescape, user_errors
                    "escapes such as \\n understood). --length stays the cap.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")
+@click.option("--novelty", is_flag=True,
+              help="After each sample, report on stderr how much of it is copied from the "
+                   "training text (its longest copied span, where from, the share in long spans).")
+@click.option("--max-copy", type=int, metavar="N",
+              help="Redraw any sample whose longest span copied from the training text is "
+                   "longer than N characters (the prime is not counted).")
+@click.option("--tries", default=10, show_default=True, type=int,
+              help="With --max-copy: draws per sample at most; then the least-copying is kept.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="With --novelty or --max-copy: the prepared directory of the training text  "
+                   "[default: the one the model was trained on]")
 @click.option("-q", "--quiet", is_flag=True,
               help="Nothing on stderr but errors: no line naming the model, no progress bar.")
 @user_errors
 def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
-           unidecode, stops, runs_dir, quiet):
+           unidecode, stops, runs_dir, novelty, max_copy, tries, data_dir, quiet):
     """Generate text from a trained model, streamed as it comes.
 
     TARGET is a checkpoint file or a run directory (its best.pt, else last.pt); by default
@@ -57,14 +71,16 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
       charrnn sample --temperature 0.5
       charrnn sample runs/latest -p "ROMEO:" -n 2000 --seed 1
       charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\\n\\n'
+      charrnn sample -t 0.5 --novelty --max-copy 40
     """
     check_settings(length, temperature, top_k, num_samples, seed)
+    check_redraw(max_copy, tries)
     if "" in stops:
         raise CharRNNError("--stop '' is empty: give the text to stop after, e.g. --stop '\\n'")
     stops = [unescape(s, "--stop") for s in stops]
     if prime_file:
         prime = _read_prime(prime_file)
-    model, vocab, options, which = _load(target, runs_dir)
+    model, vocab, options, which, state = _load(target, runs_dir)
     prime = to_ascii(options.apply(prime)) if unidecode else options.apply(prime)
     check_prime(vocab, prime, transliterated=unidecode)
     stops = [options.apply(s) for s in stops]
@@ -72,25 +88,59 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
         if vocab.missing(s):
             raise CharRNNError(f"--stop {s!r} can never be generated: the model does not know "
                                + ", ".join(repr(c) for c in vocab.missing(s)))
+    index = None
+    if novelty or max_copy is not None:  # before sampling: a missing index is one line
+        index = training_index(data_dir, state, progress=not quiet,
+                               echo=None if quiet else lambda line: click.echo(line, err=True))
     sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
-    _write(sampler, length, prime, num_samples, stops,
-           (lambda: None) if quiet else (lambda: click.echo(which, err=True)), not quiet)
+    announce = (lambda: None) if quiet else (lambda: click.echo(which, err=True))
+    if max_copy is not None:
+        result = draw_novel(lambda k: sampler.texts(length, prime, k, stops),
+                            lambda text: novelty_report(index, text), num_samples, max_copy,
+                            tries)
+        announce()
+        for note in result.notes(many=num_samples > 1):
+            click.echo(note, err=True)
+        _print(prime, result.texts, result.reports if novelty else None)
+        return
+    texts = _write(sampler, length, prime, num_samples, stops, announce, not quiet,
+                   show_each=not novelty)
+    if novelty:
+        _print(prime, texts, [novelty_report(index, text) for text in texts],
+               printed=num_samples == 1)
+
+
+def _print(prime: str, texts: list[str], reports=None, printed: bool = False):
+    """The samples (unless `printed`) on stdout, each followed by its report on stderr."""
+    for i, text in enumerate(texts):
+        if not printed:
+            sys.stdout.write(f"{prime}{text}\n" if len(texts) == 1
+                             else f"--- sample {i + 1} ---\n{prime}{text}\n")
+            sys.stdout.flush()
+        if reports:
+            label = "novelty" if len(texts) == 1 else f"novelty of sample {i + 1}"
+            for line in reports[i].lines(label):
+                click.echo(line, err=True)
 
 
 def _write(sampler: Sampler, length: int, prime: str, num_samples: int, stops, announce,
-           progress: bool = True):
-    """The samples to stdout; `announce` (the model's line) once generation has passed its
-    own checks (memory), so that an error stays one line."""
+           progress: bool = True, show_each: bool = True) -> list[str]:
+    """The samples to stdout (one is streamed); `announce` (the model's line) once
+    generation has passed its own checks (memory), so that an error stays one line. Returns
+    the samples, prime excluded; several are left to the caller to print unless `show_each`."""
     out = sys.stdout
     if num_samples == 1:
+        parts = []
         for i, pieces in enumerate(sampler.generate(length, prime, stop=stops)):
             if i == 0:
                 announce()
                 out.write(prime)
             out.write(pieces[0])
             out.flush()
+            parts.append(pieces[0])
         out.write("\n")
-        return
+        out.flush()
+        return ["".join(parts)]
     # Several samples are printed only when all are done: meanwhile, a bar on a terminal.
     bar = progress_bar(length, enabled=progress and sys.stderr.isatty(),
                        desc=f"{num_samples} samples", unit="char")
@@ -99,8 +149,9 @@ def _write(sampler: Sampler, length: int, prime: str, num_samples: int, stops, a
     finally:
         bar.close()
     announce()
-    for i, text in enumerate(texts):
-        out.write(f"--- sample {i + 1} ---\n{prime}{text}\n")
+    if show_each:
+        _print(prime, texts)
+    return texts
 
 
 def _read_prime(path: str) -> str:
@@ -113,7 +164,7 @@ def _read_prime(path: str) -> str:
 
 
 def _load(target, runs_dir):
-    """The model, vocabulary and text options, and the line that names them."""
+    """The model, vocabulary and text options, the line that names them, and the state."""
     path = find_checkpoint(target, runs_dir)
     state = load_checkpoint(path)
-    return (*model_from_checkpoint(state), describe_checkpoint(path, state))
+    return (*model_from_checkpoint(state), describe_checkpoint(path, state), state)
