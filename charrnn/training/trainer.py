@@ -99,8 +99,7 @@ class Trainer:
         check_training_memory(cfg, len(self.vocab), self.dist.world_size, self.device)
         self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
         self.precision = resolve_precision(
-            t.precision, self.device, cfg.model.cell, lambda: measure_speedup(
-                self.model.rnn, t.batch_size // self.dist.world_size, t.seq_len, self.device),
+            t.precision, self.device, cfg.model.cell, self._measure_speedup,
             cfg.model.hidden_size, None if state is None else state.get("precision"))
         self.model.recurrent_dtype = self.precision.cast
         if state is None and t.init_from:
@@ -281,6 +280,15 @@ class Trainer:
         """Drop the DDP wrapper: its reducer holds the process group, which must be free to
         shut down before the interpreter exits (where gloo can abort)."""
         self.wrapped = self.model
+
+    def _measure_speedup(self) -> float:
+        """bf16 against fp32 for this model's step; under DDP the mean over the processes,
+        so that all of them pick the same precision."""
+        t = self.cfg.train
+        ratio = measure_speedup(self.model.rnn, t.batch_size // self.dist.world_size,
+                                t.seq_len, self.device)
+        total = distributed.all_reduce_sum(self.dist, torch.tensor(ratio, device=self.device))
+        return total.item() / self.dist.world_size
 
     def checkpoint_state(self) -> dict:
         """Everything a resumed run needs. Collective under DDP: every rank must call it."""
