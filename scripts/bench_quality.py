@@ -16,6 +16,7 @@ import torch
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.core.config_files import load_config
 from charrnn.core.errors import CharRNNError
+from charrnn.core.precision import resolve_precision
 from charrnn.corpus.prepare import prepare
 from charrnn.corpus.prepared import PreparedData
 from charrnn.inference.evaluate import blank_start_loss, evaluate
@@ -85,6 +86,10 @@ def precision_rows(row, data: PreparedData, device: torch.device, tmp: Path, qui
             "reference" if setting == "fp32" else f"{loss - ref_loss:+.4f} vs fp32")
     for setting, why in refused.items():
         row("", f"--precision {setting}", f"refused here: {why}")
+    cell = load_config(preset).model.cell
+    for setting in results:  # what each setting computed in (bf16 recurrent needs cuDNN 9.13+)
+        row("", f"--precision {setting}: the plan",
+            resolve_precision(setting, device, cell).describe(device))
     eligible = [s for s, (loss, _) in results.items() if loss - ref_loss <= 0.01]
     pick = max(eligible, key=lambda s: results[s][1])
     row("", "fastest setting within 0.01 nats/char of fp32 (what auto should be)", pick)
