@@ -10,6 +10,7 @@ from .plot import plot
 from .prepare import prepare
 from .runs import runs
 from .sample import sample
+from .serve import serve
 from .train import train
 
 
@@ -25,5 +26,5 @@ def main():
     """
 
 
-for command in (prepare, train, sample, eval_command, plot, runs, export, novelty):
+for command in (prepare, train, sample, eval_command, plot, runs, export, serve, novelty):
     main.add_command(command)

@@ -1,0 +1,91 @@
+"""`charrnn serve`: a trained model behind an HTTP API and a playground page."""
+
+from __future__ import annotations
+
+import click
+
+from ..core.checkpoint import find_checkpoint
+from ..core.config import parse_duration
+from ..core.device import resolve_device
+from ..core.errors import CharRNNError
+from ..serve.limits import Limits, exposure_warning
+from .common import user_errors
+
+SERVE_MODULES = {"starlette", "uvicorn", "fastapi", "anyio", "h11"}
+
+
+def _limit(flag: str, default: int, what: str, metavar: str = "N"):
+    return click.option(flag, default=default, show_default=True, type=click.IntRange(min=1),
+                        metavar=metavar, help=what)
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default lets only this machine in; any other "
+                   "(0.0.0.0: every interface) lets the network in: set an API key then.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              metavar="PORT",
+              help="Port to listen on (0 picks a free one).")
+@click.option("--api-key", envvar="CHARRNN_API_KEY", metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on every /v1 route (better given as "
+                   "the CHARRNN_API_KEY environment variable: command lines are visible to "
+                   "other users).")
+@click.option("--cors", multiple=True, metavar="ORIGIN",
+              help="Let pages from ORIGIN (e.g. https://example.org) call the API from a "
+                   "browser (repeatable; off by default).")
+@click.option("--watch", is_flag=True,
+              help="Load the new checkpoint when training replaces best.pt; requests in "
+                   "flight finish on the model they started with.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
+              help="The runs directory: its latest run is taken when TARGET is not given.")
+@_limit("--max-body", Limits.max_body, "Largest request body, in bytes (413 beyond).",
+        "BYTES")
+@_limit("--max-prime", Limits.max_prime, "Longest prime, in characters (422 beyond).")
+@_limit("--max-text", Limits.max_text, "Longest text to score, in characters (422 beyond).")
+@_limit("--max-length", Limits.max_length,
+        "Most characters generated per sample (422 beyond).")
+@_limit("--max-samples", Limits.max_samples, "Most num_samples per request (422 beyond).")
+@_limit("--max-streams", Limits.max_streams,
+        "Most streams running at once, every sample counted (503 with Retry-After beyond).")
+@_limit("--max-sessions", Limits.max_sessions,
+        "Most sessions kept; the least recently used goes first.")
+@click.option("--session-ttl", default="1h", show_default=True, metavar="DURATION",
+              help="How long a session may sit idle before it is dropped (90s, 10m, 1h).")
+@user_errors
+def serve(target, host, port, api_key, cors, watch, device, runs_dir, max_body, max_prime,
+          max_text, max_length, max_samples, max_streams, max_sessions, session_ttl):
+    """Serve a trained model over HTTP: a JSON API with streaming, and a playground page.
+
+    TARGET is as for `sample`: a checkpoint file or a run directory; by default the latest
+    run under ./runs. The model is loaded once; with --watch it is reloaded when training
+    writes a new best.pt. Open the address it prints for the playground.
+
+    \b
+      charrnn serve                                   # http://127.0.0.1:8000/
+      charrnn serve runs/shakespeare --port 9000 --watch
+      curl -N localhost:8000/v1/generate -d '{"prime": "ROMEO:", "stream": true}'
+      CHARRNN_API_KEY=secret charrnn serve --host 0.0.0.0
+    """
+    try:
+        from ..serve.loaded import LoadedModel
+        from ..serve.server import run
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in SERVE_MODULES:
+            raise CharRNNError("charrnn serve needs the serve extra: "
+                               "pip install 'charrnn[serve]'") from None
+        raise
+    if api_key is not None and not api_key.strip():
+        raise CharRNNError("--api-key (or CHARRNN_API_KEY) is empty; give a key, or leave it "
+                           "unset")
+    limits = Limits(max_body, max_prime, max_text, max_length, max_samples, max_streams,
+                    max_sessions, parse_duration(session_ttl, "--session-ttl"))
+    warning = exposure_warning(host, api_key)
+    if warning:
+        click.echo(warning, err=True)
+    loaded = LoadedModel.load(find_checkpoint(target, runs_dir), resolve_device(device))
+    run(loaded, host, port, limits, api_key.strip() if api_key else None, cors,
+        (target, runs_dir) if watch else None,
+        echo=lambda line: click.echo(line),
+        warn=lambda line: click.echo(line, err=True))

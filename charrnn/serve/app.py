@@ -1,0 +1,238 @@
+"""The HTTP side: routes under /v1, server-sent events, the playground, errors as JSON.
+
+    app = build_app(service, api_key="...", cors=["https://example.org"])
+
+    POST /v1/generate   {"prime", "length", "temperature", "top_k", "stop", "seed",
+                         "num_samples", "session", "stream"}: one JSON object, or with
+                        "stream": true, events `text` {"index", "text"} then one `done`
+    POST /v1/score      {"text"}: bits per character, and each character's surprisal and
+                        the model's top 5 guesses
+    POST /v1/sessions   {"session"}: create (or reset) a session; GET/DELETE /v1/sessions/NAME
+    GET  /v1/model      the model, its vocabulary and the limits
+    GET  /healthz       status and counts (no key needed)
+    GET  /              the playground page
+
+Every refusal is a 4xx with {"error": "..."} saying what is wrong. Handlers never wait on
+the model: they hand a job to the worker and await its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .service import Service
+from .validation import (
+    SESSION_FIELDS,
+    BadRequest,
+    check_session_name,
+    fields,
+    generate_settings,
+    parse_json,
+    score_text,
+)
+
+STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+# The page and its two files come from this server only; nothing is fetched from elsewhere.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                           "frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=None) -> Starlette:
+    files = {name: (resources.files(__package__) / "static" / name).read_bytes()
+             for name in ("index.html", *STATIC)}
+
+    async def page(request: Request) -> Response:
+        return Response(files["index.html"], media_type="text/html", headers=PAGE_HEADERS)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC:
+            raise BadRequest(404, f"no such file: /static/{name}")
+        return Response(files[name], media_type=STATIC[name], headers=PAGE_HEADERS)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(service.health())
+
+    async def model(request: Request) -> Response:
+        return JSONResponse({**service.loaded.info(), "limits": service.limits.to_dict()})
+
+    async def generate(request: Request) -> Response:
+        data = parse_json(await read_body(request, service.limits.max_body))
+        settings = generate_settings(data, service.limits)
+        job = service.generate(settings)
+        if settings.stream:
+            return StreamingResponse(_events(job, service), media_type="text/event-stream",
+                                     headers=SSE_HEADERS,
+                                     background=BackgroundTask(service.release, job))
+        try:
+            payload = await _final(job, request)
+        finally:
+            service.release(job)
+        return JSONResponse({**payload, "prime": job.prime[len(job.prime) - job.prime_read:]})
+
+    async def score(request: Request) -> Response:
+        text = score_text(parse_json(await read_body(request, service.limits.max_body)))
+        job = service.score(text)
+        try:
+            return JSONResponse(await _final(job, request))
+        finally:
+            service.release(job)
+
+    async def create_session(request: Request) -> Response:
+        body = await read_body(request, service.limits.max_body)
+        data = fields(parse_json(body), SESSION_FIELDS) if body.strip() else {}
+        name = check_session_name(data.get("session", secrets.token_urlsafe(12)))
+        session = service.create_session(name)
+        return JSONResponse(session.info(), status_code=201)
+
+    async def session(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            service.delete_session(name)
+            return JSONResponse({"deleted": name})
+        return JSONResponse(service.session_info(name))
+
+    routes = [
+        Route("/", page), Route("/static/{name}", static), Route("/healthz", health),
+        Route("/v1/model", model), Route("/v1/generate", generate, methods=["POST"]),
+        Route("/v1/score", score, methods=["POST"]),
+        Route("/v1/sessions", create_session, methods=["POST"]),
+        Route("/v1/sessions/{name:path}", session, methods=["GET", "DELETE"]),
+    ]
+    middleware = []
+    if cors:  # outermost, so that a preflight request is answered before the key check
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors),
+                                     allow_methods=["GET", "POST", "DELETE"],
+                                     allow_headers=["Authorization", "Content-Type"]))
+    if api_key:
+        middleware.append(Middleware(KeyCheck, key=api_key))
+    handlers = {BadRequest: _refusal, ClientGone: _gone, ClientDisconnect: _gone,
+                HTTPException: _http_error, 500: _server_error}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
+                     lifespan=lifespan)
+
+
+# -------------------------------------------------------------------------------------
+# reading requests, answering them
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to pass `cap` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise BadRequest(413, f"the body has {int(declared):,} bytes, over this server's "
+                              f"limit of {cap:,} (--max-body)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise BadRequest(413, f"the body is over this server's limit of {cap:,} bytes "
+                                  f"(--max-body)")
+    return bytes(body)
+
+
+async def _events(job, service: Service):
+    """Server-sent events: `text` per piece of a stream, then `done` (or `error`)."""
+    try:
+        async for event in job.events():
+            if event[0] == "text":
+                data = {"index": event[1], "text": event[2]}
+            elif event[0] == "done":
+                data = event[1]
+            else:
+                data = {"error": event[1]}
+            yield f"event: {event[0]}\ndata: {json.dumps(data)}\n\n".encode()
+    finally:
+        service.release(job)  # the client may have gone: the worker drops the job
+
+
+async def _final(job, request: Request) -> dict:
+    """The final event's payload; a client that goes away first cancels the job."""
+    final = asyncio.ensure_future(_last(job))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not final.done():
+            final.cancel()
+    if not final.done() or final.cancelled():
+        raise ClientGone()
+    event = final.result()
+    if event[0] == "error":
+        raise BadRequest(503 if "shutting down" in event[1] else 500, event[1])
+    return event[1]
+
+
+async def _last(job):
+    event = None
+    async for event in job.events():
+        pass
+    return event
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class ClientGone(Exception):
+    """The client went away before its answer was ready: there is no one to answer."""
+
+
+class KeyCheck:
+    """Every /v1 route wants `Authorization: Bearer KEY`, compared in constant time."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            value = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, token = value.partition(b" ")
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)):
+                response = _error(401, "missing or wrong API key: send the header "
+                                       "'Authorization: Bearer KEY'",
+                                  {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _refusal(request: Request, exc: BadRequest) -> Response:
+    return _error(exc.status, exc.message, exc.headers)
+
+
+async def _gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nobody reads it; closes the exchange
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    message = {404: f"no such route: {request.method} {request.url.path}",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(
+        exc.status_code, exc.detail)
+    return _error(exc.status_code, message, exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error(500, "internal error; see the server's log")
+

@@ -1,0 +1,139 @@
+"""Running the server: the address bound first, uvicorn on it, a shutdown that ends streams.
+
+    run(loaded, host="127.0.0.1", port=8000, limits=Limits(), watch=("runs/latest", "runs"))
+
+The socket is bound before anything is printed, so a port in use is one line, and port 0
+picks a free port that the address line names. On Ctrl-C or SIGTERM every open stream gets
+its final event (finish reason "shutdown") and the process ends within a few seconds: the
+worker is told at the first signal, uvicorn then waits for responses to end, at most
+GRACE seconds, and a second Ctrl-C ends at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+import socket
+import sys
+import threading
+
+import uvicorn
+
+from ..core.errors import CharRNNError
+from .app import build_app
+from .limits import Limits
+from .loaded import LoadedModel, Watcher
+from .service import Service
+
+GRACE = 2.0  # seconds uvicorn waits for open responses after the streams were ended
+SWEEP_SECONDS = 30.0  # how often idle sessions are dropped when no request does it
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (port 0: a free one), or one line saying why not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise CharRNNError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        hint = {errno.EADDRINUSE: "; choose another --port (0 picks a free one)",
+                errno.EACCES: "; ports below 1024 need privileges: choose another --port",
+                errno.EADDRNOTAVAIL: "; this machine has no such address"}.get(e.errno, "")
+        raise CharRNNError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def address_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, with our signal handling: the first signal ends the open streams
+    with their final event before uvicorn waits for them; the signal is not raised again
+    afterwards, so that both Ctrl-C and SIGTERM end with a plain exit."""
+
+    def __init__(self, config, service: Service):
+        super().__init__(config)
+        self.service = service
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig, frame) -> None:
+        if not self.should_exit and self.service.loop is not None:
+            self.service.loop.call_soon_threadsafe(self.service.close)
+        super().handle_exit(sig, frame)
+
+
+def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
+        limits: Limits | None = None, api_key: str | None = None, cors=(),
+        watch: tuple | None = None, echo=print, warn=None) -> None:
+    """Serve `loaded` until Ctrl-C or SIGTERM. `watch`: (TARGET, runs_dir) to reload from."""
+    warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+    limits = limits or Limits()
+    sock = bind(host, port)
+    service = Service(loaded, limits, echo=echo)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        loop = asyncio.get_running_loop()
+        service.start(loop)
+        watcher = None
+        if watch is not None:
+            watcher = Watcher(*watch, loaded,
+                              on_new=lambda new: loop.call_soon_threadsafe(
+                                  service.replace_model, new),
+                              on_error=warn)
+            watcher.start()
+        sweeper = loop.create_task(_sweep(service))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            if watcher is not None:
+                watcher.stop()
+            service.close()
+            service.stop()
+
+    app = build_app(service, api_key=api_key, cors=cors, lifespan=lifespan)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=GRACE, server_header=False)
+    echo(f"serving on {address_of(sock)} (the playground; the API is under /v1)")
+    for line in loaded.lines():
+        echo(line)
+    echo(limits.line())
+    if watch is not None:
+        where = watch[0] or f"{watch[1]}/latest"
+        echo(f"watching {where} for a new checkpoint (--watch): requests in flight finish on "
+             f"the model they started with")
+    try:
+        Server(config, service).run(sockets=[sock])
+    finally:
+        sock.close()
+    echo("stopped")
+
+
+async def _sweep(service: Service) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        service.sessions.sweep()

@@ -1,0 +1,241 @@
+// The charrnn playground: generate (streamed over server-sent events read from fetch, so
+// that the request can be a POST and can be stopped) and score (every character coloured by
+// its surprisal, the model's top 5 guesses on hover or tap). Model text is only ever set
+// as textContent, never parsed as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let running = null; // the AbortController of the generation in progress
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) h.Authorization = "Bearer " + key;
+  return h;
+}
+
+async function errorOf(response) {
+  // The server answers every refusal with {"error": "..."}.
+  try {
+    const body = await response.json();
+    if (body && body.error) return body.error;
+  } catch (e) { /* not JSON */ }
+  return `HTTP ${response.status}`;
+}
+
+function setStatus(id, text, isError) {
+  $(id).textContent = text;
+  $(id).classList.toggle("error", !!isError);
+}
+
+function wantKey(message) {
+  $("key-box").open = true;
+  $("model").textContent = message + " Enter the API key below.";
+}
+
+// -- the model ---------------------------------------------------------------------------
+
+async function loadModel() {
+  const response = await fetch("/v1/model", { headers: headers() });
+  if (response.status === 401) return wantKey("This server wants an API key.");
+  if (!response.ok) return ($("model").textContent = await errorOf(response));
+  const m = await response.json();
+  const loss = m.best_val_loss ? `, validation ${m.best_val_loss.bits.toFixed(3)} bits/char` : "";
+  const step = m.step != null ? `, step ${m.step.toLocaleString()}` : "";
+  $("model").textContent = `${m.num_layers}×${m.hidden_size} ${m.cell.toUpperCase()}, ` +
+    `${m.vocab_size} characters${loss}${step}`;
+  $("length").max = m.limits.max_length;
+}
+
+// -- generate ----------------------------------------------------------------------------
+
+function unescapeStop(line) {
+  return line.replace(/\\(n|t|r|\\)/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c]);
+}
+
+function generateRequest() {
+  const body = {
+    prime: $("prime").value,
+    temperature: Number($("temperature").value),
+    top_k: Number($("top-k").value) || 0,
+    length: Number($("length").value) || 500,
+    stop: $("stops").value.split("\n").filter((s) => s !== "").map(unescapeStop),
+    stream: true,
+  };
+  if ($("seed").value !== "") body.seed = Number($("seed").value);
+  return body;
+}
+
+function* sseEvents(buffer) {
+  // Complete events of the buffer, each {event, data}; the rest stays for the next read.
+  let end;
+  while ((end = buffer.text.indexOf("\n\n")) >= 0) {
+    const block = buffer.text.slice(0, end);
+    buffer.text = buffer.text.slice(end + 2);
+    let event = "message", data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data += line.slice(5).trim();
+    }
+    yield { event, data: data ? JSON.parse(data) : null };
+  }
+}
+
+async function generate() {
+  if (running) return;
+  const output = $("output"), generated = output.querySelector(".generated");
+  const body = generateRequest();
+  output.querySelector(".prime").textContent = body.prime;
+  generated.textContent = "";
+  running = new AbortController();
+  $("generate").disabled = true;
+  $("stop").disabled = false;
+  output.classList.add("running");
+  setStatus("gen-status", "starting…");
+  const started = performance.now();
+  let chars = 0;
+  try {
+    const response = await fetch("/v1/generate", {
+      method: "POST", headers: headers(), body: JSON.stringify(body), signal: running.signal,
+    });
+    if (response.status === 401) wantKey("This server wants an API key.");
+    if (!response.ok) throw new Error(await errorOf(response));
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    const buffer = { text: "" };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer.text += decoder.decode(value, { stream: true });
+      for (const { event, data } of sseEvents(buffer)) {
+        if (event === "text") {
+          generated.textContent += data.text;
+          chars += data.text.length;
+          const seconds = (performance.now() - started) / 1000;
+          setStatus("gen-status", `${chars} characters, ${Math.round(chars / seconds)}/s`);
+        } else if (event === "done") {
+          const why = data.samples.map((s) => s.finish_reason).join(", ");
+          setStatus("gen-status", `done: ${why} (${chars} characters, seed ${data.seed})`);
+        } else if (event === "error") {
+          throw new Error(data.error);
+        }
+      }
+    }
+  } catch (e) {
+    if (e.name === "AbortError") setStatus("gen-status", `stopped after ${chars} characters`);
+    else setStatus("gen-status", e.message, true);
+  } finally {
+    running = null;
+    output.classList.remove("running");
+    $("generate").disabled = false;
+    $("stop").disabled = true;
+  }
+}
+
+function stop() {
+  if (running) running.abort(); // the server sees the client go and drops the stream
+}
+
+// -- score -------------------------------------------------------------------------------
+
+let scored = [];
+
+async function score() {
+  const text = $("score-text").value;
+  setStatus("score-status", "scoring…");
+  $("score").disabled = true;
+  try {
+    const response = await fetch("/v1/score", {
+      method: "POST", headers: headers(), body: JSON.stringify({ text }),
+    });
+    if (response.status === 401) wantKey("This server wants an API key.");
+    if (!response.ok) throw new Error(await errorOf(response));
+    const result = await response.json();
+    scored = result.characters;
+    render(scored);
+    setStatus("score-status", `${result.scored.toLocaleString()} characters scored: ` +
+      `${result.bits_per_char.toFixed(3)} bits per character`);
+  } catch (e) {
+    setStatus("score-status", e.message, true);
+  } finally {
+    $("score").disabled = false;
+  }
+}
+
+function render(characters) {
+  const out = $("scored");
+  out.textContent = "";
+  const fragment = document.createDocumentFragment();
+  characters.forEach((c, i) => {
+    const span = document.createElement("span");
+    span.textContent = c.char;
+    span.dataset.i = i;
+    if (c.bits !== null) {
+      span.className = "c";
+      span.style.setProperty("--bits", c.bits.toFixed(2));
+    }
+    fragment.appendChild(span);
+  });
+  out.appendChild(fragment);
+}
+
+function shown(ch) {
+  return { "\n": "↵", " ": "␣", "\t": "⇥" }[ch] || ch;
+}
+
+function showTip(span) {
+  const c = scored[Number(span.dataset.i)], tip = $("tip");
+  document.querySelectorAll(".c.active").forEach((s) => s.classList.remove("active"));
+  span.classList.add("active");
+  tip.textContent = "";
+  const head = document.createElement("div");
+  head.textContent = `“${shown(c.char)}”: ${c.bits.toFixed(2)} bits`;
+  const table = document.createElement("table");
+  for (const [ch, p] of c.top) {
+    const row = table.insertRow();
+    row.className = ch === c.char ? "hit" : "";
+    row.insertCell().textContent = shown(ch);
+    row.insertCell().textContent = (100 * p).toFixed(1) + "%";
+  }
+  tip.append(head, table);
+  tip.hidden = false;
+  const box = span.getBoundingClientRect();
+  const left = Math.min(box.left + window.scrollX, window.scrollX + document.documentElement.clientWidth - tip.offsetWidth - 8);
+  tip.style.left = Math.max(8, left) + "px";
+  tip.style.top = box.bottom + window.scrollY + 6 + "px";
+}
+
+function hideTip() {
+  $("tip").hidden = true;
+  document.querySelectorAll(".c.active").forEach((s) => s.classList.remove("active"));
+}
+
+// -- wiring ------------------------------------------------------------------------------
+
+function selectTab(name) {
+  for (const view of ["generate", "score"]) {
+    $("tab-" + view).setAttribute("aria-selected", String(view === name));
+    $("view-" + view).hidden = view !== name;
+  }
+  hideTip();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("tab-generate").addEventListener("click", () => selectTab("generate"));
+  $("tab-score").addEventListener("click", () => selectTab("score"));
+  $("temperature").addEventListener("input", () => {
+    $("temperature-value").textContent = Number($("temperature").value).toFixed(2);
+  });
+  $("generate").addEventListener("click", generate);
+  $("stop").addEventListener("click", stop);
+  $("prime").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate();
+  });
+  $("score").addEventListener("click", score);
+  const out = $("scored");
+  out.addEventListener("mouseover", (e) => { if (e.target.classList.contains("c")) showTip(e.target); });
+  out.addEventListener("mouseleave", hideTip);
+  out.addEventListener("click", (e) => { if (e.target.classList.contains("c")) showTip(e.target); });
+  document.querySelectorAll(".swatch").forEach((s) => s.style.setProperty("--bits", s.dataset.bits));
+  $("api-key").addEventListener("change", loadModel);
+  loadModel().catch((e) => ($("model").textContent = e.message));
+});

@@ -1,0 +1,102 @@
+"""The playground page in a real browser: Debian's chromium, headless, driven by Playwright
+(never a downloaded browser), against a real `charrnn serve` on 127.0.0.1 at phone width.
+It types a prime, generates and watches the text grow and finish, stops a generation, then
+scores a text and finds its characters coloured, with the top 5 guesses on hover."""
+
+import os
+import re
+import shutil
+
+import pytest
+from test_serve import ServerProcess, tiny_checkpoint, wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never a download
+if not os.path.exists(CHROMIUM):
+    pytest.skip("no browser: chromium is not installed (apt-get install chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+expect = sync_api.expect
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]
+PHONE = {"width": 375, "height": 740}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = ServerProcess(tiny_checkpoint(tmp_path_factory.mktemp("model") / "m.pt"),
+                      "--max-length", 1_000_000)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport=PHONE)
+            page.set_default_timeout(20_000)
+            page.problems = []  # console errors (a CSP violation is one) and outside requests
+            page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+            page.on("request", lambda r: r.url.startswith(server.url)
+                    or r.url.startswith("data:") or page.problems.append(r.url))
+            page.goto(server.url + "/")
+            yield page
+        finally:
+            browser.close()
+
+
+def test_generate_streams_text_that_grows_and_finishes(page):
+    # Waits go through locators: the page's Content-Security-Policy forbids the eval that
+    # wait_for_function would need.
+    expect(page.locator("#model")).to_contain_text("2×32 LSTM")
+    # Record every length the text passes through, to see it grow rather than appear.
+    page.evaluate("""() => {
+        window.lengths = [];
+        new MutationObserver(() => window.lengths.push(
+            document.querySelector('#output .generated').textContent.length))
+          .observe(document.querySelector('#output .generated'),
+                   {childList: true, characterData: true, subtree: true});
+    }""")
+    page.fill("#prime", "the ")
+    page.fill("#length", "30000")
+    page.fill("#seed", "7")
+    page.click("#generate")
+    expect(page.locator("#gen-status")).to_have_text(re.compile(r"^done: length"))
+    assert page.text_content("#output .prime") == "the "
+    assert len(page.text_content("#output .generated")) == 30000
+    lengths = page.evaluate("window.lengths")
+    assert len(set(lengths)) > 2 and lengths == sorted(lengths)  # it grew, piece by piece
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.problems == []
+
+
+def test_stop_ends_a_generation(page, server):
+    page.fill("#length", "1000000")
+    page.click("#generate")
+    expect(page.locator("#gen-status")).to_have_text(re.compile(r"^\d+ characters"))
+    page.click("#stop")
+    expect(page.locator("#gen-status")).to_have_text(re.compile(r"^stopped after \d+"))
+    assert wait_until(lambda: server.client.get("/healthz").json()["streams"] == 0)
+    assert page.is_enabled("#generate") and not page.is_enabled("#stop")
+    assert page.problems == []
+
+
+def test_score_colours_each_character_with_top_guesses_on_hover(page):
+    page.click("#tab-score")
+    text = "the quick brown fox jumps over a lazy dog.\nthe king"
+    page.fill("#score-text", text)
+    page.click("#score")
+    page.wait_for_selector("#scored .c")
+    assert page.locator("#scored .c").count() == len(text) - 1  # the first has no prediction
+    assert page.text_content("#scored") == text
+    colour = page.evaluate("getComputedStyle(document.querySelector('#scored .c')).backgroundColor")
+    assert colour not in ("", "rgba(0, 0, 0, 0)", "transparent")
+    page.hover("#scored .c >> nth=5")
+    assert page.is_visible("#tip")
+    assert page.locator("#tip tr").count() == 5
+    assert "bits per character" in page.text_content("#score-status")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.problems == []
