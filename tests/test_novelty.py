@@ -1,6 +1,7 @@
 """The novelty check: matching statistics against a brute force, the report, the cached
 index, --max-copy's redraws and the command's errors."""
 
+import itertools
 import random
 import sys
 
@@ -14,6 +15,7 @@ from charrnn.corpus.prepare import prepare
 from charrnn.corpus.prepared import PreparedData
 from charrnn.corpus.vocab import Vocab
 from charrnn.novelty import (
+    copied_spans,
     in_memory_index,
     matching,
     matching_statistics,
@@ -133,6 +135,78 @@ def test_random_characters_copy_no_span_of_20():
     assert report.verdict.startswith("new: no span of 20")
     assert novelty_report(index, "").longest == 0
     assert novelty_report(index, "\u00e9\u4e2d").to_dict()["longest"] == 0  # not in T at all
+
+
+# ----------------------------------------------------------------------------------------
+# the copied stretches (what `serve` returns for highlighting)
+
+
+def naive_copied_spans(ms, min_chars):
+    """Span by span, left to right: [i, i + ms[i]) of min_chars+ characters joins the
+    stretch before it when it starts inside it, else starts a new one."""
+    out = []
+    for i, length in enumerate(ms):
+        if length < min_chars:
+            continue
+        if out and i < out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], i + length))
+        else:
+            out.append((i, i + length))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 12), max_size=80), st.integers(1, 6))
+def test_copied_spans_equal_a_naive_merge(values, min_chars):
+    """Any ms (not only matching statistics: spans inside spans too)."""
+    n = len(values)
+    ms = np.array([min(v, n - i) for i, v in enumerate(values)], dtype=np.int64)
+    spans = copied_spans(ms, min_chars)
+    assert spans == naive_copied_spans(ms.tolist(), min_chars)
+    covered = np.zeros(n, dtype=bool)
+    for i, length in enumerate(ms.tolist()):
+        if length >= min_chars:
+            covered[i:i + length] = True
+    assert sum(end - start for start, end in spans) == covered.sum()
+    assert all(covered[start:end].all() for start, end in spans)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # sorted and disjoint
+
+
+def test_copied_spans_merge_overlaps_and_keep_touching_copies_apart():
+    assert copied_spans(np.array([3, 2, 1, 3, 2, 1]), 3) == [(0, 3), (3, 6)]
+    assert copied_spans(np.array([4, 3, 3, 2, 1, 0]), 3) == [(0, 5)]
+    assert copied_spans(np.array([2, 1, 0]), 3) == [] == copied_spans(np.zeros(0), 20)
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts, st.lists(st.integers(0, 4), max_size=80), st.integers(1, 12),
+       st.integers(1, 8))
+def test_report_spans_equal_a_brute_force_against_the_text(text, query, repeat, min_chars):
+    """The report's stretches of a text against T, by substring search over strings."""
+    train = "".join("abcd"[c] for c in (text * repeat)[:200])
+    vocab = Vocab(list("abcd"))
+    index = in_memory_index(np.array(vocab.encode(train), dtype=np.uint8), vocab)
+    sample = "".join("abcde"[v] for v in query)  # e: a character T does not hold
+    longest = [0] * len(sample)
+    for i in range(len(sample)):
+        while (i + longest[i] < len(sample)
+               and sample[i:i + longest[i] + 1] in train):
+            longest[i] += 1
+    report = novelty_report(index, sample, spans=(min_chars, min_chars + 10))
+    assert report.copied == naive_copied_spans(longest, min_chars)
+    assert report.copied_min == min_chars
+    assert report.to_dict()["copied_spans"] == [list(c) for c in report.copied]
+    copied = sum(end - start for start, end in report.copied)
+    assert report.shares[min_chars] == (copied / len(sample) if sample else 0.0)
+
+
+def test_an_embedded_passage_is_one_copied_stretch():
+    text, _, index = shakespeare_like()
+    passage = "".join(random.Random(3).choice("xyzqj") for _ in range(60))
+    report = novelty_report(index, passage + text[5000:5080] + passage)
+    [(start, end)] = report.copied
+    assert start <= 60 and end >= 140 and report.copied_min == 20
+    assert report.to_dict()["copied_spans_min"] == 20
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """The playground page in a real browser: Debian's chromium, headless, driven by Playwright
 (never a downloaded browser), against a real `charrnn serve` on 127.0.0.1 at phone width.
 It types a prime, generates and watches the text grow and finish, stops a generation, then
-scores a text and finds its characters coloured, with the top 5 guesses on hover."""
+scores a text and finds its characters coloured, with the top 5 guesses on hover; last, with
+the novelty box ticked, it finds the copied text marked and summed up."""
 
 import os
 import re
 import shutil
 
 import pytest
-from test_serve import ServerProcess, tiny_checkpoint, wait_until
+from test_serve import NOVELTY_PRIME, ServerProcess, novelty_model, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never a download
 if not os.path.exists(CHROMIUM):
@@ -25,8 +26,9 @@ PHONE = {"width": 375, "height": 740}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = ServerProcess(tiny_checkpoint(tmp_path_factory.mktemp("model") / "m.pt"),
-                      "--max-length", 1_000_000)
+    # The model of test_serve's novelty tests: its greedy text is in its training text.
+    model, _ = novelty_model(tmp_path_factory.mktemp("model"))
+    s = ServerProcess(model, "--max-length", 1_000_000, "--novelty")
     yield s
     s.stop()
 
@@ -98,5 +100,30 @@ def test_score_colours_each_character_with_top_guesses_on_hover(page):
     assert page.is_visible("#tip")
     assert page.locator("#tip tr").count() == 5
     assert "bits per character" in page.text_content("#score-status")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.problems == []
+
+
+def test_novelty_marks_the_copied_text(page):
+    page.click("#tab-generate")
+    page.check("#novelty")
+    page.fill("#prime", NOVELTY_PRIME)
+    page.fill("#temperature", "0")  # greedy: the continuation the training text holds
+    page.fill("#length", "300")
+    page.click("#generate")
+    expect(page.locator("#gen-status")).to_have_text(re.compile(r"^done: length"))
+    expect(page.locator("#novelty-summary")).to_have_text(re.compile(
+        r"^Longest copied span: 300 characters \(line [\d,]+ of the training text\) · "
+        r"100\.0% of the text in copied spans of 20\+$"))
+    marks = page.locator("#output .generated mark.copied")
+    assert marks.count() == 1 and len(marks.text_content()) == 300
+    assert len(page.text_content("#output .generated")) == 300  # marked, not changed
+    colour = page.evaluate(
+        "getComputedStyle(document.querySelector('mark.copied')).backgroundColor")
+    assert colour not in ("", "rgba(0, 0, 0, 0)", "transparent")
+    page.uncheck("#novelty")  # a plain generation clears the summary
+    page.click("#generate")
+    expect(page.locator("#gen-status")).to_have_text(re.compile(r"^done: length"))
+    assert page.locator("#output mark").count() == 0 and page.is_hidden("#novelty-summary")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert page.problems == []

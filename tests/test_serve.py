@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from conftest import assert_clean_error, make_text, run
 from charrnn.core.checkpoint import save_checkpoint
 from charrnn.core.config import Config, ModelConfig
 from charrnn.core.model import CharRNN
+from charrnn.corpus.prepare import prepare
+from charrnn.corpus.prepared import PreparedData
 from charrnn.corpus.text import TextOptions
 from charrnn.corpus.vocab import Vocab
 from charrnn.serve.limits import exposure_warning, is_loopback
@@ -31,20 +34,61 @@ VOCAB = Vocab.from_text(make_text(5_000))
 START_SECONDS = 60  # a loaded machine can take long to import torch; a healthy start is ~3 s
 
 
-def tiny_checkpoint(path, seed=0, step=1, cell="lstm", H=32):
+def tiny_checkpoint(path, seed=0, step=1, cell="lstm", H=32, data_root=None):
     """A random 2-layer model over the test vocabulary, saved the way training saves one;
-    weights scaled up so that its text is not a flat distribution."""
+    weights scaled up so that its text is not a flat distribution. `data_root`: the
+    prepared directory it records as its training data."""
     torch.manual_seed(seed)
     model = CharRNN(len(VOCAB), H, 2, cell)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)
     cfg = Config(model=ModelConfig(cell=cell, hidden_size=H, num_layers=2))
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
-                           "vocab": {"chars": VOCAB.chars},
-                           "text_options": TextOptions().to_dict(), "step": step,
-                           "best_val_loss": 2.0})
+    state = {"model": model.state_dict(), "config": cfg.to_dict(),
+             "vocab": {"chars": VOCAB.chars}, "text_options": TextOptions().to_dict(),
+             "step": step, "best_val_loss": 2.0}
+    if data_root is not None:
+        state["data"] = {"root": str(Path(data_root).resolve())}
+    save_checkpoint(path, state)
     return path
+
+
+NOVELTY_PRIME = "the king "
+
+
+def novelty_model(folder):
+    """A tiny model and a prepared training text that holds the model's greedy continuation
+    of NOVELTY_PRIME between other text: asked for that continuation, the model copies;
+    at temperature 1 it mostly does not. Returns (checkpoint, prepared directory)."""
+    model = tiny_checkpoint(folder / "m.pt")
+    r = run("sample", model, "-p", NOVELTY_PRIME, "-t", "0", "-n", 300, "-q")
+    assert r.exit_code == 0, r.output
+    greedy = r.stdout[len(NOVELTY_PRIME):-1]
+    (folder / "corpus.txt").write_text(make_text(3000, seed=5) + greedy + make_text(3000, seed=6))
+    prepare([str(folder / "corpus.txt")], folder / "data")  # validation: the last 10%
+    return tiny_checkpoint(model, data_root=folder / "data"), folder / "data"
+
+
+def training_text(data_root):
+    data = PreparedData(data_root)
+    return data.vocab.decode(data.split("train").tolist())
+
+
+def brute_copied(text, train, min_chars=20):
+    """The copied stretches of `text` by brute force: at each position the longest prefix
+    found in `train` by substring search, spans of min_chars+ merged where they overlap."""
+    merged = []
+    for i in range(len(text)):
+        length = 0
+        while i + length < len(text) and text[i:i + length + 1] in train:
+            length += 1
+        if length < min_chars:
+            continue
+        if merged and i < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], i + length)
+        else:
+            merged.append([i, i + length])
+    return merged
 
 
 class ServerProcess:
@@ -327,6 +371,8 @@ BAD = [
     (json.dumps({"session": "nope"}).encode(), 404, "unknown session 'nope'"),
     (json.dumps({"session": "x", "num_samples": 2}).encode(), 422, "num_samples' must be 1"),
     (json.dumps({"stream": "yes"}).encode(), 422, "'stream' must be a boolean"),
+    (json.dumps({"novelty": 1}).encode(), 422, "'novelty' must be a boolean"),
+    (json.dumps({"novelty": True}).encode(), 422, "start the server with --novelty"),
 ]
 
 
@@ -402,6 +448,74 @@ def test_too_many_streams_get_503_with_retry_after(client):
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert "--max-streams" in r.json()["error"]
         assert client.post("/v1/generate", json={"length": 10, "num_samples": 2}).status_code == 200
+
+
+# ----------------------------------------------------------------------------------------
+# the novelty check: serve --novelty, "novelty": true
+
+
+@pytest.fixture(scope="module")
+def novelty_server(tmp_path_factory):
+    model, data_root = novelty_model(tmp_path_factory.mktemp("novelty"))
+    s = ServerProcess(model, "--novelty")
+    yield s, training_text(data_root)
+    s.stop()
+
+
+def test_novelty_marks_a_copied_sample(novelty_server):
+    server, train = novelty_server
+    assert server.wait_for_line("novelty: requests with \"novelty\": true are checked")
+    info = server.client.get("/v1/model").json()["novelty"]
+    assert info == {"training_chars": len(train), "copied_spans_min": 20}
+    # Greedy from the prime: the very continuation the training text holds.
+    body = {"prime": NOVELTY_PRIME, "length": 300, "temperature": 0, "novelty": True}
+    [sample] = server.client.post("/v1/generate", json=body).json()["samples"]
+    text, report = sample["text"], sample["novelty"]
+    assert report["chars"] == 300 and report["longest"] == 300
+    assert report["copied_spans"] == [[0, 300]] and report["copied_spans_min"] == 20
+    assert train[report["offset"]:report["offset"] + 300] == text == report["span"]
+    assert report["shares"] == {"20": 1.0, "50": 1.0}
+    assert report["verdict"].startswith("largely copied")
+    texts, done = stream(server.client, **body)  # the same report in the final event
+    assert texts[0] == text and done["samples"][0]["novelty"] == report
+    plain = server.client.post("/v1/generate", json={**body, "novelty": False}).json()
+    assert "novelty" not in plain["samples"][0]
+
+
+def test_novelty_spans_match_a_brute_force(novelty_server):
+    server, train = novelty_server
+    # Near the greedy path: samples that copy part of it, and leave it.
+    body = {"prime": NOVELTY_PRIME, "length": 200, "seed": 4, "num_samples": 3,
+            "novelty": True, "temperature": 0.3}
+    whole = server.client.post("/v1/generate", json=body).json()["samples"]
+    assert any(0 < s["novelty"]["shares"]["20"] < 1 for s in whole)
+    texts, done = stream(server.client, **body)
+    for sample, streamed in zip(whole, done["samples"]):
+        text, report = sample["text"], sample["novelty"]
+        assert texts.get(sample["index"], "") == text and streamed["novelty"] == report
+        assert report["chars"] == len(text)
+        assert report["copied_spans"] == brute_copied(text, train)
+        copied = sum(end - start for start, end in report["copied_spans"])
+        assert report["shares"]["20"] == pytest.approx(copied / len(text))
+        if report["longest"]:
+            start = report["start"]
+            assert text[start:start + report["longest"]] == report["span"] in train
+
+
+def test_novelty_start_up_problems_are_one_line(model_path, workdir, monkeypatch):
+    assert_clean_error(run("serve", model_path, "--novelty"),
+                       "does not record its training data", "--data DIR")
+    assert_clean_error(run("serve", model_path, "--novelty", "--data", "nowhere"),
+                       "--data nowhere is not a prepared directory")
+    assert_clean_error(run("serve", model_path, "--data", "nowhere"), "add --novelty")
+    moved = tiny_checkpoint(workdir / "moved.pt", data_root=workdir / "gone")
+    assert_clean_error(run("serve", moved, "--novelty"), "is not there (moved or deleted)",
+                       "--data DIR")
+    (workdir / "c.txt").write_text(make_text(2000))
+    prepare(["c.txt"], "data/c")
+    monkeypatch.setitem(sys.modules, "pydivsufsort", None)  # as if not installed
+    assert_clean_error(run("serve", model_path, "--novelty", "--data", "data/c"),
+                       "pip install 'charrnn[novelty]'")
 
 
 # ----------------------------------------------------------------------------------------

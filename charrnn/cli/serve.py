@@ -8,6 +8,7 @@ from ..core.checkpoint import find_checkpoint
 from ..core.config import parse_duration
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
+from ..novelty.source import training_index
 from ..serve.limits import Limits, exposure_warning
 from .common import user_errors
 
@@ -37,6 +38,13 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
 @click.option("--watch", is_flag=True,
               help="Load the new checkpoint when training replaces best.pt; requests in "
                    "flight finish on the model they started with.")
+@click.option("--novelty", is_flag=True,
+              help="Open the training text's novelty index at start-up (building it first if "
+                   "needed), so that requests with \"novelty\": true get each sample's "
+                   "copied spans. Off: such requests get 422.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="With --novelty: the prepared directory of the training text  [default: "
+                   "the one the model was trained on]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")
@@ -54,8 +62,9 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
 @click.option("--session-ttl", default="1h", show_default=True, metavar="DURATION",
               help="How long a session may sit idle before it is dropped (90s, 10m, 1h).")
 @user_errors
-def serve(target, host, port, api_key, cors, watch, device, runs_dir, max_body, max_prime,
-          max_text, max_length, max_samples, max_streams, max_sessions, session_ttl):
+def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, runs_dir,
+          max_body, max_prime, max_text, max_length, max_samples, max_streams, max_sessions,
+          session_ttl):
     """Serve a trained model over HTTP: a JSON API with streaming, and a playground page.
 
     TARGET is as for `sample`: a checkpoint file or a run directory; by default the latest
@@ -67,6 +76,7 @@ def serve(target, host, port, api_key, cors, watch, device, runs_dir, max_body, 
       charrnn serve runs/shakespeare --port 9000 --watch
       curl -N localhost:8000/v1/generate -d '{"prime": "ROMEO:", "stream": true}'
       CHARRNN_API_KEY=secret charrnn serve --host 0.0.0.0
+      charrnn serve --novelty       # then '{"novelty": true}' marks text copied from training
     """
     try:
         from ..serve.loaded import LoadedModel
@@ -76,6 +86,9 @@ def serve(target, host, port, api_key, cors, watch, device, runs_dir, max_body, 
             raise CharRNNError("charrnn serve needs the serve extra: "
                                "pip install 'charrnn[serve]'") from None
         raise
+    if data_dir is not None and not novelty:
+        raise CharRNNError("--data names the training text for the novelty check: add "
+                           "--novelty, or leave --data out")
     if api_key is not None and not api_key.strip():
         raise CharRNNError("--api-key (or CHARRNN_API_KEY) is empty; give a key, or leave it "
                            "unset")
@@ -85,7 +98,11 @@ def serve(target, host, port, api_key, cors, watch, device, runs_dir, max_body, 
     if warning:
         click.echo(warning, err=True)
     loaded = LoadedModel.load(find_checkpoint(target, runs_dir), resolve_device(device))
+    index = None
+    if novelty:  # before binding: a missing index or library is one line, as for `sample`
+        index = training_index(data_dir, recorded=loaded.data_root, progress=True,
+                               echo=lambda line: click.echo(line, err=True))
     run(loaded, host, port, limits, api_key.strip() if api_key else None, cors,
         (target, runs_dir) if watch else None,
         echo=lambda line: click.echo(line),
-        warn=lambda line: click.echo(line, err=True))
+        warn=lambda line: click.echo(line, err=True), novelty=index)

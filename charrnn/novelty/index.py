@@ -70,6 +70,7 @@ class SuffixIndex:
         self.line_counts, self.newline_id = np.asarray(line_counts), newline_id
         self.built, self.seconds = built, seconds  # whether this call built it, and how long
         self.options = TextOptions()  # how the training text was read (open_index: its own)
+        self.root: Path | None = None  # the prepared directory (open_index)
 
     @property
     def n(self) -> int:
@@ -147,6 +148,7 @@ def open_index(data: PreparedData, split: str = "train", progress: bool = False,
             seconds = time.perf_counter() - started
         index = _open(folder, info, text, data.vocab, built, seconds)
         index.options = data.options
+        index.root = data.root
         return index
     finally:
         lock.__exit__(None, None, None)

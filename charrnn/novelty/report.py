@@ -4,16 +4,17 @@ comes from, the share of characters inside long copied spans, and a verdict.
     report = novelty_report(index, "To be, or not to be")
     print("\\n".join(report.lines()))     # for people
     json.dumps(report.to_dict())          # for programs
+    report.copied                         # [(start, end), ...]: where to highlight
 
 A copied span is a piece of the text that occurs verbatim in the training split; the
 matching statistics (matching.py) give the longest one starting at each position. A
 character counts as copied at length N when it lies inside a copied span of at least N
-characters.
+characters. Positions count characters (Unicode code points) of the text checked.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +37,9 @@ class NoveltyReport:
     line: int | None             # the split's line there (1-based)
     shares: dict[int, float]     # N -> share of characters inside copied spans of >= N
     at_least: bool = False       # the longest span may be longer (the index's blocks)
+    # [start, end) stretches of the text inside copied spans of >= copied_min characters
+    copied: list[tuple[int, int]] = field(default_factory=list)
+    copied_min: int = SPANS[0]
 
     @property
     def verdict(self) -> str:
@@ -66,7 +70,8 @@ class NoveltyReport:
         return {"chars": self.chars, "longest": self.longest, "at_least": self.at_least,
                 "span": self.span, "start": self.start, "offset": self.offset,
                 "line": self.line, "shares": {str(n): s for n, s in self.shares.items()},
-                "verdict": self.verdict}
+                "verdict": self.verdict, "copied_spans": [list(c) for c in self.copied],
+                "copied_spans_min": self.copied_min}
 
 
 def _quoted(text: str) -> str:
@@ -100,24 +105,41 @@ def novelty_report(index: SuffixIndex, text: str, spans=SPANS) -> NoveltyReport:
 
 def report_from(index: SuffixIndex, text: str, ms: np.ndarray, where: np.ndarray,
                 spans=SPANS) -> NoveltyReport:
+    spans = check_spans(spans)
     n = len(ms)
-    shares = {k: _covered(ms, k) / n if n else 0.0 for k in spans}
+    stretches = {k: copied_spans(ms, k) for k in spans}
+    shares = {k: sum(end - start for start, end in stretches[k]) / n if n else 0.0
+              for k in spans}
+    copied, shortest = stretches[spans[0]], spans[0]
     if not n or ms.max() == 0:
-        return NoveltyReport(n, 0, "", None, None, None, shares)
+        return NoveltyReport(n, 0, "", None, None, None, shares, copied=copied,
+                             copied_min=shortest)
     start = int(ms.argmax())
     longest, offset = int(ms[start]), int(where[start])
     exact = index.exact_up_to
     return NoveltyReport(n, longest, text[start:start + longest], start, offset,
                          index.line_of(offset), shares,
-                         at_least=exact is not None and longest >= exact)
+                         at_least=exact is not None and longest >= exact,
+                         copied=copied, copied_min=shortest)
 
 
-def _covered(ms: np.ndarray, k: int) -> int:
-    """Characters inside some copied span [i, i + ms[i]) with ms[i] >= k."""
-    starts = np.flatnonzero(ms >= k)
+def copied_spans(ms: np.ndarray, min_chars: int = SPANS[0]) -> list[tuple[int, int]]:
+    """The stretches [start, end) of the text that lie inside copied spans of at least
+    `min_chars` characters, from the matching statistics `ms`: the spans [i, i + ms[i])
+    with ms[i] >= min_chars, those that overlap merged into one. Spans that only touch stay
+    apart, so that two copies side by side do not read as one longer copy. The stretches
+    are sorted and disjoint: their lengths add up to the characters copied at that length.
+    """
+    ms = np.asarray(ms, dtype=np.int64)
+    starts = np.flatnonzero(ms >= max(min_chars, 1))
     if not starts.size:
-        return 0
-    edges = np.zeros(len(ms) + 1, dtype=np.int64)
-    np.add.at(edges, starts, 1)
-    np.add.at(edges, starts + ms[starts], -1)
-    return int(np.count_nonzero(np.cumsum(edges)[:-1] > 0))
+        return []
+    # The furthest end so far: a span may lie inside an earlier one (matching statistics
+    # never do this, ms[i + 1] >= ms[i] - 1, but the function takes any ms).
+    ends = np.maximum.accumulate(starts + ms[starts])
+    # A stretch begins at the first span, and at every span that starts at or after the
+    # end of all the spans before it.
+    breaks = np.flatnonzero(starts[1:] >= ends[:-1]) + 1
+    firsts = np.concatenate([[0], breaks])
+    lasts = np.concatenate([breaks - 1, [len(starts) - 1]])
+    return list(zip(starts[firsts].tolist(), ends[lasts].tolist()))

@@ -2,6 +2,7 @@
 one the model's checkpoint records (core/checkpoint.py: data_root_of).
 
     index = training_index(data_dir=None, state=load_checkpoint(path), progress=True)
+    index = training_index(recorded=loaded.data_root)    # the directory already read from it
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from .build import require_pydivsufsort
 from .index import SuffixIndex, open_index
 
 
-def training_data(data_dir: str | Path | None = None, state: dict | None = None) -> PreparedData:
+def training_data(data_dir: str | Path | None = None, state: dict | None = None,
+                  recorded: Path | None = None) -> PreparedData:
     """The prepared directory `data_dir`, else the one the checkpoint `state` was trained
-    on; one line saying how to point at it when it is not there."""
+    on (or `recorded`, that directory as read from it earlier); one line saying how to point
+    at it when it is not there."""
     if data_dir is not None:
         root = Path(data_dir)
         if not (root / "meta.json").is_file():
             raise DataError(f"--data {root} is not a prepared directory (no meta.json); give "
                             f"the directory `charrnn prepare` wrote, e.g. data/corpus")
         return PreparedData(root)
-    root = data_root_of(state or {})
+    root = recorded if recorded is not None else data_root_of(state or {})
     if root is None:
         raise DataError("the model does not record its training data; point at it with "
                         "--data DIR (the prepared directory, e.g. data/corpus)")
@@ -34,7 +37,9 @@ def training_data(data_dir: str | Path | None = None, state: dict | None = None)
     return PreparedData(root)
 
 
-def training_index(data_dir=None, state=None, progress: bool = False, echo=None) -> SuffixIndex:
+def training_index(data_dir=None, state=None, progress: bool = False, echo=None,
+                   recorded: Path | None = None) -> SuffixIndex:
     """The novelty index of the training split (built into the cache if needed)."""
     require_pydivsufsort()
-    return open_index(training_data(data_dir, state), "train", progress=progress, echo=echo)
+    return open_index(training_data(data_dir, state, recorded), "train", progress=progress,
+                      echo=echo)

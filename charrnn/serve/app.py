@@ -3,8 +3,9 @@
     app = build_app(service, api_key="...", cors=["https://example.org"])
 
     POST /v1/generate   {"prime", "length", "temperature", "top_k", "stop", "seed",
-                         "num_samples", "session", "stream"}: one JSON object, or with
-                        "stream": true, events `text` {"index", "text"} then one `done`
+                         "num_samples", "session", "stream", "novelty"}: one JSON object, or
+                        with "stream": true, events `text` {"index", "text"} then one `done`;
+                        with "novelty": true each sample in it has its novelty report
     POST /v1/score      {"text"}: bits per character, and each character's surprisal and
                         the model's top 5 guesses
     POST /v1/sessions   {"session"}: create (or reset) a session; GET/DELETE /v1/sessions/NAME
@@ -69,7 +70,8 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
         return JSONResponse(service.health())
 
     async def model(request: Request) -> Response:
-        return JSONResponse({**service.loaded.info(), "limits": service.limits.to_dict()})
+        return JSONResponse({**service.loaded.info(), "limits": service.limits.to_dict(),
+                             "novelty": service.novelty_info()})
 
     async def generate(request: Request) -> Response:
         data = parse_json(await read_body(request, service.limits.max_body))

@@ -102,7 +102,9 @@ class GenerateJob(Job):
         self.streaming = settings.stream
         self.flush_every = FLUSH_SECONDS
         self.pending = [[] for _ in range(B)]  # text not yet sent, per stream
-        self.texts = [[] for _ in range(B)]  # the whole text, when not streaming
+        # The whole text, for a whole answer, or for the novelty check after a stream.
+        self.keep_text = not settings.stream or settings.novelty
+        self.texts = [[] for _ in range(B)]
         self.counts = [0] * B
         self.last_ids: list[int] = []
         self.flushed_time = 0.0
@@ -183,9 +185,13 @@ class GenerateJob(Job):
                 self.pending[r] = []
                 if self.streaming:
                     self.post(("text", r, text))
-                else:
+                if self.keep_text:
                     self.texts[r].append(text)
         self.flushed_time = time.monotonic()
+
+    def text_of(self, r: int) -> str:
+        """Stream r's whole text (prime excluded), when the job keeps it."""
+        return "".join(self.texts[r])
 
     def finish(self, hidden=None, reason: str | None = None) -> None:
         """The final event: each stream's finish reason; `hidden`, a session's new state
@@ -197,7 +203,7 @@ class GenerateJob(Job):
             why = "stop" if self.stops.ended[r] else reason or "length"
             sample = {"index": r, "finish_reason": why, "chars": self.counts[r]}
             if not self.streaming:
-                sample["text"] = "".join(self.texts[r])
+                sample["text"] = self.text_of(r)
             samples.append(sample)
         payload = {"samples": samples, "seed": self.seed, "session": self.settings.session}
         state = None

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..core.checkpoint import (
+    data_root_of,
     describe_checkpoint,
     find_checkpoint,
     load_checkpoint,
@@ -48,6 +49,7 @@ class LoadedModel:
     signature: tuple = ()  # the file's identity when it was read (Watcher)
     generation: int = 1  # 1 for the first model, +1 per reload
     loaded_at: float = field(default_factory=time.time)
+    data_root: Path | None = None  # the prepared directory it was trained on, if recorded
 
     @classmethod
     def load(cls, path: Path, device: torch.device, generation: int = 1) -> LoadedModel:
@@ -59,7 +61,7 @@ class LoadedModel:
                    describe_checkpoint(path, state),
                    step if isinstance(step, int) else None,
                    loss if isinstance(loss, float) and math.isfinite(loss) else None,
-                   signature, generation)
+                   signature, generation, data_root=data_root_of(state))
 
     @property
     def state_floats(self) -> int:

@@ -87,12 +87,13 @@ class Server(uvicorn.Server):
 
 def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
         limits: Limits | None = None, api_key: str | None = None, cors=(),
-        watch: tuple | None = None, echo=print, warn=None) -> None:
-    """Serve `loaded` until Ctrl-C or SIGTERM. `watch`: (TARGET, runs_dir) to reload from."""
+        watch: tuple | None = None, echo=print, warn=None, novelty=None) -> None:
+    """Serve `loaded` until Ctrl-C or SIGTERM. `watch`: (TARGET, runs_dir) to reload from;
+    `novelty`: the training text's suffix index, for requests with "novelty": true."""
     warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
     limits = limits or Limits()
     sock = bind(host, port)
-    service = Service(loaded, limits, echo=echo)
+    service = Service(loaded, limits, echo=echo, novelty=novelty)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -122,6 +123,9 @@ def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
     for line in loaded.lines():
         echo(line)
     echo(limits.line())
+    if novelty is not None:
+        echo(f"novelty: requests with \"novelty\": true are checked against the training "
+             f"split of {novelty.root} ({novelty.n:,} characters)")
     if watch is not None:
         where = watch[0] or f"{watch[1]}/latest"
         echo(f"watching {where} for a new checkpoint (--watch): requests in flight finish on "

@@ -7,14 +7,20 @@
     service.release(job)                           # always, once: streams and session freed
 
 Everything here runs on the event loop (one thread), so the counts and the session store
-need no lock; the model is only ever touched by the worker.
+need no lock; the model is only ever touched by the worker. With a novelty index (serve
+--novelty), a request's final event waits for its samples' novelty reports, which one
+thread of their own computes: neither the event loop nor the worker, which steps every
+other stream, waits on them.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 
+from ..novelty.report import SPANS, novelty_report
 from .jobs import GenerateJob, Job, ScoreJob
 from .limits import Limits
 from .loaded import LoadedModel
@@ -26,8 +32,15 @@ RETRY_AFTER = "1"  # seconds: streams of a few hundred characters end within abo
 
 
 class Service:
-    def __init__(self, loaded: LoadedModel, limits: Limits, echo=None):
+    def __init__(self, loaded: LoadedModel, limits: Limits, echo=None, novelty=None):
         self.loaded, self.limits = loaded, limits
+        # The training text's suffix index (novelty/index.py), opened once at start-up. A
+        # model reloaded by --watch keeps it: it is the text the server was started with.
+        self.novelty = novelty
+        # One thread: reports take turns, so that many at once cannot crowd out the worker
+        # (they share the GIL with it), and their memory stays one report's.
+        self.judge = (ThreadPoolExecutor(1, thread_name_prefix="charrnn-novelty")
+                      if novelty is not None else None)
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         self.sessions = SessionStore(limits.max_sessions, limits.session_ttl,
                                      4 * loaded.state_floats)
@@ -53,6 +66,8 @@ class Service:
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        if self.judge is not None:
+            self.judge.shutdown(wait=False, cancel_futures=True)
 
     def replace_model(self, loaded: LoadedModel) -> None:
         """A new model for new requests (--watch); running ones finish on theirs."""
@@ -65,6 +80,9 @@ class Service:
 
     def generate(self, settings: GenerateSettings) -> GenerateJob:
         loaded, limits = self.loaded, self.limits
+        if settings.novelty and self.novelty is None:
+            raise BadRequest(422, "'novelty' needs the training text's index, which this "
+                                  "server has not opened: start the server with --novelty")
         prime = model_text(loaded.vocab, loaded.options, settings.prime, "prime",
                            limits.max_prime)
         stops = [model_text(loaded.vocab, loaded.options, s, "stop", MAX_STOP_CHARS)
@@ -132,7 +150,38 @@ class Service:
                 session.hidden, session.pending = hidden, pending
                 session.chars += chars
                 session.requests += 1
-            job.receive(event)
+            if (event[0] == "done" and isinstance(job, GenerateJob)
+                    and job.settings.novelty):
+                self._judge(job, event)
+            else:
+                job.receive(event)
+
+    def _judge(self, job: GenerateJob, event) -> None:
+        """The final event of a novelty request, once the judge thread has added each
+        sample's report to it; a failure there fails the request, not the server."""
+        texts = [job.text_of(r) for r in range(job.B)]
+        index = self.novelty
+        future = self.loop.run_in_executor(
+            self.judge, lambda: [novelty_report(index, text).to_dict() for text in texts])
+
+        def judged(future) -> None:  # on the event loop
+            if job.cancelled:
+                return
+            if future.cancelled():  # the server stopped first
+                job.receive(("error", "the server is shutting down"))
+                return
+            error = future.exception()
+            if error is not None:
+                traceback.print_exception(type(error), error, error.__traceback__,
+                                          file=sys.stderr)
+                job.receive(("error", "internal error while checking novelty; see the log"))
+                return
+            payload = event[1]
+            for sample, report in zip(payload["samples"], future.result()):
+                sample["novelty"] = report
+            job.receive(("done", payload, *event[2:]))
+
+        future.add_done_callback(judged)
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -185,3 +234,9 @@ class Service:
                 "session_bytes": self.sessions.bytes,
                 "model_generation": self.loaded.generation,
                 "steps": self.worker.steps if self.worker else 0, **self.counts}
+
+    def novelty_info(self) -> dict | None:
+        """What GET /v1/model says of the novelty check: None when the server has none."""
+        if self.novelty is None:
+            return None
+        return {"training_chars": self.novelty.n, "copied_spans_min": SPANS[0]}

@@ -45,11 +45,13 @@ class GenerateSettings:
     num_samples: int = 1
     session: str | None = None
     stream: bool = False
+    novelty: bool = False  # add each sample's novelty report (a server started with --novelty)
 
 
 GENERATE_FIELDS = {"prime": "string", "length": "integer", "temperature": "number",
                    "top_k": "integer", "stop": "list of strings", "seed": "integer",
-                   "num_samples": "integer", "session": "string", "stream": "boolean"}
+                   "num_samples": "integer", "session": "string", "stream": "boolean",
+                   "novelty": "boolean"}
 SCORE_FIELDS = {"text": "string"}
 SESSION_FIELDS = {"session": "string"}
 

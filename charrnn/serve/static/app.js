@@ -1,7 +1,8 @@
 // The charrnn playground: generate (streamed over server-sent events read from fetch, so
 // that the request can be a POST and can be stopped) and score (every character coloured by
-// its surprisal, the model's top 5 guesses on hover or tap). Model text is only ever set
-// as textContent, never parsed as HTML.
+// its surprisal, the model's top 5 guesses on hover or tap); with the novelty box ticked,
+// the text copied from the training text is marked once the sample is done. Model text is
+// only ever set as textContent, never parsed as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -45,6 +46,10 @@ async function loadModel() {
   $("model").textContent = `${m.num_layers}×${m.hidden_size} ${m.cell.toUpperCase()}, ` +
     `${m.vocab_size} characters${loss}${step}`;
   $("length").max = m.limits.max_length;
+  const novelty = !!m.novelty;
+  $("novelty").disabled = !novelty;
+  if (!novelty) $("novelty").checked = false;
+  $("novelty-hint").textContent = novelty ? "" : "(start the server with --novelty)";
 }
 
 // -- generate ----------------------------------------------------------------------------
@@ -63,6 +68,7 @@ function generateRequest() {
     stream: true,
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if ($("novelty").checked) body.novelty = true;
   return body;
 }
 
@@ -87,6 +93,7 @@ async function generate() {
   const body = generateRequest();
   output.querySelector(".prime").textContent = body.prime;
   generated.textContent = "";
+  $("novelty-summary").hidden = true;
   running = new AbortController();
   $("generate").disabled = true;
   $("stop").disabled = false;
@@ -115,6 +122,7 @@ async function generate() {
         } else if (event === "done") {
           const why = data.samples.map((s) => s.finish_reason).join(", ");
           setStatus("gen-status", `done: ${why} (${chars} characters, seed ${data.seed})`);
+          if (data.samples[0].novelty) showCopied(generated, data.samples[0].novelty);
         } else if (event === "error") {
           throw new Error(data.error);
         }
@@ -129,6 +137,39 @@ async function generate() {
     $("generate").disabled = false;
     $("stop").disabled = true;
   }
+}
+
+// -- novelty ----------------------------------------------------------------------------
+
+function showCopied(generated, report) {
+  // The report's spans count characters as Python does (code points), which a JavaScript
+  // string index does not (UTF-16 units): slice an array of code points instead.
+  const chars = Array.from(generated.textContent);
+  const fragment = document.createDocumentFragment();
+  let at = 0;
+  for (const [start, end] of report.copied_spans) {
+    if (start > at) fragment.append(chars.slice(at, start).join(""));
+    const mark = document.createElement("mark");
+    mark.className = "copied";
+    mark.title = `${end - start} characters found in the training text`;
+    mark.textContent = chars.slice(start, end).join("");
+    fragment.append(mark);
+    at = end;
+  }
+  if (at < chars.length) fragment.append(chars.slice(at).join(""));
+  generated.textContent = "";
+  generated.append(fragment);
+  const n = report.copied_spans_min;
+  const share = (100 * (report.shares[n] || 0)).toFixed(1);
+  const where = report.line != null ? ` (line ${report.line.toLocaleString()} of the training text)` : "";
+  const summary = $("novelty-summary");
+  summary.textContent = report.longest >= n
+    ? `Longest copied span: ${report.longest.toLocaleString()}${report.at_least ? "+" : ""} ` +
+      `characters${where} · ${share}% of the text in copied spans of ${n}+`
+    : `Nothing copied: no span of ${n}+ characters is in the training text ` +
+      `(longest copied span: ${report.longest})`;
+  summary.title = report.verdict;
+  summary.hidden = false;
 }
 
 function stop() {
