@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv, train briefly and print a sample.
+# Set up .venv, train briefly with the preset for this machine and print a sample.
 #   ./scripts/demo.sh              # on Python's own standard library source (every machine has it)
 #   ./scripts/demo.sh corpus.txt   # on your text
 # DEMO_TIME sets the training time (default 2m).
@@ -11,7 +11,7 @@ if [ -z "$CORPUS" ]; then
     CORPUS=data/python_stdlib.txt
     [ -f "$CORPUS" ] || "$VENV/bin/python" scripts/python_corpus.py "$CORPUS" 2
 fi
-"$VENV/bin/charrnn" train "$CORPUS" -c configs/cpu.toml --max-time "${DEMO_TIME:-2m}" \
+"$VENV/bin/charrnn" train "$CORPUS" --max-time "${DEMO_TIME:-2m}" \
     --set train.eval_every=250
 echo
 echo "--- sample (temperature 0.7) ---"

@@ -103,7 +103,7 @@ def test_presets_by_name_from_any_directory(corpus, workdir):
     assert r.exit_code == 0, r.output
     config = (elsewhere / "runs" / "p" / "config.toml").read_text()
     assert "hidden_size = 64" in config  # tiny.toml's
-    assert_clean_error(run("train", corpus, "-c", "huge"), "shipped presets: cpu, gpu, tiny")
+    assert_clean_error(run("train", corpus, "-c", "huge"), "shipped presets: cpu, cpu-bf16, gpu, tiny")
 
 
 def test_a_corpus_prepared_with_another_vocabulary_is_not_reused(workdir):

@@ -102,8 +102,9 @@ class TrainConfig:
     device: str = _resumable("auto", help="auto, cpu, cuda, cuda:N or mps.")
     precision: str = _resumable(
         "auto", choices=PRECISIONS,
-        help="fp32; bf16 (the head in bf16, the recurrent layers in fp32); fp16 (CUDA: cuDNN "
-             "in fp16 with loss scaling). auto = fp32.")
+        help="auto: bf16 where this CPU has bf16 units and a bf16 step measures faster, "
+             "else fp32; fp32; bf16 (recurrent layers and head in bf16, weights, optimizer "
+             "and carried state fp32); fp16 (CUDA: cuDNN in fp16 with loss scaling).")
     compile: bool = _resumable(
         False, help="torch.compile the model. The recurrent layers still run as their "
                     "cuDNN/oneDNN kernels (Dynamo does not compile nn.LSTM/GRU): only the "

@@ -58,9 +58,9 @@ PRESETS_DIR = Path(__file__).parents[1] / "configs"  # also the repository's con
 
 
 def preset(name: str) -> Path | None:
-    """The shipped config file for a preset name (tiny, cpu, gpu), or None."""
+    """The shipped config file for a preset name (tiny, cpu, cpu-bf16, gpu), or None."""
     path = PRESETS_DIR / f"{name}.toml"
-    return path if name.isidentifier() and path.is_file() else None
+    return path if re.fullmatch(r"[A-Za-z0-9_-]+", name) and path.is_file() else None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
