@@ -247,7 +247,7 @@ def test_damaged_checkpoint(trained, workdir):
 def test_missing_extra(trained, workdir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
     assert_clean_error(run("export", trained, "-o", "model.onnx"),
-                       "onnx", "pip install 'charrnn[export]'")
+                       "onnx", "pip install -e '.[export]'", "pip install onnx onnxruntime")
     assert snapshot(workdir) == {}
 
 

@@ -1,6 +1,7 @@
 """The first hour of a new user: the default run, defaults in --help, which model answered,
 preparations that keep their vocabulary, help that renders, hints for typos."""
 
+import importlib
 import re
 from pathlib import Path
 
@@ -11,21 +12,33 @@ from charrnn.cli.train import DEFAULT_PATIENCE, _default_run
 from charrnn.training.trainer import Trainer
 
 
-def test_without_a_config_the_preset_for_the_device_runs_until_it_stops_improving():
+@pytest.mark.parametrize("units, preset", [(False, "cpu"), (True, "cpu-bf16")])
+def test_without_a_config_the_preset_for_the_device_runs_until_it_stops_improving(
+        monkeypatch, units, preset):
+    cli_train = importlib.import_module("charrnn.cli.train")  # the module, not the command
+
+    monkeypatch.setattr(cli_train, "native_bf16", lambda device: units)
     said = []
     name, overrides = _default_run({}, said.append)
-    assert name == "cpu"  # no GPU on the machines the suite runs on
+    assert name == preset  # no GPU on the machines the suite runs on
     assert overrides["train.patience"] == DEFAULT_PATIENCE and overrides["train.max_time"] == ""
-    assert "cpu preset" in said[0] and "-c tiny|cpu|gpu|FILE" in said[0]
+    assert f"the {preset} preset" in said[0] and "-c tiny|cpu|cpu-bf16|gpu|FILE" in said[0]
     name, overrides = _default_run({"train.max_steps": 7}, said.append)
     assert "train.patience" not in overrides and "limits given" in said[1]
 
 
-def test_the_default_run_through_the_command_line(corpus, workdir):
+def test_the_default_run_through_the_command_line(corpus, workdir, monkeypatch):
+    cli_train = importlib.import_module("charrnn.cli.train")  # the module, not the command
+
+    monkeypatch.setattr(cli_train, "native_bf16", lambda device: False)
     r = run("train", corpus, "--max-steps", "2", "--hidden-size", "16", "--name", "d")
     assert r.exit_code == 0, r.output
     assert r.output.startswith("config: the cpu preset")
     assert "model: 2x16 GRU" in r.output  # cpu.toml's cell
+    monkeypatch.setattr(cli_train, "native_bf16", lambda device: True)
+    r = run("train", corpus, "-c", "cpu", "--max-steps", "2", "--hidden-size", "16",
+            "--name", "e")
+    assert "hint: this CPU has bf16 units: -c cpu-bf16" in r.output
 
 
 def test_every_train_option_shows_its_default():
@@ -234,3 +247,70 @@ def test_time_left_counts_the_final_evaluation_and_the_limit_says_training_time(
     assert "3m of training time" in line and "final evaluation fits inside" in line
     assert "5 evaluations" in line
     assert "until Ctrl-C" in limits_line(TrainConfig(patience=0))
+
+
+# ----------------------------------------------------------------------------------------
+# what a new user tripped over
+
+
+def test_the_bar_puts_the_time_left_first_and_updates_the_val_bpc(monkeypatch):
+    import io
+    import sys
+
+    from charrnn.training.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    with Progress(True, 0, 4000) as progress:
+        progress.report(1800, 1.2345, None, 27_120.0, 60.0, 192.0)
+        assert progress.postfix == ["3m12s left", "loss 1.2345", "27,120 chars/s"]
+        progress.show_val(2.11)
+        assert progress.postfix == ["3m12s left", "loss 1.2345", "val bpc 2.110",
+                                    "27,120 chars/s"]
+        progress.bar.refresh()
+    line = screen.getvalue().split("\r")[-2]
+    assert line.index("left") < line.index("loss") < line.index("val bpc")
+
+
+def test_a_run_that_died_before_saving_is_told_apart_from_one_still_starting(workdir):
+    from charrnn.core.checkpoint import CheckpointError, find_checkpoint
+    from charrnn.core.files import DirectoryLock
+
+    run_dir = workdir / "runs" / "dead"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text("")
+    with DirectoryLock(run_dir, "run directory"):
+        with pytest.raises(CheckpointError, match="no checkpoint yet.*wait for it"):
+            find_checkpoint(run_dir)
+    with pytest.raises(CheckpointError, match="no training is running in it"):
+        find_checkpoint(run_dir)
+
+
+def test_a_resume_with_its_time_spent_says_which_flag_gives_more(corpus, workdir):
+    unlimited = [a if a != "20" else "100000" for a in TINY]  # the time limit comes first
+    assert run("train", corpus, *unlimited, "--name", "t", "--max-time", "1s").exit_code == 0
+    r = run("train", "--resume", "runs/t", "--max-steps", "200000")
+    assert r.exit_code == 0, r.output
+    assert "nothing to train" in r.output and "larger --max-time" in r.output
+
+
+def test_train_goes_on_when_its_output_is_closed(corpus, workdir):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--name", "p"]
+    # `true` reads nothing and is gone long before charrnn has imported torch.
+    p = subprocess.run(f"{' '.join(command)} | true", shell=True, cwd=workdir,
+                       capture_output=True, text=True, timeout=300)
+    assert "standard output was closed; training goes on" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert (workdir / "runs" / "p" / "last.pt").is_file()  # the run finished and saved
+
+
+def test_a_bad_escape_is_shown_as_typed(corpus, workdir):
+    assert run("train", corpus, *TINY, "--name", "t").exit_code == 0
+    assert_clean_error(run("sample", "--stop", "a\\q"), "--stop 'a\\q': bad escape at '\\q'")

@@ -300,4 +300,4 @@ def test_novelty_errors(trained, workdir, monkeypatch):
     assert_clean_error(run("sample", "--novelty"), "point at it with --data DIR")
     monkeypatch.setitem(sys.modules, "pydivsufsort", None)
     assert_clean_error(run("novelty", "s.txt", "--data", "elsewhere"),
-                       "pip install 'charrnn[novelty]'")
+                       "pip install -e '.[novelty]'", "pip install pydivsufsort")

@@ -72,4 +72,5 @@ def test_without_matplotlib_one_line_names_the_install(two_runs, workdir):
     proc = subprocess.run([sys.executable, "-c", code, "plot", str(two_runs / "a")],
                           capture_output=True, text=True, cwd=workdir)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "Error: charrnn plot needs matplotlib: pip install 'charrnn[plot]'"
+    assert proc.stderr.strip() == ("Error: charrnn plot needs matplotlib: pip install -e '.[plot]' in "
+                                    "charrnn's checkout, or pip install matplotlib")

@@ -515,7 +515,7 @@ def test_novelty_start_up_problems_are_one_line(model_path, workdir, monkeypatch
     prepare(["c.txt"], "data/c")
     monkeypatch.setitem(sys.modules, "pydivsufsort", None)  # as if not installed
     assert_clean_error(run("serve", model_path, "--novelty", "--data", "data/c"),
-                       "pip install 'charrnn[novelty]'")
+                       "pip install -e '.[novelty]'")
 
 
 # ----------------------------------------------------------------------------------------
@@ -588,7 +588,7 @@ def test_without_the_extra_one_line_names_the_install_command(monkeypatch, model
                                                           "charrnn.serve.app"))]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import fails as if not installed
-    assert_clean_error(run("serve", model_path), "pip install 'charrnn[serve]'")
+    assert_clean_error(run("serve", model_path), "pip install -e '.[serve]'", "pip install starlette uvicorn")
 
 
 def test_address_problems_are_one_line(model_path, workdir):

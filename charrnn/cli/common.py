@@ -78,10 +78,13 @@ _ESCAPE = re.compile(r"\\(?:[\\'\"abfnrtv]|[0-7]{1,3}|x[0-9a-fA-F]{2}|u[0-9a-fA-
 def unescape(text: str, flag: str) -> str:
     """Backslash escapes (\\n, \\t, \\u00e9) in a command-line string; other text as is. A
     backslash that starts no escape is an error: \\\\ for a backslash itself."""
-    bad = re.search(r"\\", _ESCAPE.sub("", text))
-    if bad:
-        raise CharRNNError(f"{flag} {text!r}: bad escape at {text[bad.start():][:2]!r}; "
-                           f"write \\\\ for a backslash")
+    at = text.find("\\")
+    while at >= 0:
+        escape = _ESCAPE.match(text, at)
+        if escape is None:  # shown as typed: repr() would double every backslash
+            raise CharRNNError(f"{flag} '{text}': bad escape at '{text[at:at + 2]}'; "
+                               f"write \\\\ for a backslash")
+        at = text.find("\\", escape.end())
     try:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as e:

@@ -52,7 +52,8 @@ from .common import AliasedOption, user_errors
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True,
               help="What the recurrent layers compute in: fp32 gives the figure training "
-                   "reports; bf16 is faster on hardware with bf16 units (within 0.01).")
+                   "reports; bf16 is faster on hardware with bf16 units (within 0.01 "
+                   "nats/char).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
               help="The runs directory: its latest run is taken when TARGET is not given.")

@@ -25,7 +25,7 @@ def plot(runs, out, runs_dir):
 
     RUN is a run directory, or a runs directory (its latest run); by default the latest
     run under ./runs. Needs matplotlib:
-    pip install 'charrnn[plot]'. Training keeps RUN/curves.png up to date by itself when
+    the plot extra (pip install -e '.[plot]'). Training keeps RUN/curves.png up to date by itself when
     matplotlib is installed.
 
     \b

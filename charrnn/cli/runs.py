@@ -29,7 +29,7 @@ def runs(runs_dir, sort, corpus, as_json):
 
     \b
       charrnn runs
-      charrnn runs --sort loss --corpus shakespeare
+      charrnn runs --sort loss --corpus input
       charrnn runs --json | jq '.[0].path'
     """
     found = list_runs(runs_dir, sort, corpus)

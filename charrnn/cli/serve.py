@@ -8,6 +8,7 @@ from ..core.checkpoint import find_checkpoint
 from ..core.config import parse_duration
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
+from ..core.extras import install_hint
 from ..novelty.source import training_index
 from ..serve.limits import Limits, exposure_warning
 from .common import user_errors
@@ -83,8 +84,8 @@ def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, r
         from ..serve.server import run
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] in SERVE_MODULES:
-            raise CharRNNError("charrnn serve needs the serve extra: "
-                               "pip install 'charrnn[serve]'") from None
+            raise CharRNNError("charrnn serve needs starlette and uvicorn: "
+                               + install_hint("serve")) from None
         raise
     if data_dir is not None and not novelty:
         raise CharRNNError("--data names the training text for the novelty check: add "

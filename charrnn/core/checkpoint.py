@@ -25,7 +25,7 @@ from .config import Config
 from .config_files import build_config
 from .device import check_fits
 from .errors import CharRNNError, CheckpointError, ConfigError
-from .files import atomic_write
+from .files import atomic_write, is_locked
 from .model import CharRNN, describe_model, model_bytes, parameter_count
 from .runs import is_run, run_of
 from .tensor_checks import check_hidden, check_optimizer, check_weights
@@ -246,6 +246,10 @@ def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") ->
         for name in ("best.pt", "last.pt"):
             if (target / name).is_file():
                 return target / name
+        if (target / ".lock").exists() and not is_locked(target):
+            raise CheckpointError(f"run directory {target} has no checkpoint, and no training "
+                                  f"is running in it (it stopped before its first evaluation "
+                                  f"saved one); pass another run (charrnn runs lists them)")
         raise CheckpointError(f"run directory {target} has no checkpoint yet (best.pt or "
                               f"last.pt: the first comes with its first evaluation); wait for "
                               f"it, or pass another run")

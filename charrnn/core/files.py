@@ -172,6 +172,22 @@ class DirectoryLock:
             self.fd = None
 
 
+def is_locked(directory: str | Path) -> bool:
+    """Whether a live process holds `directory`'s DirectoryLock (a lock dies with its
+    process, so a run directory that is not locked has no training running in it)."""
+    try:
+        fd = os.open(Path(directory) / ".lock", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the shared lock taken to test it
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

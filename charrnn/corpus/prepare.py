@@ -153,7 +153,8 @@ def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, sour
     missing = [c for c in seen.chars if c not in vocab]
     if missing and unk is None:
         shown = ", ".join(repr(c) for c in missing[:10])
-        raise DataError(f"{len(missing)} characters are not in the given vocabulary "
+        raise DataError(f"{len(missing)} character{'s are' if len(missing) > 1 else ' is'} "
+                        f"not in the given vocabulary "
                         f"({shown}); pass --unk CHAR to map them to one character")
     unk_id = -1
     if unk is not None:

@@ -36,6 +36,7 @@ from torch import nn
 
 from .. import __version__
 from ..core.errors import CharRNNError
+from ..core.extras import install_hint
 from ..core.files import atomic_write, check_replaceable
 from ..core.model import CharRNN, describe_model, hidden_tensors
 from ..corpus.text import TextOptions
@@ -43,7 +44,7 @@ from ..corpus.vocab import Vocab
 from .metadata import KEY, input_names, model_metadata, output_names, to_json
 from .verify import CHECK_CHARS, CHECK_STREAMS, TOLERANCE, max_logit_difference
 
-INSTALL = "pip install 'charrnn[export]'"
+INSTALL = install_hint("export")
 EXTRA_MODULES = ("onnx", "onnxruntime")  # the TorchScript mode needs no onnxscript
 # The recurrent and OneHot operators all predate opset 17; it is old enough for the runtimes
 # of 2022 on (onnxruntime, onnxruntime-web, mobile builds) and what the mode knows best.

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.errors import CharRNNError
+from ..core.extras import install_hint
 
 BLOCK_CHARS = 1 << 26  # 64 Mi characters: one block's build peaks near 1 GB
 OVERLAP = 1000         # characters shared by neighbouring blocks: spans up to this are exact
@@ -39,7 +40,7 @@ def require_pydivsufsort():
         import pydivsufsort
     except ImportError:
         raise CharRNNError("the novelty check needs pydivsufsort: "
-                           "pip install 'charrnn[novelty]'") from None
+                           + install_hint("novelty")) from None
     return pydivsufsort
 
 

@@ -18,6 +18,7 @@ import time
 
 from ..core.config import TrainConfig, parse_duration
 from .optim import run_progress
+from .progress import format_seconds
 from .state import TrainingState
 
 
@@ -77,6 +78,20 @@ class Budget:
         """Past the time budget, counting `to_come` seconds still to spend (the final
         evaluation)."""
         return bool(self.max_seconds) and self.state.elapsed + to_come >= self.max_seconds
+
+    def spent(self, reason: StopReason) -> str:
+        """Why a run has nothing left to train, and which flag gives it more."""
+        s, t = self.state, self.cfg
+        if reason == StopReason.MAX_TIME:
+            return (f"nothing to train: the run has had {format_seconds(s.elapsed)} of its "
+                    f"--max-time {t.max_time} (training time counts across resumes); give a "
+                    f"larger --max-time to train more")
+        if reason == StopReason.EARLY_STOP:
+            return (f"nothing to train: {s.stale_evals} evaluations without a better "
+                    f"validation loss reached --patience {t.patience}; give a larger "
+                    f"--patience (or 0) to train more")
+        return (f"nothing to train: the run is at step {s.step:,}, its limit "
+                f"({reason}); give a larger --max-steps or --max-epochs to train more")
 
     def progress(self) -> float | None:
         """How far the run is, in [0, 1] (optim.run_progress): the learning-rate schedule

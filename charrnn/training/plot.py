@@ -3,7 +3,7 @@ against training time, several runs overlaid.
 
     plot_runs([Path("runs/a"), Path("runs/b")], Path("curves.png"))
 
-Needs matplotlib (`pip install 'charrnn[plot]'`), drawn with the Agg backend (no display).
+Needs matplotlib (the plot extra), drawn with the Agg backend (no display).
 Training refreshes `curves.png` in its run directory after evaluations with `CurveRefresher`,
 which skips a refresh when refreshing would cost more than 1% of the run.
 """
@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 from ..core.errors import CharRNNError
+from ..core.extras import install_hint
 from ..core.files import atomic_write
 from ..core.runs import run_of
 from ..core.units import LN2
 from .metrics import parse_record
 
-INSTALL = "charrnn plot needs matplotlib: pip install 'charrnn[plot]'"
+INSTALL = "charrnn plot needs matplotlib: " + install_hint("plot")
 
 
 def have_matplotlib() -> bool:

@@ -23,8 +23,12 @@ class Progress:
         self.postfix: list[str] = []  # the bar's last figures, to update the val bpc alone
         if enabled and sys.stdout.isatty():
             from tqdm import tqdm
+            # A short bar and the figures after it, the time left first: on an 80-column
+            # terminal the end of the line is what gets cut.
+            fmt = ("{l_bar}{bar:10}| {n_fmt}/{total_fmt}{postfix}" if total_steps
+                   else "{n_fmt} steps [{elapsed}]{postfix}")
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step",
-                            dynamic_ncols=True, file=sys.stdout)
+                            dynamic_ncols=True, file=sys.stdout, bar_format=fmt)
 
     def step(self) -> None:
         if self.bar is not None:
@@ -40,9 +44,9 @@ class Progress:
         parts.append(f"{chars_per_s:,.0f} chars/s")
         if self.bar is not None:
             if left is not None:
-                parts.append(f"{format_seconds(left)} left")
+                parts.insert(0, f"{format_seconds(left)} left")
             self.postfix = parts
-            self.bar.set_postfix_str(" | ".join(parts), refresh=False)
+            self.bar.set_postfix_str(", ".join(parts), refresh=False)
         else:
             parts.append(f"{format_seconds(elapsed)} elapsed")
             if left is not None:
@@ -54,8 +58,9 @@ class Progress:
         if self.bar is None or not self.postfix:
             return
         parts = [p for p in self.postfix if not p.startswith("val bpc")]
-        self.postfix = parts[:1] + [f"val bpc {val_bpc:.3f}"] + parts[1:]
-        self.bar.set_postfix_str(" | ".join(self.postfix))
+        at = next((i + 1 for i, p in enumerate(parts) if p.startswith("loss")), 0)
+        self.postfix = parts[:at] + [f"val bpc {val_bpc:.3f}"] + parts[at:]
+        self.bar.set_postfix_str(", ".join(self.postfix))
 
     def write(self, message: str) -> None:
         if not self.enabled:

@@ -98,15 +98,17 @@ def limits_line(t) -> str:
         return "no --max-steps, --max-epochs, --max-time or --patience: training until Ctrl-C"
     parts = []
     if t.max_steps:
-        parts.append(f"{t.max_steps:,} steps")
+        parts.append(f"{t.max_steps:,} step{'s' if t.max_steps > 1 else ''}")
     if t.max_epochs:
-        parts.append(f"{t.max_epochs:g} epochs")
+        parts.append(f"{t.max_epochs:g} epoch{'s' if t.max_epochs != 1 else ''}")
     if t.max_time:
         parts.append(f"{t.max_time} of training time (evaluations and saves count, the "
                      f"final evaluation fits inside, and a resume continues the clock)")
     if t.patience:
-        parts.append(f"{t.patience} evaluations without a better validation loss")
-    return "stops at: " + "; ".join(parts) + ", whichever comes first, or Ctrl-C"
+        parts.append(f"{t.patience} evaluation{'s' if t.patience > 1 else ''} without a "
+                     f"better validation loss")
+    first = ", whichever comes first," if len(parts) > 1 else ""
+    return "stops at: " + "; ".join(parts) + first + " or on Ctrl-C"
 
 
 def sizing_advice(params: int, chars: int, model: ModelConfig) -> str:

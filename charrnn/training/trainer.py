@@ -153,6 +153,8 @@ class Trainer:
         log = self.run_dir / "metrics.jsonl" if self.dist.is_main and self.run_dir else None
         with StopRequests(self.dist) as stop, self.metrics.opened(log), progress:
             reason = budget.limit_reached() or (StopReason.MAX_TIME if budget.time_up() else None)
+            if reason is not None:  # a resume with nothing left to train: say which limit
+                progress.write(budget.spent(reason))
             while reason is None:
                 lr = self.schedule()
                 meter.add(*self.train_step(lr))
