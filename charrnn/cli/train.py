@@ -73,8 +73,8 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
           val_frac, encoding, lower, unidecode, keep_crlf, quiet, **flags):
     """Train a model on CORPUS: a text file (prepared on the fly) or a prepared directory.
 
-    Without -c, the shipped preset for this machine (cpu, or gpu on a GPU) trains until the
-    validation loss stops improving (--patience 5) or Ctrl-C; with a limit of your own
+    Without -c, the shipped preset for this machine (cpu; cpu-bf16 on a CPU with bf16 units;
+    gpu on a GPU) trains until the validation loss stops improving (--patience 5) or Ctrl-C; with a limit of your own
     (--max-time, --max-steps, ...) it stops there instead. The [default: ...] values below
     are charrnn's own: a preset sets its own on top (-c cpu: a 2x256 GRU, lr 0.003), then
     the flags; the run's first lines say what it took.
