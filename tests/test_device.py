@@ -291,3 +291,34 @@ def test_eval_in_bf16_scores_within_a_hundredth_of_fp32(corpus, workdir):
         scores[precision] = json.loads(r.stdout)["files"][0]["nats"]
     assert scores["bf16"] != scores["fp32"] and abs(scores["bf16"] - scores["fp32"]) < 0.01
 
+
+def test_the_kernel_probe_leaves_the_random_state_alone():
+    bf16_kernel_works.cache_clear()
+    before = torch.get_rng_state()
+    bf16_kernel_works(CPU, "gru")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_checkpoint_without_a_recorded_plan_resumes_in_fp32(corpus, workdir, monkeypatch):
+    import charrnn.training.trainer as trainer_module
+    from charrnn.core.checkpoint import load_checkpoint, save_checkpoint
+    from charrnn.training.run import resume
+
+    if not bf16_kernel_works(CPU, "gru"):
+        pytest.skip("no bf16 gru kernel on this CPU")
+    monkeypatch.setattr(plan, "native_bf16", lambda device: True)
+    monkeypatch.setattr(trainer_module, "measure_speedup", lambda *a, **k: 9.0)
+    data = open_corpus(corpus)
+    lines = []
+    first = train(_small("auto", 2, **{"model.hidden_size": 128, "model.cell": "gru"}), data,
+                  runs_dir="runs", name="old", echo=lines.append, progress=False)
+    assert any("precision bf16" in line for line in lines)
+    state = load_checkpoint(first.run_dir / "last.pt")
+    del state["precision"]  # as written before the plan was recorded, when auto was fp32
+    save_checkpoint(first.run_dir / "last.pt", {k: v for k, v in state.items()
+                                                if k not in ("kind", "format_version")})
+    lines.clear()
+    resume(first.run_dir, {"train": {"max_steps": 4}}, echo=lines.append, progress=False)
+    assert any("precision fp32" in line and "as when this run started" in line
+               for line in lines)
+

@@ -17,7 +17,7 @@ def test_without_a_config_the_preset_for_the_device_runs_until_it_stops_improvin
         monkeypatch, units, preset):
     cli_train = importlib.import_module("charrnn.cli.train")  # the module, not the command
 
-    monkeypatch.setattr(cli_train, "native_bf16", lambda device: units)
+    monkeypatch.setattr(cli_train, "_bf16_pays", lambda device: units)
     said = []
     name, overrides = _default_run({}, said.append)
     assert name == preset  # no GPU on the machines the suite runs on
@@ -30,12 +30,12 @@ def test_without_a_config_the_preset_for_the_device_runs_until_it_stops_improvin
 def test_the_default_run_through_the_command_line(corpus, workdir, monkeypatch):
     cli_train = importlib.import_module("charrnn.cli.train")  # the module, not the command
 
-    monkeypatch.setattr(cli_train, "native_bf16", lambda device: False)
+    monkeypatch.setattr(cli_train, "_bf16_pays", lambda device: False)
     r = run("train", corpus, "--max-steps", "2", "--hidden-size", "16", "--name", "d")
     assert r.exit_code == 0, r.output
     assert r.output.startswith("config: the cpu preset")
     assert "model: 2x16 GRU" in r.output  # cpu.toml's cell
-    monkeypatch.setattr(cli_train, "native_bf16", lambda device: True)
+    monkeypatch.setattr(cli_train, "_bf16_pays", lambda device: True)
     r = run("train", corpus, "-c", "cpu", "--max-steps", "2", "--hidden-size", "16",
             "--name", "e")
     assert "hint: this CPU has bf16 units: -c cpu-bf16" in r.output
@@ -306,9 +306,13 @@ def test_train_goes_on_when_its_output_is_closed(corpus, workdir):
     # `true` reads nothing and is gone long before charrnn has imported torch.
     p = subprocess.run(f"{' '.join(command)} | true", shell=True, cwd=workdir,
                        capture_output=True, text=True, timeout=300)
-    assert "standard output was closed; training goes on" in p.stderr
+    assert "an output was closed; training goes on" in p.stderr
     assert "Traceback" not in p.stderr
     assert (workdir / "runs" / "p" / "last.pt").is_file()  # the run finished and saved
+    # The same with stderr into the same closed pipe: still trains to the end, silently.
+    p = subprocess.run(f"{' '.join(command[:-1])} q 2>&1 | true", shell=True, cwd=workdir,
+                       capture_output=True, text=True, timeout=300)
+    assert (workdir / "runs" / "q" / "last.pt").is_file()
 
 
 def test_a_bad_escape_is_shown_as_typed(corpus, workdir):

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 import click
+import torch
 
 from ..core.checkpoint import config_of, text_options_of, vocab_of
 from ..core.config import flags
 from ..core.config_files import load_config, nest, parse_set
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
-from ..core.precision import native_bf16
+from ..core.precision import (
+    MIN_SPEEDUP,
+    bf16_kernel_works,
+    measure_speedup,
+    native_bf16,
+)
 from ..core.runs import check_run_name
 from ..corpus.prepared import open_corpus
 from ..training.finetune import fine_tuning
@@ -121,8 +128,8 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
     if config_file is None:
         load_config(None, overrides)  # the flags valid on their own, before the device is read
         config_file, overrides = _default_run(overrides, echo)
-    elif config_file == "cpu" and native_bf16(resolve_device(overrides.get("train.device",
-                                                                          "cpu"))):
+    elif config_file == "cpu" and _bf16_pays(resolve_device(overrides.get("train.device",
+                                                                         "auto"))):
         echo("hint: this CPU has bf16 units: -c cpu-bf16 is the wider model they make "
              "affordable, better on texts of about 1 MB (docs/benchmarks.md)")
     cfg = load_config(config_file, overrides)
@@ -139,9 +146,9 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
 
 
 def _echo_while_open():
-    """click.echo, until standard output is closed (`charrnn train ... | head`): then the
-    run goes on without progress lines, as with -q, rather than dying before it has saved
-    anything, and says so once on stderr."""
+    """click.echo, until the stream it writes to is closed (`charrnn train ... | head`):
+    then the run goes on without progress lines, as with -q, rather than dying before it
+    has saved anything, and says so once on stderr if stderr is still open."""
     closed = False
 
     def echo(*args, **kwargs):
@@ -153,10 +160,33 @@ def _echo_while_open():
         except BrokenPipeError:
             closed = True
             # Later writes, and the flush at exit, go nowhere instead of failing again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            click.echo("charrnn train: standard output was closed; training goes on without "
-                       "progress lines (Ctrl-C or kill saves last.pt and stops it)", err=True)
+            _to_devnull(sys.stderr if kwargs.get("err") else sys.stdout)
+            try:
+                click.echo("charrnn train: an output was closed; training goes on without "
+                           "progress lines (Ctrl-C or kill saves last.pt and stops it)",
+                           err=True)
+            except OSError:  # stderr is the same closed pipe (2>&1)
+                _to_devnull(sys.stderr)
     return echo
+
+
+@functools.lru_cache(maxsize=None)  # once per process: a measurement, not a setting
+def _bf16_pays(device: torch.device) -> bool:
+    """Whether cpu-bf16.toml's model (a 2x512 GRU) runs faster in bf16 on this CPU: what
+    its `auto` precision would find. Where it would not (no bf16 units, or a slower bf16
+    GRU kernel, as on a Xeon with AMX), cpu.toml is the better preset."""
+    if device.type != "cpu" or not native_bf16(device) or not bf16_kernel_works(device, "gru"):
+        return False
+    with torch.random.fork_rng(devices=[]):  # the run's seed is set later; keep it clean
+        rnn = torch.nn.GRU(128, 512, 2, batch_first=True)
+        return measure_speedup(rnn, 32, 64, device) >= MIN_SPEEDUP
+
+
+def _to_devnull(stream) -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 DEFAULT_PATIENCE = 5  # evaluations without a better validation loss before a default run stops
@@ -167,7 +197,7 @@ def _default_run(overrides: dict, echo) -> tuple[str, dict]:
     without its 5-minute budget: it runs until the validation loss stops improving
     (patience) or Ctrl-C, unless the flags set limits of their own."""
     device = resolve_device(overrides.get("train.device", "auto"))
-    name = "gpu" if device.type != "cpu" else "cpu-bf16" if native_bf16(device) else "cpu"
+    name = "gpu" if device.type != "cpu" else "cpu-bf16" if _bf16_pays(device) else "cpu"
     limits = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience"}
     given = limits & set(overrides)
     overrides = {"train.max_time": "", **overrides}
@@ -177,7 +207,8 @@ def _default_run(overrides: dict, echo) -> tuple[str, dict]:
                 f"loss, or on Ctrl-C")
     else:
         stop = "it stops at the limits given (--patience N adds early stopping)"
-    why = {"cpu": "no GPU here", "cpu-bf16": "no GPU here; this CPU has bf16 units"}.get(
+    why = {"cpu": "no GPU here",
+           "cpu-bf16": "no GPU here; this CPU's bf16 units make its GRU step faster"}.get(
         name, f"{device.type} is available")
     echo(f"config: the {name} preset ({why}; -c tiny|cpu|cpu-bf16|gpu|FILE chooses "
          f"another); {stop}")

@@ -180,6 +180,8 @@ def is_locked(directory: str | Path) -> bool:
     except OSError:
         return False
     try:
+        if os.fstat(fd).st_size == 0:
+            return True  # created, its holder not yet written: a run starting this instant
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
     except BlockingIOError:

@@ -106,7 +106,7 @@ def resolve_precision(precision: str, device: torch.device, cell: str = "lstm",
                              f"this {device.type} has no bf16 {cell.upper()} kernel")
         why = "" if native_bf16(device) else (
             "this CPU has no bf16 units (avx512_bf16 or AMX): bf16 is emulated and slower "
-            "than fp32; --precision fp32 or auto is faster here")
+            "than fp32 here")
         return Precision("bf16", torch.bfloat16, torch.bfloat16, torch.bfloat16, False, why)
     raise ConfigError(f"--precision must be auto, fp32, bf16 or fp16; got {precision!r}")
 
@@ -125,13 +125,13 @@ def _auto(device: torch.device, cell: str, speedup, hidden_size: int,
         return fp32("this CPU has no bf16 units")
     if cell not in QUALITY_CHECKED:
         return fp32(f"bf16 {cell.upper()} training is not yet measured against fp32")
+    if hidden_size < MIN_BF16_WIDTH and started != "bf16":
+        return fp32(f"at hidden size {hidden_size} the cast costs more than bf16 saves")
     if not bf16_kernel_works(device, cell):
         return fp32(f"no bf16 {cell.upper()} kernel here")
     if started == "bf16":
         return Precision("bf16", torch.bfloat16, torch.bfloat16, torch.bfloat16, False,
                          "auto: bf16, as when this run started")
-    if hidden_size < MIN_BF16_WIDTH:
-        return fp32(f"at hidden size {hidden_size} the cast costs more than bf16 saves")
     ratio = speedup() if speedup is not None else 0.0
     if ratio < MIN_SPEEDUP:
         return fp32(f"a bf16 step measured {ratio:.2f}x the fp32 one here")
@@ -155,15 +155,18 @@ def native_bf16(device: torch.device) -> bool:
 @functools.lru_cache(maxsize=None)
 def bf16_kernel_works(device: torch.device, cell: str) -> bool:
     """Whether this device runs a bf16 `cell` forward and backward (a tiny one, once)."""
-    try:
-        rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](4, 4, 1).to(device)
-        x = torch.zeros(2, 1, 4, device=device, requires_grad=True)
-        with quiet_cast():
-            out, _ = run_cast(rnn, torch.bfloat16, x, None)
-        out.float().sum().backward()
-        return True
-    except (RuntimeError, NotImplementedError):
-        return False
+    # The probe's initial weights come from the global generator: restored after, so that
+    # a run's random numbers do not depend on whether (or when) a probe ran.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](4, 4, 1).to(device)
+            x = torch.zeros(2, 1, 4, device=device, requires_grad=True)
+            with quiet_cast():
+                out, _ = run_cast(rnn, torch.bfloat16, x, None)
+            out.float().sum().backward()
+            return True
+        except (RuntimeError, NotImplementedError):
+            return False
 
 
 def run_cast(rnn: nn.RNNBase, dtype: torch.dtype, x: torch.Tensor, hidden):

@@ -23,7 +23,7 @@ the clock), the Validator (when to evaluate, and whether it improved), the Check
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from ..core import distributed
 from ..core.checkpoint import load_init
 from ..core.config import Config
 from ..core.device import resolve_device
-from ..core.precision import autocast, measure_speedup, resolve_precision
+from ..core.precision import FP32, autocast, measure_speedup, resolve_precision
 from ..core.errors import DataError
 from ..core.model import CharRNN, cross_entropy, map_hidden
 from ..core.units import LN2
@@ -98,9 +98,11 @@ class Trainer:
         self.vocab = data.vocab
         check_training_memory(cfg, len(self.vocab), self.dist.world_size, self.device)
         self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
-        self.precision = resolve_precision(
+        # A checkpoint from before the plan was recorded ran fp32 under auto.
+        started = None if state is None else state.get("precision", "fp32")
+        self.precision = agree(self.dist, self.device, resolve_precision(
             t.precision, self.device, cfg.model.cell, self._measure_speedup,
-            cfg.model.hidden_size, None if state is None else state.get("precision"))
+            cfg.model.hidden_size, started))
         self.model.recurrent_dtype = self.precision.cast
         if state is None and t.init_from:
             init_weights(self.model, init or load_init(t.init_from), self.vocab, data.root)
@@ -284,13 +286,11 @@ class Trainer:
         self.wrapped = self.model
 
     def _measure_speedup(self) -> float:
-        """bf16 against fp32 for this model's step; under DDP the mean over the processes,
-        so that all of them pick the same precision."""
+        """bf16 against fp32 for this model's step (each process its own; `agree` then makes
+        them pick the same plan)."""
         t = self.cfg.train
-        ratio = measure_speedup(self.model.rnn, t.batch_size // self.dist.world_size,
-                                t.seq_len, self.device)
-        total = distributed.all_reduce_sum(self.dist, torch.tensor(ratio, device=self.device))
-        return total.item() / self.dist.world_size
+        return measure_speedup(self.model.rnn, t.batch_size // self.dist.world_size,
+                               t.seq_len, self.device)
 
     def checkpoint_state(self) -> dict:
         """Everything a resumed run needs. Collective under DDP: every rank must call it."""
@@ -301,3 +301,13 @@ class Trainer:
         return state
 
 
+def agree(dist: distributed.Dist, device: torch.device, plan):
+    """Under DDP, the same plan on every process: bf16 only if every process picked it
+    (one all-reduce on every process, whatever each one measured or could do)."""
+    if not dist.enabled:
+        return plan
+    mine = torch.tensor(1.0 if plan.cast is not None else 0.0, device=device)
+    everyone = distributed.all_reduce_sum(dist, mine).item()
+    if plan.cast is not None and everyone < dist.world_size:
+        return replace(FP32, why="auto: fp32, as not every process could use bf16")
+    return plan
