@@ -169,17 +169,13 @@ def temperature_rows(model: str, temperatures, samples: int, length: int) -> lis
     """How much samples copy, per temperature: `samples` samples of `length` characters."""
     import numpy as np
 
-    from charrnn.core.checkpoint import (
-        find_checkpoint,
-        load_checkpoint,
-        model_from_checkpoint,
-    )
+    from charrnn.core.checkpoint import load_model
     from charrnn.inference.sample import Sampler
     from charrnn.novelty import novelty_report
     from charrnn.novelty.source import training_index
-    state = load_checkpoint(find_checkpoint(model))
-    net, vocab, _ = model_from_checkpoint(state)
-    index = training_index(state=state)
+    trained = load_model(model)
+    net, vocab = trained.model, trained.vocab
+    index = training_index(state=trained.state)
     rows = []
     for t in temperatures:
         texts = Sampler(net, vocab, t, seed=1).texts(length, "", samples)

@@ -28,7 +28,7 @@ def user_errors(func):
         except BrokenPipeError:
             # The reader went away (| head): a normal end. Point stdout at /dev/null so the
             # interpreter's final flush does not fail on the closed pipe too.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            to_devnull(sys.stdout)
             sys.exit(0)
         except OSError as e:
             # A file-system failure the library did not foresee still gets one line.
@@ -42,6 +42,23 @@ def user_errors(func):
             sys.exit(130)
 
     return wrapper
+
+
+def to_devnull(stream) -> None:
+    """Send what is still written to `stream` (a closed pipe) nowhere, so that it cannot
+    fail again, not even in the interpreter's flush at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+# Options several commands share, with the same help everywhere.
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="auto, cpu, cuda, cuda:N or mps.")
+runs_option = click.option("--runs", "runs_dir", default="runs", show_default=True,
+                           type=click.Path(), help="The runs directory: its latest run is "
+                                                   "taken when TARGET is not given.")
 
 
 def text_options(encoding, lower, unidecode, keep_crlf):

@@ -10,8 +10,7 @@ from pathlib import Path
 import click
 
 from ..core.bars import progress_bar
-from ..core.checkpoint import (config_of, describe_checkpoint, find_checkpoint, load_checkpoint,
-                               model_from_checkpoint)
+from ..core.checkpoint import config_of, load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..core.precision import resolve_precision
@@ -25,7 +24,7 @@ from ..inference.score import (
     score_ids,
     total,
 )
-from .common import AliasedOption, user_errors
+from .common import AliasedOption, device_option, runs_option, user_errors
 
 
 @click.command("eval")
@@ -48,15 +47,14 @@ from .common import AliasedOption, user_errors
                    "it, so the model adapts as it reads (the checkpoint is not modified).")
 @click.option("--dynamic-lr", type=float, default=None,
               help="Learning rate of dynamic evaluation's SGD steps  [default: 0.1]")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@device_option
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True,
               help="What the recurrent layers compute in: fp32 gives the figure training "
                    "reports; bf16 is faster on hardware with bf16 units (within 0.01 "
                    "nats/char).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
-              help="The runs directory: its latest run is taken when TARGET is not given.")
+@runs_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes on stderr.")
 @user_errors
 def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, device, precision,
@@ -79,10 +77,9 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
         raise CharRNNError(f"{paths[0]} is a model: give the text to score after it, e.g. "
                            f"charrnn eval {paths[0]} FILE")
     lr = _check_numbers(batch_size, context, dynamic_lr)
-    path = find_checkpoint(target, runs_dir)
-    state = load_checkpoint(path)
-    model, vocab, options = model_from_checkpoint(state)
-    t = config_of(state).train
+    trained = load_model(target, runs_dir)
+    model, vocab, options = trained.model, trained.vocab, trained.options
+    t = config_of(trained.state).train
     dev = resolve_device(device)
     plan = resolve_precision(precision, dev, model.cell)
     model.recurrent_dtype = plan.cast
@@ -104,7 +101,7 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
             with closing(progress_bar(len(ids) - 1, show, f"dynamic {Path(name).name}")) as bar:
                 dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name,
                                                     skipped, bar))
-    _report(path, describe_checkpoint(path, state), static,
+    _report(trained.path, trained.line, static,
             dynamic_scores if dynamic else None, lr, as_json)
 
 

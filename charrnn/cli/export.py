@@ -6,23 +6,17 @@ from pathlib import Path
 
 import click
 
-from ..core.checkpoint import (
-    describe_checkpoint,
-    find_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from ..core.checkpoint import load_model
 from ..core.model import describe_model
 from ..export import check_output, export_onnx, require_extra
-from .common import user_errors
+from .common import runs_option, user_errors
 
 
 @click.command()
 @click.argument("target", required=False)
 @click.option("-o", "--output", default="model.onnx", show_default=True,
               type=click.Path(), help="The ONNX file to write.")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
-              help="The runs directory: its latest run is taken when TARGET is not given.")
+@runs_option
 @click.option("-q", "--quiet", is_flag=True, help="No line on stderr naming the model used.")
 @user_errors
 def export(target, output, runs_dir, quiet):
@@ -42,12 +36,11 @@ def export(target, output, runs_dir, quiet):
     # Before any work: what to install, then where the file cannot go.
     require_extra()
     check_output(Path(output))
-    path = find_checkpoint(target, runs_dir)
-    state = load_checkpoint(path)
-    model, vocab, options = model_from_checkpoint(state)
-    exported = export_onnx(model, vocab, options, output, state=state)
+    trained = load_model(target, runs_dir)
+    model, vocab = trained.model, trained.vocab
+    exported = export_onnx(model, vocab, trained.options, output, state=trained.state)
     if not quiet:  # once it has worked, so that a failure stays one line
-        click.echo(describe_checkpoint(path, state), err=True)
+        click.echo(trained.line, err=True)
     click.echo(f"wrote {exported.path} ({exported.size / 1e6:.2f} MB): {describe_model(model)} "
                f"over {len(vocab):,} characters; onnxruntime matches PyTorch to "
                f"{exported.max_diff:.1e} over {exported.checked_streams} streams of "

@@ -12,7 +12,7 @@ from ..core.errors import CharRNNError
 from ..core.runs import names_model
 from ..novelty.report import check_spans, novelty_report
 from ..novelty.source import training_index
-from .common import user_errors
+from .common import runs_option, user_errors
 
 
 @click.command()
@@ -24,8 +24,7 @@ from .common import user_errors
               help="Give the share of characters inside copied spans of N+ characters "
                    "(repeatable)  [default: 20 and 50]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
-              help="The runs directory: its latest run is taken when TARGET is not given.")
+@runs_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes on stderr.")
 @user_errors
 def novelty(paths, data_dir, spans, as_json, runs_dir, quiet):

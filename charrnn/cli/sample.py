@@ -9,19 +9,14 @@ import click
 from unidecode import unidecode as to_ascii
 
 from ..core.bars import progress_bar
-from ..core.checkpoint import (
-    describe_checkpoint,
-    find_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from ..core.checkpoint import load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..inference.sample import Sampler, check_prime, check_settings
 from ..novelty.redraw import check_redraw, draw_novel
 from ..novelty.report import novelty_report
 from ..novelty.source import training_index
-from .common import unescape, user_errors
+from .common import device_option, runs_option, unescape, user_errors
 
 
 @click.command()
@@ -38,14 +33,13 @@ from .common import unescape, user_errors
 @click.option("--seed", type=int, help="Random seed, for the same text every time.")
 @click.option("--num-samples", default=1, show_default=True, type=int,
               help="Independent samples, generated together as one batch.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@device_option
 @click.option("--unidecode", is_flag=True,
               help="Transliterate the prime to ASCII (automatic if the model was trained so).")
 @click.option("--stop", "stops", multiple=True, metavar="STR",
               help="End each sample right after the first STR it generates (repeatable; "
                    "escapes such as \\n understood). --length stays the cap.")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
-              help="The runs directory: its latest run is taken when TARGET is not given.")
+@runs_option
 @click.option("--novelty", is_flag=True,
               help="After each sample, report on stderr how much of it is copied from the "
                    "training text (its longest copied span, where from, the share in long spans).")
@@ -80,7 +74,8 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     stops = [unescape(s, "--stop") for s in stops]
     if prime_file:
         prime = _read_prime(prime_file)
-    model, vocab, options, which, state = _load(target, runs_dir)
+    trained = load_model(target, runs_dir)
+    model, vocab, options, state = trained.model, trained.vocab, trained.options, trained.state
     prime = to_ascii(options.apply(prime)) if unidecode else options.apply(prime)
     check_prime(vocab, prime, transliterated=unidecode)
     stops = [options.apply(s) for s in stops]
@@ -93,7 +88,7 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
         index = training_index(data_dir, state, progress=not quiet,
                                echo=None if quiet else lambda line: click.echo(line, err=True))
     sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
-    announce = (lambda: None) if quiet else (lambda: click.echo(which, err=True))
+    announce = (lambda: None) if quiet else (lambda: click.echo(trained.line, err=True))
     if max_copy is not None:
         result = draw_novel(lambda k: sampler.texts(length, prime, k, stops),
                             lambda text: novelty_report(index, text), num_samples, max_copy,
@@ -161,10 +156,3 @@ def _read_prime(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CharRNNError(f"cannot read --prime-file {path}: {e}") from None
-
-
-def _load(target, runs_dir):
-    """The model, vocabulary and text options, the line that names them, and the state."""
-    path = find_checkpoint(target, runs_dir)
-    state = load_checkpoint(path)
-    return (*model_from_checkpoint(state), describe_checkpoint(path, state), state)

@@ -11,7 +11,7 @@ from ..core.errors import CharRNNError
 from ..core.extras import install_hint
 from ..novelty.source import training_index
 from ..serve.limits import Limits, exposure_warning
-from .common import user_errors
+from .common import device_option, runs_option, user_errors
 
 SERVE_MODULES = {"starlette", "uvicorn", "fastapi", "anyio", "h11"}
 
@@ -46,9 +46,8 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="With --novelty: the prepared directory of the training text  [default: "
                    "the one the model was trained on]")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(),
-              help="The runs directory: its latest run is taken when TARGET is not given.")
+@device_option
+@runs_option
 @_limit("--max-body", Limits.max_body, "Largest request body, in bytes (413 beyond).",
         "BYTES")
 @_limit("--max-prime", Limits.max_prime, "Longest prime, in characters (422 beyond).")

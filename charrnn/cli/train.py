@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 
 import click
@@ -25,7 +24,13 @@ from ..corpus.prepared import open_corpus
 from ..training.finetune import fine_tuning
 from ..training.run import last_checkpoint, resume
 from ..training.run import train as run_train
-from .common import AliasedOption, text_option_flags, text_options, user_errors
+from .common import (
+    AliasedOption,
+    text_option_flags,
+    text_options,
+    to_devnull,
+    user_errors,
+)
 
 
 def config_flags(func):
@@ -160,13 +165,13 @@ def _echo_while_open():
         except BrokenPipeError:
             closed = True
             # Later writes, and the flush at exit, go nowhere instead of failing again.
-            _to_devnull(sys.stderr if kwargs.get("err") else sys.stdout)
+            to_devnull(sys.stderr if kwargs.get("err") else sys.stdout)
             try:
                 click.echo("charrnn train: an output was closed; training goes on without "
                            "progress lines (Ctrl-C or kill saves last.pt and stops it)",
                            err=True)
             except OSError:  # stderr is the same closed pipe (2>&1)
-                _to_devnull(sys.stderr)
+                to_devnull(sys.stderr)
     return echo
 
 
@@ -180,13 +185,6 @@ def _bf16_pays(device: torch.device) -> bool:
     with torch.random.fork_rng(devices=[]):  # the run's seed is set later; keep it clean
         rnn = torch.nn.GRU(128, 512, 2, batch_first=True)
         return measure_speedup(rnn, 32, 64, device) >= MIN_SPEEDUP
-
-
-def _to_devnull(stream) -> None:
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 DEFAULT_PATIENCE = 5  # evaluations without a better validation loss before a default run stops

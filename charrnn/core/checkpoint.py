@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -256,3 +257,25 @@ def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") ->
     if not target.exists():
         raise CheckpointError(f"checkpoint or run directory not found: {target}")
     return target
+
+
+@dataclass
+class TrainedModel:
+    """A model as the commands use one: where it came from, and the line that names it."""
+    path: Path
+    state: dict
+    model: CharRNN
+    vocab: Vocab
+    options: TextOptions
+
+    @property
+    def line(self) -> str:
+        return describe_checkpoint(self.path, self.state)
+
+
+def load_model(target: str | Path | None, runs_dir: str | Path = "runs") -> TrainedModel:
+    """The model a command's TARGET names (find_checkpoint), loaded and checked."""
+    path = find_checkpoint(target, runs_dir)
+    state = load_checkpoint(path)
+    return TrainedModel(path, state, *model_from_checkpoint(state))
+
