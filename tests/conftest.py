@@ -3,6 +3,7 @@ as a user runs it, and what a clean error looks like."""
 
 import os
 import random
+import tempfile
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,8 @@ from charrnn.cli import main
 
 # Keep test runs small and repeatable on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Measurements charrnn caches per user go to a directory of the test run's own.
+os.environ["CHARRNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="charrnn-test-cache-")
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards "
          "quietly hex every jovial king and queen").split()

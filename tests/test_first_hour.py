@@ -6,39 +6,62 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, assert_clean_error, make_text, run
 
+import charrnn.core.precision as precision_module
 from charrnn.cli.train import DEFAULT_PATIENCE, _default_run
+from charrnn.core.presets import choose_preset
 from charrnn.training.trainer import Trainer
 
 
-@pytest.mark.parametrize("units, preset", [(False, "cpu"), (True, "cpu-bf16")])
-def test_without_a_config_the_preset_for_the_device_runs_until_it_stops_improving(
-        monkeypatch, units, preset):
-    cli_train = importlib.import_module("charrnn.cli.train")  # the module, not the command
+CPU = torch.device("cpu")
 
-    monkeypatch.setattr(cli_train, "_bf16_pays", lambda device: units)
+
+@pytest.mark.parametrize("units, amx, chars, preset", [
+    (False, False, 1_000_000, "cpu"), (True, False, 1_000_000, "cpu-bf16"),
+    (True, False, 4_700_000, "cpu"), (True, True, 1_000_000, "cpu"),
+    (True, False, None, "cpu")])
+def test_the_default_preset_follows_from_facts_never_from_a_timing(monkeypatch, units, amx,
+                                                                   chars, preset):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("the preset must not depend on a timing")
+
+    monkeypatch.setattr(precision_module, "measure_speedup", no_timing)
+    monkeypatch.setattr(precision_module, "cached_speedup", no_timing)
+    name, why = choose_preset(CPU, chars, bf16_units=units, amx=amx)
+    assert name == preset and why
+    assert choose_preset(torch.device("cuda"), chars)[0] == "gpu"
+
+
+def test_without_a_config_the_preset_runs_until_it_stops_improving(monkeypatch):
+    cli_train = importlib.import_module("charrnn.cli.train")  # the module, not the command
+    monkeypatch.setattr(cli_train, "choose_preset", lambda device, chars: ("cpu", "no GPU"))
     said = []
-    name, overrides = _default_run({}, said.append)
-    assert name == preset  # no GPU on the machines the suite runs on
+    name, overrides = _default_run({}, said.append, None)
+    assert name == "cpu"  # no GPU on the machines the suite runs on
     assert overrides["train.patience"] == DEFAULT_PATIENCE and overrides["train.max_time"] == ""
-    assert f"the {preset} preset" in said[0] and "-c tiny|cpu|cpu-bf16|gpu|FILE" in said[0]
-    name, overrides = _default_run({"train.max_steps": 7}, said.append)
+    assert "the cpu preset" in said[0] and "-c tiny|cpu|cpu-bf16|gpu|FILE" in said[0]
+    name, overrides = _default_run({"train.max_steps": 7}, said.append, None)
     assert "train.patience" not in overrides and "limits given" in said[1]
 
 
-def test_the_default_run_through_the_command_line(corpus, workdir, monkeypatch):
+def test_the_default_run_through_the_command_line_sizes_the_preset_by_the_text(
+        corpus, workdir, monkeypatch):
     cli_train = importlib.import_module("charrnn.cli.train")  # the module, not the command
+    seen = []
 
-    monkeypatch.setattr(cli_train, "_bf16_pays", lambda device: False)
+    def choose(device, chars):
+        seen.append(chars)
+        return "cpu", "no GPU here"
+
+    monkeypatch.setattr(cli_train, "choose_preset", choose)
     r = run("train", corpus, "--max-steps", "2", "--hidden-size", "16", "--name", "d")
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("config: the cpu preset")
+    lines = r.output.splitlines()
+    assert lines[0].startswith("preparing") and lines[1].startswith("config: the cpu preset")
     assert "model: 2x16 GRU" in r.output  # cpu.toml's cell
-    monkeypatch.setattr(cli_train, "_bf16_pays", lambda device: True)
-    r = run("train", corpus, "-c", "cpu", "--max-steps", "2", "--hidden-size", "16",
-            "--name", "e")
-    assert "hint: this CPU has bf16 units: -c cpu-bf16" in r.output
+    assert seen == [18_000]  # the training split of the 20,000 characters
 
 
 def test_every_train_option_shows_its_default():

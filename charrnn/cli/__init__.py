@@ -3,15 +3,19 @@ library function and reports; errors the user can fix exit with one line, no tra
 
 import click
 
-from .eval import eval_command
-from .export import export
-from .novelty import novelty
-from .plot import plot
-from .prepare import prepare
-from .runs import runs
-from .sample import sample
-from .serve import serve
-from .train import train
+from ..core.cpu import quiet_openmp
+
+quiet_openmp()  # before torch loads (the commands below import it): OpenMP reads it once
+
+from .eval import eval_command  # noqa: E402
+from .export import export  # noqa: E402
+from .novelty import novelty  # noqa: E402
+from .plot import plot  # noqa: E402
+from .prepare import prepare  # noqa: E402
+from .runs import runs  # noqa: E402
+from .sample import sample  # noqa: E402
+from .serve import serve  # noqa: E402
+from .train import train  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

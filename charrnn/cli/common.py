@@ -61,6 +61,18 @@ runs_option = click.option("--runs", "runs_dir", default="runs", show_default=Tr
                                                    "taken when TARGET is not given.")
 
 
+def _set_threads(ctx, param, value):
+    from ..core.cpu import apply_threads
+    return apply_threads(value or 0)
+
+
+# Set as the options are parsed, before any kernel runs; the command gets the count set.
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=0), default=0, callback=_set_threads,
+    help="CPU threads for the kernels  [default: OMP_NUM_THREADS if set, else 1 on up to 2 "
+         "cores (a busy neighbour stalls more), one less than the cores above that]")
+
+
 def text_options(encoding, lower, unidecode, keep_crlf):
     return TextOptions(encoding=encoding, lower=lower, unidecode=unidecode, keep_crlf=keep_crlf)
 

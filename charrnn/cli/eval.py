@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..core.bars import progress_bar
+from ..core.bars import bar_terminal, progress_bar
 from ..core.checkpoint import config_of, load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
@@ -24,7 +24,13 @@ from ..inference.score import (
     score_ids,
     total,
 )
-from .common import AliasedOption, device_option, runs_option, user_errors
+from .common import (
+    AliasedOption,
+    device_option,
+    runs_option,
+    threads_option,
+    user_errors,
+)
 
 
 @click.command("eval")
@@ -48,6 +54,7 @@ from .common import AliasedOption, device_option, runs_option, user_errors
 @click.option("--dynamic-lr", type=float, default=None,
               help="Learning rate of dynamic evaluation's SGD steps  [default: 0.1]")
 @device_option
+@threads_option
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True,
               help="What the recurrent layers compute in: fp32 gives the figure training "
@@ -57,8 +64,8 @@ from .common import AliasedOption, device_option, runs_option, user_errors
 @runs_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes on stderr.")
 @user_errors
-def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, device, precision,
-                 as_json, runs_dir, quiet):
+def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, device, threads,
+                 precision, as_json, runs_dir, quiet):
     """Score text files with a trained model: nats/char, bits/char, perplexity.
 
     TARGET is a checkpoint, a run directory or a runs directory, as for `sample` (default:
@@ -88,7 +95,7 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     texts = [_eval_text(p, options, vocab, split, unk == "skip") for p in paths]
     context = t.eval_context if context is None else context
     static, dynamic_scores = [], []
-    show = not quiet and sys.stderr.isatty()
+    show = not quiet and bar_terminal(sys.stderr)
     for name, ids, skipped in texts:
         with closing(progress_bar(len(ids) - 1, show, f"eval {Path(name).name}")) as bar:
             score = score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev, name,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..core.bars import bar_terminal
 from ..core.errors import CharRNNError
 from ..corpus.prepare import prepare as run_prepare
 from ..corpus.prepare import summary
@@ -57,7 +58,7 @@ def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, l
     options = text_options(encoding, lower, unidecode, keep_crlf)
     meta = run_prepare(list(inputs), out, val_frac=val_frac, test_frac=test_frac,
                        options=options, glob=glob, vocab=vocab, unk=unk,
-                       progress=sys.stderr.isatty(), replace_vocab=False)
+                       progress=bar_terminal(sys.stderr), replace_vocab=False)
     mb = sum(s["bytes"] for s in meta["sources"]) / 1e6
     click.echo(f"prepared {len(meta['sources'])} file(s), {mb:,.1f} MB in {meta['seconds']:.1f}s "
                f"-> {out}/")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from unidecode import unidecode as to_ascii
 
-from ..core.bars import progress_bar
+from ..core.bars import bar_terminal, progress_bar
 from ..core.checkpoint import load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
@@ -16,7 +16,13 @@ from ..inference.sample import Sampler, check_prime, check_settings
 from ..novelty.redraw import check_redraw, draw_novel
 from ..novelty.report import novelty_report
 from ..novelty.source import training_index
-from .common import device_option, runs_option, unescape, user_errors
+from .common import (
+    device_option,
+    runs_option,
+    threads_option,
+    unescape,
+    user_errors,
+)
 
 
 @click.command()
@@ -34,6 +40,7 @@ from .common import device_option, runs_option, unescape, user_errors
 @click.option("--num-samples", default=1, show_default=True, type=int,
               help="Independent samples, generated together as one batch.")
 @device_option
+@threads_option
 @click.option("--unidecode", is_flag=True,
               help="Transliterate the prime to ASCII (automatic if the model was trained so).")
 @click.option("--stop", "stops", multiple=True, metavar="STR",
@@ -55,6 +62,7 @@ from .common import device_option, runs_option, unescape, user_errors
               help="Nothing on stderr but errors: no line naming the model, no progress bar.")
 @user_errors
 def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
+           threads,
            unidecode, stops, runs_dir, novelty, max_copy, tries, data_dir, quiet):
     """Generate text from a trained model, streamed as it comes.
 
@@ -137,7 +145,7 @@ def _write(sampler: Sampler, length: int, prime: str, num_samples: int, stops, a
         out.flush()
         return ["".join(parts)]
     # Several samples are printed only when all are done: meanwhile, a bar on a terminal.
-    bar = progress_bar(length, enabled=progress and sys.stderr.isatty(),
+    bar = progress_bar(length, enabled=progress and bar_terminal(sys.stderr),
                        desc=f"{num_samples} samples", unit="char")
     try:
         texts = sampler.texts(length, prime, num_samples, stops, bar=bar)

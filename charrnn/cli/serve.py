@@ -11,7 +11,7 @@ from ..core.errors import CharRNNError
 from ..core.extras import install_hint
 from ..novelty.source import training_index
 from ..serve.limits import Limits, exposure_warning
-from .common import device_option, runs_option, user_errors
+from .common import device_option, runs_option, threads_option, user_errors
 
 SERVE_MODULES = {"starlette", "uvicorn", "fastapi", "anyio", "h11"}
 
@@ -47,6 +47,7 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
               help="With --novelty: the prepared directory of the training text  [default: "
                    "the one the model was trained on]")
 @device_option
+@threads_option
 @runs_option
 @_limit("--max-body", Limits.max_body, "Largest request body, in bytes (413 beyond).",
         "BYTES")
@@ -62,9 +63,9 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
 @click.option("--session-ttl", default="1h", show_default=True, metavar="DURATION",
               help="How long a session may sit idle before it is dropped (90s, 10m, 1h).")
 @user_errors
-def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, runs_dir,
-          max_body, max_prime, max_text, max_length, max_samples, max_streams, max_sessions,
-          session_ttl):
+def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, threads,
+          runs_dir, max_body, max_prime, max_text, max_length, max_samples, max_streams,
+          max_sessions, session_ttl):
     """Serve a trained model over HTTP: a JSON API with streaming, and a playground page.
 
     TARGET is as for `sample`: a checkpoint file or a run directory; by default the latest

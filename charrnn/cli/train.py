@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import click
-import torch
 
+from ..core.bars import bar_terminal
 from ..core.checkpoint import config_of, text_options_of, vocab_of
 from ..core.config import flags
 from ..core.config_files import load_config, nest, parse_set
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
-from ..core.precision import (
-    MIN_SPEEDUP,
-    bf16_kernel_works,
-    measure_speedup,
-    native_bf16,
-)
+from ..core.presets import choose_preset
 from ..core.runs import check_run_name
 from ..corpus.prepared import open_corpus
 from ..training.finetune import fine_tuning
@@ -38,7 +32,7 @@ def config_flags(func):
     live with the fields), passed to the command as `flags` {param name: value}. The
     default shown is the config's own (before any -c file): the flag's value is None when
     not given, so that only given flags override the file."""
-    kinds = {"int": int, "float": float, "str": str}
+    kinds = {"int": int, "float": float, "str": str, "int | str": str}
     for flag in reversed(flags()):
         name = flag.flag[2:].replace("-", "_")
         default = flag.default if flag.default != "" else "none"
@@ -130,24 +124,28 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
     """A new run (fine-tuning with train.init_from)."""
     if name is not None:
         check_run_name(name)  # before a corpus is prepared
+    data = None
     if config_file is None:
-        load_config(None, overrides)  # the flags valid on their own, before the device is read
-        config_file, overrides = _default_run(overrides, echo)
-    elif config_file == "cpu" and _bf16_pays(resolve_device(overrides.get("train.device",
-                                                                         "auto"))):
-        echo("hint: this CPU has bf16 units: -c cpu-bf16 is the wider model they make "
-             "affordable, better on texts of about 1 MB (docs/benchmarks.md)")
+        flags_only = load_config(None, overrides)  # the flags valid on their own first
+        if not flags_only.train.init_from:  # the preset depends on the text's size
+            data = _open(corpus, data_dir, options, val_frac, progress, echo, None, unk)
+        config_file, overrides = _default_run(overrides, echo, data)
     cfg = load_config(config_file, overrides)
     vocab = init = None
     if cfg.train.init_from:
         cfg, vocab, options, init = fine_tuning(cfg, set(overrides))
     elif unk is not None:
         raise CharRNNError("--unk only applies with --init-from")
-    data = open_corpus(corpus, data_dir, options, val_frac,
-                       progress=sys.stderr.isatty() and progress, echo=echo, vocab=vocab,
-                       unk=unk)
+    if data is None:
+        data = _open(corpus, data_dir, options, val_frac, progress, echo, vocab, unk)
     return run_train(cfg, data, runs_dir=runs_dir, name=name, echo=echo, progress=progress,
                      init=init)
+
+
+def _open(corpus, data_dir, options, val_frac, progress, echo, vocab, unk):
+    return open_corpus(corpus, data_dir, options, val_frac,
+                       progress=bar_terminal(sys.stderr) and progress, echo=echo, vocab=vocab,
+                       unk=unk)
 
 
 def _echo_while_open():
@@ -175,27 +173,17 @@ def _echo_while_open():
     return echo
 
 
-@functools.lru_cache(maxsize=None)  # once per process: a measurement, not a setting
-def _bf16_pays(device: torch.device) -> bool:
-    """Whether cpu-bf16.toml's model (a 2x512 GRU) runs faster in bf16 on this CPU: what
-    its `auto` precision would find. Where it would not (no bf16 units, or a slower bf16
-    GRU kernel, as on a Xeon with AMX), cpu.toml is the better preset."""
-    if device.type != "cpu" or not native_bf16(device) or not bf16_kernel_works(device, "gru"):
-        return False
-    with torch.random.fork_rng(devices=[]):  # the run's seed is set later; keep it clean
-        rnn = torch.nn.GRU(128, 512, 2, batch_first=True)
-        return measure_speedup(rnn, 32, 64, device) >= MIN_SPEEDUP
-
-
 DEFAULT_PATIENCE = 5  # evaluations without a better validation loss before a default run stops
 
 
-def _default_run(overrides: dict, echo) -> tuple[str, dict]:
-    """No -c: the shipped preset for this machine's device (cpu, or gpu on CUDA and mps),
-    without its 5-minute budget: it runs until the validation loss stops improving
-    (patience) or Ctrl-C, unless the flags set limits of their own."""
+def _default_run(overrides: dict, echo, data) -> tuple[str, dict]:
+    """No -c: the shipped preset for this machine and text (core/presets.py: the device,
+    the CPU's features and the text's size; never a timing), without its 5-minute budget:
+    it runs until the validation loss stops improving (patience) or Ctrl-C, unless the
+    flags set limits of their own."""
     device = resolve_device(overrides.get("train.device", "auto"))
-    name = "gpu" if device.type != "cpu" else "cpu-bf16" if _bf16_pays(device) else "cpu"
+    train_chars = None if data is None else data.meta["splits"]["train"]
+    name, why = choose_preset(device, train_chars)
     limits = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience"}
     given = limits & set(overrides)
     overrides = {"train.max_time": "", **overrides}
@@ -205,9 +193,6 @@ def _default_run(overrides: dict, echo) -> tuple[str, dict]:
                 f"loss, or on Ctrl-C")
     else:
         stop = "it stops at the limits given (--patience N adds early stopping)"
-    why = {"cpu": "no GPU here",
-           "cpu-bf16": "no GPU here; this CPU's bf16 units make its GRU step faster"}.get(
-        name, f"{device.type} is available")
     echo(f"config: the {name} preset ({why}; -c tiny|cpu|cpu-bf16|gpu|FILE chooses "
          f"another); {stop}")
     return name, overrides

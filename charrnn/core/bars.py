@@ -2,13 +2,29 @@
 quiet. Training has its own (training/progress.py); this one is for the commands that read
 or write text: prepare, eval, sample.
 
-    bar = progress_bar(total_chars, enabled=sys.stderr.isatty(), desc="eval", unit="char")
+    bar = progress_bar(total_chars, enabled=bar_terminal(sys.stderr), desc="eval", unit="char")
     bar.update(n); bar.close()
 """
 
 from __future__ import annotations
 
+import os
+
 from tqdm import tqdm
+
+MIN_COLUMNS = 20  # narrower, a bar shows nothing useful: plain lines instead
+
+
+def bar_terminal(stream) -> bool:
+    """Whether `stream` is a terminal a bar can be drawn on: a tty with a width. A terminal
+    of zero columns (`script -c` under some callers, an editor's pane) is a tty on which
+    tqdm draws nothing, so there the plain lines are printed instead."""
+    try:
+        if not stream.isatty():
+            return False
+        return os.get_terminal_size(stream.fileno()).columns >= MIN_COLUMNS
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class NoBar:

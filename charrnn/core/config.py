@@ -78,14 +78,19 @@ class TrainConfig:
     # starts from (0 = only at the start of each epoch).
     reset_every: int = _resumable(16, help="Chunks between blank-state starts of each stream "
                                       "(0 = only at each epoch's start).")
-    eval_every: int = _resumable(500, help="Steps between evaluations on the validation "
-                                           "split.")
+    # Steps (500) or training time ("60s") between evaluations. Time keeps the first
+    # figure within a minute of the start on any machine; steps keep evaluations at the same
+    # steps on every run, for comparisons of settings.
+    eval_every: int | str = _resumable(500, help="Steps, or a duration such as 60s, between "
+                                                 "evaluations on the validation split.")
     eval_batch_size: int = _resumable(32)
     # Characters each validation stream reads unscored before scoring, so every character
     # is scored with this much context (where the text has it), whatever the batch size.
     eval_context: int = _resumable(512)
-    # Characters of the validation split scored at each evaluation, from its start; 0 = all.
-    # Worth setting for a corpus of gigabytes, whose 10% would take long to score on a CPU.
+    # Characters of the validation split scored at each evaluation, from its start; 0 = all
+    # when eval_every counts steps, and with a duration at most what a validation of this
+    # model scores in a tenth of it (validator.py): a fixed sample, the same at every
+    # evaluation, so the figures compare.
     eval_chars: int = _resumable(0)
     log_every: int = _resumable(50, help="Steps between progress lines and metrics records.")
     keep: int = _resumable(0)  # periodic checkpoints kept besides best.pt and last.pt
@@ -100,6 +105,10 @@ class TrainConfig:
     init_from: str = _field("", help="Fine-tune: start from this checkpoint's (or run "
                              "directory's) weights, with its model and vocabulary.")
     device: str = _resumable("auto", help="auto, cpu, cuda, cuda:N or mps.")
+    # CPU threads of the kernels. It never changes the model, so it may change on resume.
+    threads: int = _resumable(0, help="CPU threads for the kernels (0 = OMP_NUM_THREADS if "
+                                      "set, else 1 on up to 2 cores, one less than the cores "
+                                      "above that).")
     precision: str = _resumable(
         "auto", choices=PRECISIONS,
         help="auto: bf16 where this CPU has bf16 units and a bf16 step measures faster, "
@@ -110,6 +119,11 @@ class TrainConfig:
                     "cuDNN/oneDNN kernels (Dynamo does not compile nn.LSTM/GRU): only the "
                     "input, head and loss are compiled, so expect little gain.")
 
+    @property
+    def eval_seconds(self) -> float:
+        """The training time between evaluations when eval_every is a duration, else 0."""
+        return parse_duration(self.eval_every) if isinstance(self.eval_every, str) else 0.0
+
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
@@ -117,7 +131,12 @@ class TrainConfig:
                 raise ConfigError(f"train.{f.name} must be a finite number, got {value}")
         if not 0 <= self.seed < 2**64:
             raise ConfigError(f"train.seed must be in [0, 2^64), got {self.seed}")
-        for key in ("seq_len", "batch_size", "eval_every", "eval_batch_size", "log_every",
+        object.__setattr__(self, "eval_every", _steps_or_duration(self.eval_every,
+                                                                  "train.eval_every"))
+        if self.threads < 0:
+            raise ConfigError(f"train.threads must be >= 1, or 0 for the default; got "
+                              f"{self.threads}")
+        for key in ("seq_len", "batch_size", "eval_batch_size", "log_every",
                     "max_bad_steps"):
             _check_positive(f"train.{key}", getattr(self, key))
         for key in ("max_steps", "warmup_steps", "keep", "save_every", "decay_steps",
@@ -214,6 +233,27 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(value)
+
+
+def _steps_or_duration(value: int | str, key: str) -> int | str:
+    """A positive step count (an int, or a string of digits: '500' from a flag) or a
+    duration ('60s'), as an int or the duration's text."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"{key} must be a step count or a duration like 60s; got {value!r}")
+    if isinstance(value, int):
+        _check_positive(key, value)
+        return value
+    value = value.strip().lower()
+    if not value:
+        raise ConfigError(f"{key} must be a step count or a duration like 60s; got ''")
+    try:
+        parse_duration(value, key=key)
+    except ConfigError:
+        raise ConfigError(f"{key} must be a step count (500) or a duration (60s, 2m); got "
+                          f"{value!r}") from None
+    return value
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")

@@ -142,6 +142,11 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     elif want == "str":
         if isinstance(value, str):
             return value
+    elif want == "int | str":  # steps or a duration: the dataclass checks which
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
     raise ConfigError(f"{name} must be of type {want}, got {type(value).__name__} {value!r}")
 
 

@@ -16,7 +16,8 @@ optimizer, the loss and the carried hidden state stay fp32. Autocast covers the 
 
 `auto` picks bf16 for the recurrent layers only where all three hold: the device has native
 bf16 units (else it is emulated and slower); the cell's bf16 step measures faster than its
-fp32 step here, at this model's shape (`speedup`, timed at start-up: processors differ,
+fp32 step here, at this model's shape (`speedup`, timed once per machine and shape and
+kept in the per-user cache, core/usercache.py; processors differ,
 e.g. oneDNN's bf16 GRU is slower than fp32 on a Xeon with AMX and faster on an AMD EPYC with
 avx512_bf16); and the cell is one whose bf16 training was measured within 0.01 nats/char of
 fp32 at equal steps (docs/benchmarks.md, row 13). Everywhere else it picks fp32, and says why.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -82,8 +84,8 @@ def resolve_precision(precision: str, device: torch.device, cell: str = "lstm",
                       speedup: Callable[[], float] | None = None, hidden_size: int = 256,
                       started: str | None = None) -> Precision:
     """The precision plan for `precision` on `device`, or a ConfigError saying why not.
-    `speedup`: measures fp32 time / bf16 time of this model's training step (for `auto` on a
-    CPU with native bf16; not called elsewhere). `started`: the plan a resumed run started
+    `speedup`: fp32 time / bf16 time of this model's training step, a Speedup or a float
+    (for `auto` on a CPU with native bf16; not called elsewhere). `started`: the plan a resumed run started
     with, which `auto` keeps where it can, so that a resumed run computes as it began."""
     if precision == "fp32":
         return FP32
@@ -132,11 +134,18 @@ def _auto(device: torch.device, cell: str, speedup, hidden_size: int,
     if started == "bf16":
         return Precision("bf16", torch.bfloat16, torch.bfloat16, torch.bfloat16, False,
                          "auto: bf16, as when this run started")
-    ratio = speedup() if speedup is not None else 0.0
-    if ratio < MIN_SPEEDUP:
-        return fp32(f"a bf16 step measured {ratio:.2f}x the fp32 one here")
+    found = speedup() if speedup is not None else Speedup(0.0)
+    if not isinstance(found, Speedup):
+        found = Speedup(float(found))
+    if not found.reliable:
+        return fp32("the bf16 timing was upset twice (a busy machine?); --precision bf16 "
+                    "chooses bf16")
+    where = "on this machine (cached)" if found.cached else "here"
+    if found.ratio < MIN_SPEEDUP:
+        return fp32(f"a bf16 step measured {found.ratio:.2f}x the fp32 one {where}")
     return Precision("bf16", torch.bfloat16, torch.bfloat16, torch.bfloat16, False,
-                     f"auto: bf16 units, a bf16 step measured {ratio:.2f}x faster here")
+                     f"auto: bf16 units, a bf16 step measured {found.ratio:.2f}x faster "
+                     f"{where}")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -197,38 +206,88 @@ def quiet_cast():
         yield
 
 
+# A bf16 step of an RNN is at most a few times faster than fp32 on any CPU measured (1.4-2.2x
+# with avx512_bf16); a ratio outside this range is a timing upset (another process took the
+# core during one side of the comparison), not a property of the kernels.
+PLAUSIBLE = (1 / 3, 3.0)
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """fp32 time / bf16 time of a step, and where the figure came from."""
+    ratio: float
+    cached: bool = False  # read from the per-user cache rather than measured now
+    reliable: bool = True  # within PLAUSIBLE (an unreliable figure decides fp32)
+
+
+def cached_speedup(rnn: nn.RNNBase, batch_size: int, seq_len: int, device: torch.device,
+                   cache=None, measure=None) -> Speedup:
+    """The bf16 speed-up of `rnn`'s step on this machine: from the per-user cache when this
+    machine, torch, thread count and shape were measured before, else measured now (twice
+    when the first figure is implausible) and cached. So the same command decides the same
+    way every time, however busy the machine is when it runs again."""
+    from .usercache import UserCache
+
+    cache = cache if cache is not None else UserCache("precision")
+    measure = measure or measure_speedup
+    key = speedup_key(rnn, batch_size, seq_len, device)
+    known = cache.get(key)
+    if known is not None and PLAUSIBLE[0] <= known <= PLAUSIBLE[1]:
+        return Speedup(known, cached=True)
+    for _ in range(2):
+        ratio = measure(rnn, batch_size, seq_len, device)
+        if PLAUSIBLE[0] <= ratio <= PLAUSIBLE[1]:
+            cache.put(key, ratio)
+            return Speedup(ratio)
+    return Speedup(ratio, reliable=False)
+
+
+def speedup_key(rnn: nn.RNNBase, batch_size: int, seq_len: int, device: torch.device) -> str:
+    """What a bf16 measurement depends on: the processor, torch, the thread count and the
+    step's shape."""
+    from .cpu import cpu_model
+
+    return (f"{cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|"
+            f"{rnn.mode} {rnn.input_size}x{rnn.hidden_size}x{rnn.num_layers}|"
+            f"B{min(batch_size, 32)} T{min(seq_len, 64)}|{device.type}")
+
+
 def measure_speedup(rnn: nn.RNNBase, batch_size: int, seq_len: int,
-                    device: torch.device, rounds: int = 3) -> float:
-    """fp32 time / bf16 time of a forward and backward pass of `rnn` on (B, T) inputs, the
-    faster of `rounds` interleaved tries each after a warm-up: what `auto` decides on. At
-    most 32 x 64 characters, and one timed round when the warm-up took over 2 s: the ratio
-    is what is wanted, and a large model's whole step would make start-up take a minute."""
+                    device: torch.device, rounds: int = 7) -> float:
+    """fp32 time / bf16 time of a forward and backward pass of `rnn` on (B, T) inputs: the
+    median of `rounds` ratios, each of an fp32 and a bf16 pass run back to back (their order
+    alternating), after a warm-up. A neighbour that takes the core slows both sides of a
+    pair alike, and the median drops the pairs it split. At most 32 x 64 characters, and
+    3 rounds when the warm-up took over 2 s: the ratio is what is wanted, and a large
+    model's whole step would make start-up take a minute."""
     batch_size, seq_len = min(batch_size, 32), min(seq_len, 64)
     # Its own generator and the global one restored: the run's random numbers are the same
     # whatever was measured.
     x = torch.randn(batch_size, seq_len, rnn.input_size, device=device,
                     generator=torch.Generator(device).manual_seed(0))
-    best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        _time_steps(rnn, x, best, rounds)
+        ratios = _time_pairs(rnn, x, rounds)
     rnn.zero_grad(set_to_none=True)
-    return best[torch.float32] / best[torch.bfloat16]
+    return statistics.median(ratios)
 
 
-def _time_steps(rnn: nn.RNNBase, x: torch.Tensor, best: dict, rounds: int) -> None:
-    trial = 0
-    while trial <= rounds:
-        round_started = time.perf_counter()
-        for dtype in best:
-            started = time.perf_counter()
-            with quiet_cast():
-                out = rnn(x)[0] if dtype == torch.float32 else run_cast(rnn, dtype, x, None)[0]
-            out.float().sum().backward()
-            if trial:  # the first round warms up the kernels and allocator
-                best[dtype] = min(best[dtype], time.perf_counter() - started)
-        if trial == 0 and time.perf_counter() - round_started > 2.0:
-            rounds = 1  # a big model: one timed round tells 1.2x apart well enough
-        trial += 1
+def _time_pairs(rnn: nn.RNNBase, x: torch.Tensor, rounds: int) -> list[float]:
+    def timed(dtype) -> float:
+        started = time.perf_counter()
+        with quiet_cast():
+            out = rnn(x)[0] if dtype == torch.float32 else run_cast(rnn, dtype, x, None)[0]
+        out.float().sum().backward()
+        return time.perf_counter() - started
+
+    warm = timed(torch.float32) + timed(torch.bfloat16)  # kernels and allocator warm up
+    if warm > 2.0:
+        rounds = 3
+    ratios = []
+    for i in range(rounds):
+        order = (torch.float32, torch.bfloat16) if i % 2 == 0 else (torch.bfloat16, torch.float32)
+        seconds = {dtype: timed(dtype) for dtype in order}
+        ratios.append(seconds[torch.float32] / seconds[torch.bfloat16])
+    return ratios
 
 
 def recurrent_autocast(device_type: str) -> bool:

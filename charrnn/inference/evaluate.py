@@ -33,6 +33,26 @@ from ..corpus.streams import as_index, stream_length
 CONTEXT = 512  # the default burn-in: past it, more context changes the score by < 0.01 nats
 
 
+class Abandoned(Exception):
+    """An evaluation stopped midway because its `abort` said so (Ctrl-C during training):
+    there is no figure."""
+
+
+class _Watch:
+    """The bar, and the abort check between chunks."""
+
+    def __init__(self, bar, abort):
+        self.bar, self.abort = bar, abort
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        if self.abort is not None and self.abort():
+            raise Abandoned()
+
+    def reset(self, total=None) -> None:
+        self.bar.reset(total=total)
+
+
 def eval_streams(n: int, batch_size: int, context: int = CONTEXT) -> int:
     """The streams `evaluate` cuts n characters into: at most batch_size, each at least
     `context` long (one stream when the text is shorter)."""
@@ -42,13 +62,25 @@ def eval_streams(n: int, batch_size: int, context: int = CONTEXT) -> int:
 @torch.no_grad()
 def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
              amp_dtype=None, dist: distributed.Dist = distributed.Dist(),
-             context: int = CONTEXT, bar=None) -> float:
+             context: int = CONTEXT, bar=None, abort=None) -> float:
     """Mean cross-entropy in nats per character over every prediction in `array`, each with
     at least `context` characters of context where the text has them. `bar` (core/bars.py),
-    if given, counts the characters read, burn-ins included."""
+    if given, counts the characters read, burn-ins included. `abort`, if given, is asked
+    after every chunk; when it says True the evaluation raises Abandoned (one process only:
+    under DDP every rank must finish the collective)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    try:
+        total = _score(model, array, batch_size, seq_len, device, amp_dtype, dist, context,
+                       _Watch(bar if bar is not None else NoBar(), abort))
+    finally:
+        model.train(was_training)
+    return total / (len(array) - 1)
+
+
+def _score(model, array, batch_size, seq_len, device, amp_dtype, dist, context, bar) -> float:
+    """The summed loss of `evaluate`."""
     n = len(array)
     B = eval_streams(n, batch_size, context)
     L = stream_length(n, B)
@@ -60,7 +92,6 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
 
     W = context if B > 1 else 0
     leftover = n - 1 - B * L if stop == B else 0  # predictions after the B streams
-    bar = bar if bar is not None else NoBar()
     bar.reset(total=(stop - start) * (W + L) + max(leftover, 0))
     total, hidden = torch.zeros((), dtype=torch.float64, device=device), None
     if stop > start:
@@ -76,8 +107,7 @@ def evaluate(model, array: np.ndarray, batch_size: int, seq_len: int, device,
             total += cross_entropy(logits, tail[None, t + 1:t + 1 + T], "sum")
             bar.update(T)
     distributed.all_reduce_sum(dist, total)
-    model.train(was_training)
-    return total.item() / (n - 1)
+    return total.item()
 
 
 def _score_streams(run, array: np.ndarray, start: int, stop: int, L: int, W: int,

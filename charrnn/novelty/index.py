@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bars import progress_bar
+from ..core.bars import bar_terminal, progress_bar
 from ..core.errors import CharRNNError, DataError
 from ..core.files import DirectoryLock, atomic_write, atomic_write_text, remove_stale
 from ..corpus.prepared import PreparedData
@@ -193,7 +193,7 @@ def _build(folder: Path, split_path: Path, text: np.ndarray, data: PreparedData,
     require_pydivsufsort()  # before anything is written
     layout = layout_of(block_ranges(len(text)))
     newline_id = data.vocab.index.get("\n")
-    bar = progress_bar(len(text) + layout.ranks, progress and sys.stderr.isatty(),
+    bar = progress_bar(len(text) + layout.ranks, progress and bar_terminal(sys.stderr),
                        "novelty index")
     try:
         folder.mkdir(exist_ok=True)

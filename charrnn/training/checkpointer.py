@@ -11,6 +11,7 @@ state), so every rank calls the same methods; only the main process writes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -37,13 +38,16 @@ class Checkpointer:
     def __init__(self, run_dir: Path | None, cfg: TrainConfig, is_main: bool,
                  collect: Callable[[], dict]):
         self.run_dir, self.cfg, self.is_main, self.collect = run_dir, cfg, is_main, collect
+        self.save_seconds = 0.0  # how long the last save took (the time budget keeps room)
 
     def save(self, *names: str) -> None:
+        started = time.monotonic()
         state = self.collect()
         if not self.is_main or self.run_dir is None:
             return
         for name in names:
             save_checkpoint(self.run_dir / name, state)
+        self.save_seconds = time.monotonic() - started
 
     def after_validation(self, improved: bool) -> None:
         # last.pt first: a kill between the two leaves the newest state to resume from.

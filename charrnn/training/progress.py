@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import sys
 
+from ..core.bars import bar_terminal
+
 
 def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
@@ -21,7 +23,7 @@ class Progress:
         self.bar = None
         self.enabled = enabled
         self.postfix: list[str] = []  # the bar's last figures, to update the val bpc alone
-        if enabled and sys.stdout.isatty():
+        if enabled and bar_terminal(sys.stdout):
             from tqdm import tqdm
             # A short bar and the figures after it, the time left first: on an 80-column
             # terminal the end of the line is what gets cut.

@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..core.checkpoint import load_weights
 from ..core.config import Config, ModelConfig
+from ..core.cpu import describe_threads
 from ..core.device import check_fits, describe
 from ..core.distributed import Dist
 from ..core.errors import CheckpointError, DataError
@@ -74,7 +75,10 @@ def startup_lines(trainer) -> list[str]:
     cfg, V = trainer.cfg, len(trainer.vocab)
     t = cfg.train
     params = sum(p.numel() for p in trainer.model.parameters())
-    lines = [f"device: {describe(trainer.device)}"
+    device = describe(trainer.device)
+    if trainer.device.type == "cpu":
+        device = f"cpu ({describe_threads(trainer.threads, t.threads)})"
+    lines = [f"device: {device}"
              + (f", {trainer.dist.world_size} processes" if trainer.dist.enabled else "")
              + f"; {trainer.precision.describe(trainer.device)}",
              f"model: {describe_model(cfg.model)}, {params:,} parameters, vocabulary {V}; "
@@ -86,10 +90,21 @@ def startup_lines(trainer) -> list[str]:
         lines.append(f"hint: a one-hot input over {V:,} characters costs {V:,} x "
                      f"{cfg.model.hidden_size} multiply-adds per gate per character; "
                      f"--embed-dim 128 is much cheaper")
+    lines.append(validation_line(t, len(trainer.val), trainer.val_chars))
     if trainer.run_dir is not None:
         lines.append(f"run: {trainer.run_dir}")
     lines.append(limits_line(t))
     return lines
+
+
+def validation_line(t, scored: int, split: int) -> str:
+    """How often the run evaluates, and on how much of the validation split."""
+    when = (f"every {t.eval_every} of training time" if t.eval_seconds
+            else f"every {t.eval_every:,} steps")
+    what = (f"all {split:,} characters of the split" if scored >= split
+            else f"a fixed sample, the first {scored:,} of its {split:,} characters "
+                 f"(--set train.eval_chars=N sets it)")
+    return f"validation: {when}, on {what}"
 
 
 def limits_line(t) -> str:

@@ -3,10 +3,11 @@
     with StopRequests(dist) as stop:
         while ...:
             ...one training step...
-            why = stop.poll(time_up)   # None, MAX_TIME or INTERRUPTED: the same on every rank
+            why, evaluate = stop.poll(time_up, eval_due)   # the same on every rank
 
-SIGINT and SIGTERM ask training to stop after the current step and save. In one process a
-second signal interrupts at once (checkpoint writes are atomic, so nothing is corrupted).
+SIGINT and SIGTERM ask training to stop after the current step and save; in one process an
+evaluation in progress is abandoned rather than waited for. In one process a second signal
+interrupts at once (checkpoint writes are atomic, so nothing is corrupted).
 Under torchrun the launcher passes a Ctrl-C on to the workers, which the terminal has
 signalled already: there, repeated signals are not a request to hurry, and the launcher's
 own kill timeout is the hard stop.
@@ -14,7 +15,8 @@ own kill timeout is the hard stop.
 With several processes every rank must stop at the same step, or the others wait forever in
 the next collective. After each step every rank adds its wish to stop (a signal, or its
 clock past the time budget) to an all-reduce on a CPU (gloo) process group of its own, so
-all ranks stop together at the end of the step in which the first of them asked. It costs a
+all ranks stop together at the end of the step in which the first of them asked (the same
+message carries whether an evaluation is due by any rank's clock). It costs a
 small message per step and no GPU synchronisation. A step must still end before the launcher
 gives up waiting (torchrun's --shutdown-timeout, 30 s by default; scripts/train_multigpu.sh
 raises it).
@@ -40,7 +42,7 @@ class StopRequests:
         self.dist = dist
         self.signal: int | None = None
         self._previous = {}
-        self._vote = torch.zeros(1, dtype=torch.int32)
+        self._vote = torch.zeros(2, dtype=torch.int32)  # (stop wish, evaluate now)
         self._group = (torch_dist.new_group(backend="gloo")
                        if dist.enabled and torch_dist.is_initialized() else None)
 
@@ -59,14 +61,21 @@ class StopRequests:
             return
         self.signal = signum
 
-    def poll(self, time_up: bool) -> StopReason | None:
-        """Call once per step on every rank: why to stop now, the same answer on every rank."""
+    def poll(self, time_up: bool, eval_due: bool = False) -> tuple[StopReason | None, bool]:
+        """Call once per step on every rank: why to stop now, and whether to evaluate now
+        (an evaluation every rank takes part in: due on any rank's clock), the same answers
+        on every rank."""
         wish = 2 if self.signal is not None else 1 if time_up else 0  # an index into WISHES
         if self._group is None:
-            return WISHES[wish]
-        self._vote.fill_(wish)
+            return WISHES[wish], eval_due
+        self._vote[0], self._vote[1] = wish, int(eval_due)
         torch_dist.all_reduce(self._vote, op=torch_dist.ReduceOp.MAX, group=self._group)
-        return WISHES[int(self._vote.item())]
+        return WISHES[int(self._vote[0])], bool(self._vote[1])
+
+    @property
+    def interrupted(self) -> bool:
+        """A signal has come (this process's view: for work it may abandon alone)."""
+        return self.signal is not None
 
     def __exit__(self, *exc):
         if self._group is not None and exc[0] is None:

@@ -32,14 +32,15 @@ from ..core import distributed
 from ..core.checkpoint import load_init
 from ..core.config import Config
 from ..core.device import resolve_device
-from ..core.precision import FP32, autocast, measure_speedup, resolve_precision
+from ..core.cpu import apply_threads
+from ..core.precision import FP32, autocast, cached_speedup, resolve_precision
 from ..core.errors import DataError
-from ..core.model import CharRNN, cross_entropy, map_hidden
+from ..core.model import CharRNN, cross_entropy, map_hidden, parameter_count
 from ..core.units import LN2
 from ..corpus.prepared import PreparedData
 from ..corpus.streams import Streams
 from ..corpus.vocab import Vocab
-from ..inference.evaluate import evaluate
+from ..inference.evaluate import Abandoned, evaluate
 from .budget import Budget, StopReason, diverged
 from .checkpointer import Checkpointer, collect, restore
 from .metrics import IntervalMeter, IntervalStats, MetricsLog
@@ -49,7 +50,7 @@ from .progress import Progress, format_seconds
 from .setup import check_training_memory, init_weights, startup_lines, wrap_model
 from .state import TrainingState
 from .stopping import StopRequests
-from .validator import Validator
+from .validator import Validator, sample_chars
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Trainer:
         if t.batch_size % self.dist.world_size:
             raise DataError(f"batch_size {t.batch_size} must be divisible by the number of "
                             f"processes ({self.dist.world_size})")
+        # Before anything is timed: the precision measurement is per thread count.
+        self.threads = apply_threads(t.threads)
         torch.manual_seed(t.seed)
         self.vocab = data.vocab
         check_training_memory(cfg, len(self.vocab), self.dist.world_size, self.device)
@@ -121,8 +124,9 @@ class Trainer:
         self.wrapped = wrap_model(self.model, self.dist, self.device, t.compile)
         self.progress_enabled = progress and self.dist.is_main
         self.budget = Budget(t, self.steps_per_epoch, self.state)
-        self.validator = Validator(t, self.state, self.validation_loss)
+        self.validator = Validator(t, self.state, self.validation_loss, len(self.val))
         self.metrics, self.curves = MetricsLog(None), CurveRefresher(None)
+        self.stop, self.speed = None, 0.0  # the run's StopRequests; chars/s at the last report
 
     def _data(self, t, resident: bool | None) -> None:
         """This rank's training streams and the validation text."""
@@ -132,8 +136,11 @@ class Trainer:
                                reset_every=t.reset_every)
         self.steps_per_epoch = self.streams.steps_per_epoch
         self.val = self.data.split("val")
-        if t.eval_chars and t.eval_chars < len(self.val):
-            self.val = self.val[:t.eval_chars]
+        self.val_chars = len(self.val)  # the split's, before any sample
+        flops = 2.0 * parameter_count(len(self.data.vocab), self.cfg.model)
+        n = sample_chars(t, len(self.val), flops, self.device.type)
+        if n < len(self.val):
+            self.val = self.val[:n]
 
     # ------------------------------------------------------------------------------------
     # the loop
@@ -154,6 +161,7 @@ class Trainer:
         first = s.step + 1
         log = self.run_dir / "metrics.jsonl" if self.dist.is_main and self.run_dir else None
         with StopRequests(self.dist) as stop, self.metrics.opened(log), progress:
+            self.stop = stop
             reason = budget.limit_reached() or (StopReason.MAX_TIME if budget.time_up() else None)
             if reason is not None:  # a resume with nothing left to train: say which limit
                 progress.write(budget.spent(reason))
@@ -167,14 +175,37 @@ class Trainer:
                     stats = self.report(meter, progress, lr, record=s.step % t.log_every == 0)
                     reason = diverged(stats, t, progress.write)
                 if reason is None:
-                    with meter.paused():  # chars/s is training speed: evals and saves apart
-                        self.evaluate_and_save(progress)
-                    budget.tick()
-                    reason = (stop.poll(budget.time_up(self.validator.to_come(final_eval)))
-                              or budget.limit_reached())
+                    reason = self.after_step(stop, meter, progress)
             self._finish(reason, progress, final_eval)
         return TrainResult(self.run_dir, s.step, reason, s.best_val_loss, s.last_val_loss,
                            stop.signal, s.best_step, s.elapsed, meter.average_speed())
+
+    def after_step(self, stop: StopRequests, meter: IntervalMeter, progress: Progress):
+        """Evaluate and save when due, and why to stop after this step (None: go on). Each
+        decision is taken by all ranks together (StopRequests.poll)."""
+        budget = self.budget
+        # A periodic evaluation now must leave room for the final one too.
+        due = self.validator.due(self.state.step)
+        reason, due = stop.poll(budget.time_up(self.to_come(due)), due)
+        if reason is not None:
+            return reason
+        with meter.paused():  # chars/s is training speed: evaluations and saves apart
+            abandoned = self.evaluate_and_save(progress, due)
+        budget.tick()
+        if abandoned:
+            return StopReason.INTERRUPTED
+        if due:  # the evaluation took time: is the budget spent now?
+            reason, _ = stop.poll(budget.time_up(self.to_come()))
+        return reason or budget.limit_reached()
+
+    def to_come(self, eval_due: bool = False) -> float:
+        """Seconds that must stay in the time budget after this step: one more step, the
+        final evaluation and the saves (and a periodic evaluation, when one is due), so that
+        a --max-time run ends within its time."""
+        steps_per_s = self.speed / (self.cfg.train.batch_size * self.cfg.train.seq_len)
+        step = 1.0 / steps_per_s if steps_per_s > 0 else 0.0
+        final = self.validator.to_come(self.final_eval, self.speed)
+        return step + final * (2 if eval_due else 1) + self.checkpointer.save_seconds
 
     def schedule(self) -> float:
         """Set and return this step's learning rate."""
@@ -224,25 +255,32 @@ class Trainer:
                                 "train_loss": stats.loss, "lr": lr,
                                 "chars_per_s": round(stats.chars_per_s, 1),
                                 "elapsed": round(s.elapsed, 3), "skipped": stats.skipped})
+        self.speed = stats.chars_per_s
         left = self.budget.time_left(stats.chars_per_s / meter.chars_per_step,
-                                     self.validator.to_come(self.final_eval))
+                                     self.validator.to_come(self.final_eval, self.speed))
         progress.report(s.step, stats.loss,
                         None if s.last_val_loss is None else s.last_val_loss / LN2,
                         stats.chars_per_s, s.elapsed, left)
         return stats
 
-    def evaluate_and_save(self, progress: Progress, force: bool = False) -> None:
-        """Evaluate when due (or now, with `force`) and save last.pt, and best.pt when it
-        improved; then the periodic checkpoints that train.keep and save_every ask for."""
-        evaluated = force or self.validator.due(self.state.step)
+    def evaluate_and_save(self, progress: Progress, due: bool) -> bool:
+        """Evaluate when `due` and save last.pt, and best.pt when it improved; then the
+        periodic checkpoints that train.keep and save_every ask for. True when a signal
+        came during the evaluation and it was abandoned (nothing recorded or saved)."""
+        evaluated = due
         if evaluated:
-            loss, improved = self.validate()
+            try:
+                loss, improved = self.validate()
+            except Abandoned:
+                progress.write(f"step {self.state.step} | validation abandoned (interrupted)")
+                return True
             progress.write(f"step {self.state.step} | val loss {loss:.4f} nats/char, "
                            f"{loss / LN2:.4f} bpc" + (" (best)" if improved else ""))
             progress.show_val(loss / LN2)
             self.checkpointer.after_validation(improved)
             self.curves()
         self.checkpointer.periodic(self.state.step, evaluated)
+        return False
 
     def validate(self) -> tuple[float, bool]:
         """The validation loss now, and whether it is the best so far (recorded)."""
@@ -258,9 +296,12 @@ class Trainer:
         # In fp32 whatever the plan: the figure that best.pt and patience compare stays one
         # figure across resumes in another precision.
         self.model.recurrent_dtype = None
+        # One process abandons an evaluation on Ctrl-C; under DDP every rank must finish it.
+        abort = (None if self.dist.enabled or self.stop is None
+                 else lambda: self.stop.interrupted)
         try:
             return evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
-                            None, self.dist, t.eval_context)
+                            None, self.dist, t.eval_context, abort=abort)
         finally:
             self.model.recurrent_dtype = self.precision.cast
 
@@ -278,19 +319,21 @@ class Trainer:
             progress.write(f"no better validation loss in {s.stale_evals} evaluations: "
                            f"stopping (best.pt is step {s.best_step})")
         if reason != StopReason.DIVERGED and final_eval and not done:
-            self.evaluate_and_save(progress, force=True)
+            if self.evaluate_and_save(progress, due=True):  # Ctrl-C during it
+                progress.write(f"interrupted at step {s.step}: saving last.pt")
+                self.checkpointer.save("last.pt")
 
     def release(self) -> None:
         """Drop the DDP wrapper: its reducer holds the process group, which must be free to
         shut down before the interpreter exits (where gloo can abort)."""
         self.wrapped = self.model
 
-    def _measure_speedup(self) -> float:
-        """bf16 against fp32 for this model's step (each process its own; `agree` then makes
-        them pick the same plan)."""
+    def _measure_speedup(self):
+        """bf16 against fp32 for this model's step, from the per-user cache or measured once
+        (each process its own; `agree` then makes them pick the same plan)."""
         t = self.cfg.train
-        return measure_speedup(self.model.rnn, t.batch_size // self.dist.world_size,
-                               t.seq_len, self.device)
+        return cached_speedup(self.model.rnn, t.batch_size // self.dist.world_size,
+                              t.seq_len, self.device)
 
     def checkpoint_state(self) -> dict:
         """Everything a resumed run needs. Collective under DDP: every rank must call it."""

@@ -1,12 +1,21 @@
-"""When to evaluate, the validation loss, and whether it is the best so far.
+"""When to evaluate, on how much of the validation split, the validation loss, and whether
+it is the best so far.
 
     validator = Validator(cfg.train, state, loss_fn)
     if validator.due(step):
         loss, improved = validator.validate()   # recorded in the state
 
 The loss is the figure of inference/evaluate.py: every character of the validation text
-(or its first train.eval_chars) scored once with at least train.eval_context characters
-of context, whatever train.eval_batch_size is.
+(or of its sample, below) scored once with at least train.eval_context characters of
+context, whatever train.eval_batch_size is.
+
+train.eval_every counts steps (500) or training time ("60s"). With time, the first figure
+comes within that time of the start whatever the machine's speed, and validation is kept to
+about a tenth of the training time two ways: the split is cut to a fixed sample (its first
+`sample_chars` characters, the same at every evaluation, so the figures compare), sized
+from the model's cost at a rate that even a slow CPU core reaches; and when an evaluation
+still takes longer than a tenth of the interval (a busy machine), the next one waits
+correspondingly longer.
 """
 
 from __future__ import annotations
@@ -17,29 +26,73 @@ from typing import Callable
 from ..core.config import TrainConfig
 from .state import TrainingState
 
+EVAL_SHARE = 0.1  # of the training time, at most, spent validating when eval_every is a time
+# Forward-pass FLOP/s that validation reaches at least, per device type: a conservative
+# figure, so that the sample fits its share on a slow or busy machine (one core of a 2-core
+# AMD EPYC scored a 2x256 GRU at about 40 GFLOP/s: docs/benchmarks.md).
+EVAL_FLOPS = {"cpu": 30e9, "mps": 300e9, "cuda": 3e12}
+MIN_SAMPLE = 20_000  # below this the figure is too noisy to compare or to stop on
+
+
+def sample_chars(cfg: TrainConfig, split_chars: int, flops_per_char: float,
+                 device_type: str) -> int:
+    """How many characters of the validation split each evaluation scores: train.eval_chars
+    when set, else all of them with a step cadence, else what fits EVAL_SHARE of the
+    interval (at least MIN_SAMPLE). Depends on the config, the model and the device type
+    only: never on a timing."""
+    if cfg.eval_chars:
+        return min(cfg.eval_chars, split_chars)
+    if not cfg.eval_seconds:
+        return split_chars
+    rate = EVAL_FLOPS.get(device_type, EVAL_FLOPS["cpu"])
+    fits = int(EVAL_SHARE * cfg.eval_seconds * rate / max(flops_per_char, 1.0))
+    # Each stream reads eval_context characters unscored first: that is part of the cost.
+    fits -= cfg.eval_batch_size * cfg.eval_context
+    return min(split_chars, max(fits, MIN_SAMPLE))
+
 
 class Validator:
-    def __init__(self, cfg: TrainConfig, state: TrainingState, loss_fn: Callable[[], float]):
-        self.cfg, self.state, self.loss_fn = cfg, state, loss_fn
+    def __init__(self, cfg: TrainConfig, state: TrainingState, loss_fn: Callable[[], float],
+                 chars: int = 0):
+        """`chars`: the characters each evaluation scores (for the first estimate of its
+        cost)."""
+        self.cfg, self.state, self.loss_fn, self.chars = cfg, state, loss_fn, chars
+        self.interval = cfg.eval_seconds
         self.seconds = 0.0  # how long the last evaluation took
+        self.since = state.elapsed  # training time at the last evaluation (or the start)
 
     def due(self, step: int) -> bool:
+        if self.interval:
+            wait = max(self.interval, self.seconds / EVAL_SHARE)
+            return self.state.elapsed - self.since >= wait
         return step % self.cfg.eval_every == 0
 
     @property
     def done_at_this_step(self) -> bool:
         return self.state.last_eval_step == self.state.step
 
-    def to_come(self, final_eval: bool) -> float:
-        """Seconds the final evaluation will take, if one is still to come."""
-        return self.seconds if final_eval and not self.done_at_this_step else 0.0
+    def to_come(self, final_eval: bool, train_chars_per_s: float = 0.0) -> float:
+        """Seconds the final evaluation will take, if one is still to come: the last one's
+        time with a margin, or before any, an estimate from the training speed (a scored
+        character costs about a third of a trained one: no backward pass, no update; half
+        is assumed, for the margin)."""
+        if not final_eval or self.done_at_this_step:
+            return 0.0
+        if self.seconds:
+            return 1.25 * self.seconds
+        if train_chars_per_s <= 0:
+            return 0.0
+        read = self.chars + self.cfg.eval_batch_size * self.cfg.eval_context
+        return read / (2.0 * train_chars_per_s)
 
     def validate(self) -> tuple[float, bool]:
-        """The validation loss now, and whether it is the best so far (both recorded)."""
+        """The validation loss now, and whether it is the best so far (both recorded).
+        An evaluation abandoned midway (inference.evaluate.Abandoned) records nothing."""
         started = time.monotonic()
         loss = self.loss_fn()
         self.seconds = time.monotonic() - started
         s = self.state
+        self.since = s.elapsed + self.seconds
         s.last_val_loss, s.last_eval_step = loss, s.step
         improved = loss < s.best_val_loss
         if improved:
