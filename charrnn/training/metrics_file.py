@@ -14,12 +14,11 @@ counted like a damaged one rather than drawn or printed.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 from ..core.errors import CharRNNError
 from ..core.escape import shown
+from ..core.files import open_regular
 from .metrics import parse_record
 
 MAX_LINE = 1 << 16  # bytes: a record is a few hundred; longer lines are damage
@@ -41,24 +40,6 @@ def in_range(record: dict) -> bool:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def open_regular(path: Path, what: str = "file"):
-    """`path` opened for binary reading if it is a regular file; a FIFO, socket or device
-    (which could block a reader for ever, or never end) is refused with one line."""
-    try:
-        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise CharRNNError(f"cannot read {shown(path)}: {e.strerror or e}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CharRNNError(f"{shown(path)} is not a regular file (a FIFO, socket or device); "
-                           f"{what} must be a plain file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 class MetricsReader:
