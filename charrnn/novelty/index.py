@@ -83,17 +83,17 @@ class SuffixIndex:
         self.built, self.seconds = built, seconds  # whether this call built it, and how long
         self.options = TextOptions()  # how the training text was read (open_index: its own)
         self.root: Path | None = None  # the prepared directory (open_index)
-        self.mapped: list[tuple] = []  # (open file, bytes mapped from it): check_intact
+        self.mapped: list[tuple] = []  # (open file, bytes mapped, path): check_intact
 
     def check_intact(self) -> None:
         """Refuse to go on when a mapped file was truncated in place since it was opened:
         touching a page past its new end would kill the process (SIGBUS). Replacing a
         file by rename is harmless (the old one stays mapped), so only the open file's
         own size is checked, before each use."""
-        for f, needed in self.mapped:
+        for f, needed, path in self.mapped:
             size = os.fstat(f.fileno()).st_size
             if size < needed:
-                raise DataError(f"{shown(f.name)} was cut short while in use ({size:,} bytes, "
+                raise DataError(f"{shown(path)} was cut short while in use ({size:,} bytes, "
                                 f"{needed:,} mapped); the novelty check stops here: run it "
                                 f"again (the index is rebuilt if it must be)")
 
@@ -184,7 +184,7 @@ def open_index(data: PreparedData, split: str = "train", progress: bool = False,
             if index is None:
                 raise DataError(f"the novelty index just built in {shown(folder)} cannot be "
                                 f"read back; is something else writing there?")
-        index.mapped.insert(0, (split_file, len(text) * text.dtype.itemsize))
+        index.mapped.insert(0, (split_file, len(text) * text.dtype.itemsize, path))
         index.options = data.options
         index.root = data.root
         return index
@@ -374,5 +374,5 @@ def _open(folder: Path, info: dict, text: np.ndarray, vocab: Vocab, built: bool,
     index = SuffixIndex(text, vocab, arrays, levels, layout, lines, info["newline_id"],
                         built, seconds)
     index.overlap = info["overlap"]
-    index.mapped.append((f, info["file_bytes"]))
+    index.mapped.append((f, info["file_bytes"], folder / "index.bin"))
     return index
