@@ -4,7 +4,11 @@ an input, run listings and plots of damaged runs, names with terminal escapes in
 import json
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -253,3 +257,66 @@ def test_shown_escapes_controls_only():
     assert shown("café ☕ tab\there") == "café ☕ tab\\there"
     assert shown("\x1b[2J\r\x9b\u202e") == "\\x1b[2J\\r\\x9b\\u202e"
     assert shown(os.fsdecode(b"bad\xff")) == "bad\\udcff"
+
+
+def test_file_names_in_prepare_eval_novelty_and_errors_are_escaped(workdir):
+    pytest.importorskip("pydivsufsort")
+    from conftest import make_text
+
+    corpus = workdir / "c\x1b[2J.txt"
+    corpus.write_text(make_text(20_000))
+    r = run("prepare", corpus)
+    assert r.exit_code == 0 and "\x1b" not in r.output and "c\\x1b[2J" in r.output
+    text = workdir / "t\x1b]52;c;x\x07.txt"
+    text.write_text("abc abc\n" * 20)
+    save_checkpoint(workdir / "m.pt", tiny_state())
+    r = run("eval", "m.pt", text)
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "t\\x1b]52;c;x\\x07.txt" in r.output
+    r = run("novelty", "--data", "data/c\x1b[2J", text, "-q")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "t\\x1b]52" in r.output
+    assert_clean_error(run("sample", "gone\x1b[2J\r.pt"), "gone\\x1b[2J\\r.pt")
+
+
+CTRL_C_AT_IMPORT = """
+import builtins
+real = builtins.__import__
+def interrupted(name, *args, **kwargs):
+    if name == "torch":
+        raise KeyboardInterrupt
+    return real(name, *args, **kwargs)
+builtins.__import__ = interrupted
+from charrnn.cli import main
+"""
+
+
+def test_ctrl_c_during_start_up_imports_is_one_line():
+    r = subprocess.run([sys.executable, "-c", CTRL_C_AT_IMPORT], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 130 and r.stderr == "interrupted\n", r.stderr
+
+
+def test_prepare_from_stdin_removes_its_spool_on_sigterm(tmp_path):
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    env = {**os.environ, "TMPDIR": str(spool)}
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "prepare", "-", "-o",
+                             str(tmp_path / "out")], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(b"some text on standard input\n" * 1000)
+        proc.stdin.flush()  # left open: the spool waits for more
+        for _ in range(1200):  # bounded: until the spool file is there
+            if list(spool.glob(".stdin-*.tmp")) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert list(spool.glob(".stdin-*.tmp")), "the spool never appeared"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        proc.wait()
+    assert proc.returncode != 0
+    assert list(spool.iterdir()) == [] and b"Traceback" not in proc.stderr.read()

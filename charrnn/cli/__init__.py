@@ -1,17 +1,25 @@
 """The `charrnn` command: one module per command. Each command parses its options, calls one
 library function and reports; errors the user can fix exit with one line, no traceback."""
 
-import click
+import sys
 
-from .eval import eval_command
-from .export import export
-from .novelty import novelty
-from .plot import plot
-from .prepare import prepare
-from .runs import runs
-from .sample import sample
-from .serve import serve
-from .train import train
+try:
+    # torch and the rest take a second or more to import: a Ctrl-C in that time is a
+    # normal way to change one's mind, and gets one line, not a traceback.
+    import click
+
+    from .eval import eval_command
+    from .export import export
+    from .novelty import novelty
+    from .plot import plot
+    from .prepare import prepare
+    from .runs import runs
+    from .sample import sample
+    from .serve import serve
+    from .train import train
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -238,7 +238,7 @@ def describe_checkpoint(path: Path, state: dict) -> str:
         real = real.relative_to(Path.cwd())
     except ValueError:
         pass
-    line = f"model: {real}"
+    line = f"model: {shown(real)}"
     step, loss = state.get("step"), state.get("best_val_loss")
     if isinstance(step, int):
         line += f", step {step:,}"

@@ -110,6 +110,26 @@ def _signals_deferred():
             os.kill(os.getpid(), sig)
 
 
+@contextlib.contextmanager
+def terminate_as_exit():
+    """SIGTERM ends the process as an exception would (SystemExit, status 143), so that
+    `finally` blocks run: temporary files outside the output (a spooled standard input in
+    $TMPDIR) are removed, as they are on Ctrl-C. By default SIGTERM ends the process at
+    once, leaving them behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def write_failure(e: BaseException) -> str | None:
     """Why a write failed, in words, for the errors a full or broken disk raises; None for
     anything else. torch.save reports the writer's errors as RuntimeError."""
