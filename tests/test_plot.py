@@ -46,8 +46,8 @@ def test_a_runs_directory_and_a_glob_name_each_run_once(two_runs, workdir):
 def test_training_keeps_curves_png_up_to_date(two_runs):
     curves = two_runs / "a" / "curves.png"
     image(curves)
-    read, damaged = read_curves(two_runs / "a")
-    assert damaged == 0 and [s for s, _, _ in read["val"]] == [10, 20]
+    read, reader = read_curves(two_runs / "a")
+    assert reader.damaged == reader.out_of_range == 0 and [s for s, _, _ in read["val"]] == [10, 20]
     assert all(b > 0 for _, _, b in read["train"])
 
 

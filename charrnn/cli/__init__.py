@@ -1,21 +1,29 @@
 """The `charrnn` command: one module per command. Each command parses its options, calls one
 library function and reports; errors the user can fix exit with one line, no traceback."""
 
-import click
+import sys
 
 from ..core.cpu import quiet_openmp
 
 quiet_openmp()  # before torch loads (the commands below import it): OpenMP reads it once
 
-from .eval import eval_command  # noqa: E402
-from .export import export  # noqa: E402
-from .novelty import novelty  # noqa: E402
-from .plot import plot  # noqa: E402
-from .prepare import prepare  # noqa: E402
-from .runs import runs  # noqa: E402
-from .sample import sample  # noqa: E402
-from .serve import serve  # noqa: E402
-from .train import train  # noqa: E402
+try:
+    # torch and the rest take a second or more to import: a Ctrl-C in that time is a
+    # normal way to change one's mind, and gets one line, not a traceback.
+    import click
+
+    from .eval import eval_command
+    from .export import export
+    from .novelty import novelty
+    from .plot import plot
+    from .prepare import prepare
+    from .runs import runs
+    from .sample import sample
+    from .serve import serve
+    from .train import train
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,6 +13,7 @@ import click
 
 from ..core.checkpoint import find_checkpoint, load_checkpoint, vocab_of
 from ..core.errors import CharRNNError
+from ..core.escape import shown
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
 
@@ -23,8 +24,8 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except CharRNNError as e:
-            raise click.ClickException(str(e)) from None
+        except CharRNNError as e:  # names from disk in it are shown escaped (escape.py)
+            raise click.ClickException(shown(e)) from None
         except BrokenPipeError:
             # The reader went away (| head): a normal end. Point stdout at /dev/null so the
             # interpreter's final flush does not fail on the closed pipe too.
@@ -33,7 +34,7 @@ def user_errors(func):
         except OSError as e:
             # A file-system failure the library did not foresee still gets one line.
             where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}") from None
+            raise click.ClickException(shown(f"{where}{e.strerror or e}")) from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller model, --batch-size or "
                                        "--num-samples") from None

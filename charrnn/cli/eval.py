@@ -13,6 +13,7 @@ from ..core.bars import bar_terminal, progress_bar
 from ..core.checkpoint import config_of, load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
+from ..core.escape import shown
 from ..core.precision import resolve_precision
 from ..core.runs import names_model
 from ..corpus.prepared import PreparedData
@@ -97,11 +98,11 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     static, dynamic_scores = [], []
     show = not quiet and bar_terminal(sys.stderr)
     for name, ids, skipped in texts:
-        with closing(progress_bar(len(ids) - 1, show, f"eval {Path(name).name}")) as bar:
+        with closing(progress_bar(len(ids) - 1, show, f"eval {shown(Path(name).name)}")) as bar:
             score = score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev, name,
                               skipped, context, bar)
         if batch_size and score.streams < batch_size and not (as_json or quiet):
-            click.echo(f"{name}: {score.streams} stream(s), not {batch_size}: each stream is "
+            click.echo(f"{shown(name)}: {score.streams} stream(s), not {batch_size}: each stream is "
                        f"at least {context} characters (--context)", err=True)
         static.append(score)
         if dynamic:
@@ -142,7 +143,7 @@ def _report(path: Path, which: str, static: list[Score], dynamic: list[Score] | 
     rows = [(static, "")] + ([(dynamic, f"dynamic (lr {lr:g}) ")] if dynamic is not None else [])
     for scores, label in rows:
         for s in scores:
-            click.echo(f"{label}{s.name}: {s.line()}")
+            click.echo(f"{label}{shown(s.name)}: {s.line()}")
         if len(scores) > 1:
             click.echo(f"{label}total: {total('total', scores).line()}")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from ..core.checkpoint import load_model
+from ..core.checkpoint import find_checkpoint, load_model
 from ..core.model import describe_model
 from ..export import check_output, export_onnx, require_extra
 from .common import runs_option, user_errors
@@ -35,8 +33,9 @@ def export(target, output, runs_dir, quiet):
     """
     # Before any work: what to install, then where the file cannot go.
     require_extra()
-    check_output(Path(output))
-    trained = load_model(target, runs_dir)
+    path = find_checkpoint(target, runs_dir)
+    check_output(output, reads=[path])  # never over the checkpoint itself, nor a run's files
+    trained = load_model(path)
     model, vocab = trained.model, trained.vocab
     exported = export_onnx(model, vocab, trained.options, output, state=trained.state)
     if not quiet:  # once it has worked, so that a failure stays one line

@@ -9,6 +9,7 @@ import click
 
 from ..core.checkpoint import find_checkpoint, load_checkpoint
 from ..core.errors import CharRNNError
+from ..core.escape import shown
 from ..core.runs import names_model
 from ..novelty.report import check_spans, novelty_report
 from ..novelty.source import training_index
@@ -46,8 +47,8 @@ def novelty(paths, data_dir, spans, as_json, runs_dir, quiet):
     paths = list(paths)
     target = paths.pop(0) if len(paths) > 1 and names_model(paths[0]) else None
     if len(paths) == 1 and names_model(paths[0]):
-        raise CharRNNError(f"{paths[0]} is a model: give the text to check after it, e.g. "
-                           f"charrnn novelty {paths[0]} FILE")
+        raise CharRNNError(f"{shown(paths[0])} is a model: give the text to check after it, "
+                           f"e.g. charrnn novelty {shown(paths[0])} FILE")
     texts = [(path, _read(path)) for path in paths]  # every file readable before the index
     state = None if data_dir else load_checkpoint(find_checkpoint(target, runs_dir))
     echo = None if quiet else (lambda line: click.echo(line, err=True))
@@ -71,10 +72,10 @@ def _read(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError:
-        raise CharRNNError(f"file not found: {path}") from None
+        raise CharRNNError(f"file not found: {shown(path)}") from None
     except IsADirectoryError:
-        raise CharRNNError(f"{path} is a directory: give text files to check") from None
+        raise CharRNNError(f"{shown(path)} is a directory: give text files to check") from None
     except UnicodeDecodeError as e:
-        raise CharRNNError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise CharRNNError(f"{shown(path)} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
+        raise CharRNNError(f"cannot read {shown(path)}: {e.strerror or e}") from None

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..core.errors import CharRNNError
+from ..core.escape import shown
 from ..training.plot import INSTALL, have_matplotlib, plot_runs, run_dirs
 from .common import AliasedOption, user_errors
 
@@ -35,8 +34,7 @@ def plot(runs, out, runs_dir):
     if not have_matplotlib():
         raise CharRNNError(INSTALL)
     dirs = run_dirs(list(runs) or [runs_dir])
-    damaged = plot_runs(dirs, Path(out))
-    if damaged:
-        click.echo(f"skipped {damaged} damaged line(s) of metrics.jsonl", err=True)
+    for line in plot_runs(dirs, out):
+        click.echo(line, err=True)
     if out != "-":
-        click.echo(f"{out}: {len(dirs)} run(s)")
+        click.echo(f"{shown(out)}: {len(dirs)} run(s)")

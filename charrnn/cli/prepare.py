@@ -9,6 +9,8 @@ import click
 
 from ..core.bars import bar_terminal
 from ..core.errors import CharRNNError
+from ..core.escape import shown
+from ..core.files import terminate_as_exit
 from ..corpus.prepare import prepare as run_prepare
 from ..corpus.prepare import summary
 from ..corpus.vocab import Vocab
@@ -56,11 +58,12 @@ def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, l
         out = Path("data") / ("stdin" if inputs[0] == "-" else Path(inputs[0]).stem or "corpus")
     vocab = vocab_from(vocab_file) if vocab_file else None
     options = text_options(encoding, lower, unidecode, keep_crlf)
-    meta = run_prepare(list(inputs), out, val_frac=val_frac, test_frac=test_frac,
-                       options=options, glob=glob, vocab=vocab, unk=unk,
-                       progress=bar_terminal(sys.stderr), replace_vocab=False)
+    with terminate_as_exit():  # a SIGTERM still removes the spool of standard input
+        meta = run_prepare(list(inputs), out, val_frac=val_frac, test_frac=test_frac,
+                           options=options, glob=glob, vocab=vocab, unk=unk,
+                           progress=bar_terminal(sys.stderr), replace_vocab=False)
     mb = sum(s["bytes"] for s in meta["sources"]) / 1e6
     click.echo(f"prepared {len(meta['sources'])} file(s), {mb:,.1f} MB in {meta['seconds']:.1f}s "
-               f"-> {out}/")
+               f"-> {shown(out)}/")
     for line in summary(meta, Vocab.load(Path(out) / "vocab.json")):
         click.echo(line)

@@ -9,6 +9,7 @@ import click
 
 from ..training.catalog import SORTS, RunSummary, list_runs
 from ..training.progress import format_seconds
+from ..core.escape import shown
 from .common import user_errors
 
 
@@ -37,8 +38,8 @@ def runs(runs_dir, sort, corpus, as_json):
         click.echo(json.dumps([r.to_dict() for r in found], indent=2))
         return
     if not found:
-        click.echo(f"no runs in {runs_dir}" + (f" on a corpus matching {corpus!r}"
-                                              if corpus else ""))
+        click.echo(f"no runs in {shown(runs_dir)}" + (
+            f" on a corpus matching {shown(repr(corpus))}" if corpus else ""))
         return
     rows = [("", "run", "corpus", "model", "steps", "time", "best val nats (bpc)",
              "last written")] + [_row(r) for r in found]
@@ -48,19 +49,26 @@ def runs(runs_dir, sort, corpus, as_json):
         click.echo("  ".join(c.rjust(w) if i in right else c.ljust(w)
                              for i, (c, w) in enumerate(zip(row, widths))).rstrip())
     if any(r.latest for r in found):
-        click.echo(f"* is {runs_dir}/latest: what sample, eval and plot use by default")
+        click.echo(f"* is {shown(runs_dir)}/latest: what sample, eval and plot use by default")
     for r in found:
         for note in r.notes:
-            click.echo(f"{r.name}: {note}", err=True)
+            click.echo(f"{shown(r.name)}: {shown(note)}", err=True)
 
 
 def _row(r: RunSummary) -> tuple[str, ...]:
     model = r.model or "?"
     if r.model and r.vocab_size:
         model += f", V={r.vocab_size}"
+    if r.damaged:
+        model = f"damaged: {r.damaged}"
     best = ("-" if r.best_val_loss is None
             else f"{r.best_val_loss:.4f} ({r.best_val_bpc:.3f})"
-            + (f" @{r.best_step:,}" if r.best_step is not None else ""))
-    return ("*" if r.latest else "", r.name, r.corpus or "?", model, f"{r.steps:,}",
-            format_seconds(r.training_seconds), best,
+            + (f" @{_count(r.best_step)}" if r.best_step is not None else ""))
+    return ("*" if r.latest else "", shown(r.name), shown(r.corpus or "?"), shown(model),
+            _count(r.steps), format_seconds(r.training_seconds), best,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)))
+
+
+def _count(n: int) -> str:
+    """A count with thousands separators; one too long for a column in short form."""
+    return f"{n:,}" if n < 10**12 else f"{n:.3g}"

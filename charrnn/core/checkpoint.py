@@ -23,9 +23,11 @@ import torch
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
 from .config import Config
+from .checkpoint_checks import check_claims, check_keys
 from .config_files import build_config
 from .device import check_fits
 from .errors import CharRNNError, CheckpointError, ConfigError
+from .escape import shown
 from .files import atomic_write, is_locked
 from .model import CharRNN, describe_model, model_bytes, parameter_count
 from .runs import is_run, run_of
@@ -47,30 +49,37 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
     touched, for reading a checkpoint's header cheaply."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {shown(path)}")
     if not path.is_file():
-        raise CheckpointError(f"not a checkpoint file: {path}")
+        raise CheckpointError(f"not a checkpoint file: {shown(path)}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):
+        # torch words it "Unsupported global" up to 2.x and "unsupported GLOBAL" in 2.13.
+        if "unsupported global" in str(e).lower():
             raise CheckpointError(
-                f"refused to load {path}: it holds Python objects beyond tensors and plain "
-                f"data, which could run code; only charrnn checkpoints are loaded") from None
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated, or not a charrnn checkpoint)") from None
+                f"refused to load {shown(path)}: it holds Python objects beyond tensors and "
+                f"plain data, which could run code; only charrnn checkpoints are loaded") from None
+        raise CheckpointError(f"{shown(path)} is not a readable checkpoint (truncated, or not "
+                              f"a charrnn checkpoint)") from None
     except Exception:  # torch raises many kinds for a damaged or foreign file
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated, or not a charrnn checkpoint)") from None
+        raise CheckpointError(f"{shown(path)} is not a readable checkpoint (truncated, or not "
+                              f"a charrnn checkpoint)") from None
     if not isinstance(state, dict) or state.get("kind") != KIND:
-        raise CheckpointError(f"{path} is not a charrnn checkpoint")
+        raise CheckpointError(f"{shown(path)} is not a charrnn checkpoint")
+    try:
+        check_keys(state)
+    except CheckpointError as e:
+        raise CheckpointError(f"{shown(path)}: {e}") from None
     version = state.get("format_version")
     if type(version) is not int or version < 1:
-        raise CheckpointError(f"{path} has no valid format version ({version!r}); it is "
-                              f"damaged or not a charrnn checkpoint")
+        raise CheckpointError(f"{shown(path)} has no valid format version "
+                              f"({shown(repr(version))[:40]}); it is damaged or not a charrnn "
+                              f"checkpoint")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer charrnn (format {version}, this "
-                              f"one reads up to {FORMAT_VERSION}); upgrade charrnn to load it")
+        raise CheckpointError(f"{shown(path)} was written by a newer charrnn (format "
+                              f"{version:.3g}, this one reads up to {FORMAT_VERSION}); upgrade "
+                              f"charrnn to load it")
     return state
 
 
@@ -178,13 +187,23 @@ def config_of(state: dict) -> Config:
         return build_config(config)
     except ConfigError as e:
         raise CheckpointError(f"checkpoint has an unusable config: {e}") from None
+    except (TypeError, ValueError, AttributeError, RecursionError):  # not a config's shape
+        raise CheckpointError("checkpoint has an unusable config") from None
+
+
+def header_of(state: dict) -> tuple[Config, Vocab]:
+    """The config and vocabulary of a checkpoint, once the model the config claims is the
+    one its tensors hold (checkpoint_checks.py): checked before a byte is allocated."""
+    cfg, vocab = config_of(state), vocab_of(state)
+    check_claims(state.get("model"), len(vocab), cfg.model)
+    return cfg, vocab
 
 
 def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:
     """Rebuild the model (on CPU, in eval mode), its vocabulary and text options. The
     weights must fit the model and be finite (a diverged model samples nothing useful)."""
-    vocab, options = vocab_of(state), text_options_of(state)
-    cfg = config_of(state)
+    options = text_options_of(state)
+    cfg, vocab = header_of(state)
     model = build_model(len(vocab), cfg)
     load_weights(state, model)
     return model.eval(), vocab, options
@@ -219,7 +238,7 @@ def describe_checkpoint(path: Path, state: dict) -> str:
         real = real.relative_to(Path.cwd())
     except ValueError:
         pass
-    line = f"model: {real}"
+    line = f"model: {shown(real)}"
     step, loss = state.get("step"), state.get("best_val_loss")
     if isinstance(step, int):
         line += f", step {step:,}"
@@ -237,10 +256,10 @@ def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") ->
             others = [p.name for p in sorted(Path(runs_dir).glob("*")) if is_run(p)]
             if latest.is_symlink():
                 raise CheckpointError(
-                    f"{latest} points at {os.readlink(latest)}, which is gone; pass a run "
-                    f"directory" + (f" (runs: {', '.join(others[:10])})" if others else ""))
-            raise CheckpointError(f"no runs found ({latest} does not exist); train a model "
-                                  f"first or pass a run directory or checkpoint")
+                    f"{shown(latest)} points at {shown(os.readlink(latest))}, which is gone; pass a run "
+                    f"directory" + (f" (runs: {shown(', '.join(others[:10]))})" if others else ""))
+            raise CheckpointError(f"no runs found ({shown(latest)} does not exist); train a "
+                                  f"model first or pass a run directory or checkpoint")
         target = latest
     target = run_of(target)
     if target.is_dir():
@@ -248,14 +267,14 @@ def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") ->
             if (target / name).is_file():
                 return target / name
         if (target / ".lock").exists() and not is_locked(target):
-            raise CheckpointError(f"run directory {target} has no checkpoint, and no training "
-                                  f"is running in it (it stopped before its first evaluation "
+            raise CheckpointError(f"run directory {shown(target)} has no checkpoint, and no "
+                                  f"training is running in it (it stopped before its first evaluation "
                                   f"saved one); pass another run (charrnn runs lists them)")
-        raise CheckpointError(f"run directory {target} has no checkpoint yet (best.pt or "
-                              f"last.pt: the first comes with its first evaluation); wait for "
+        raise CheckpointError(f"run directory {shown(target)} has no checkpoint yet (best.pt "
+                              f"or last.pt: the first comes with its first evaluation); wait for "
                               f"it, or pass another run")
     if not target.exists():
-        raise CheckpointError(f"checkpoint or run directory not found: {target}")
+        raise CheckpointError(f"checkpoint or run directory not found: {shown(target)}")
     return target
 
 

@@ -22,10 +22,12 @@ import signal
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 from .errors import CharRNNError
+from .escape import shown
 
 
 def atomic_write(path: str | Path, write: Callable, binary: bool = True,
@@ -108,6 +110,26 @@ def _signals_deferred():
             os.kill(os.getpid(), sig)
 
 
+@contextlib.contextmanager
+def terminate_as_exit():
+    """SIGTERM ends the process as an exception would (SystemExit, status 143), so that
+    `finally` blocks run: temporary files outside the output (a spooled standard input in
+    $TMPDIR) are removed, as they are on Ctrl-C. By default SIGTERM ends the process at
+    once, leaving them behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def write_failure(e: BaseException) -> str | None:
     """Why a write failed, in words, for the errors a full or broken disk raises; None for
     anything else. torch.save reports the writer's errors as RuntimeError."""
@@ -136,15 +158,37 @@ def remove_stale(directory: Path) -> None:
             pass
 
 
+def open_regular(path: Path, what: str = "file"):
+    """`path` opened for binary reading if it is a regular file; a FIFO, socket or device
+    (which could block a reader for ever, or never end) is refused with one line."""
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise CharRNNError(f"cannot read {shown(path)}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CharRNNError(f"{shown(path)} is not a regular file (a directory, FIFO, socket or device); "
+                           f"{what} must be a plain file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 class DirectoryLock:
     """An exclusive lock on a directory for this process's life in the `with` block: a
     `.lock` file inside it, held with flock (released by the kernel if the process dies).
 
-    `wait=False` refuses at once, naming the PID that holds it; `wait=True` waits for it.
+    `wait=False` refuses at once, naming the PID that holds it; `wait=True` waits for it,
+    silently and for ever unless `timeout` (seconds) bounds the wait: then `on_wait` is told
+    once, in words, who holds the lock, and past the bound the lock is refused in one line.
     """
 
-    def __init__(self, directory: str | Path, what: str, wait: bool = False):
+    def __init__(self, directory: str | Path, what: str, wait: bool = False,
+                 timeout: float | None = None, on_wait=None):
         self.directory, self.what, self.wait = Path(directory), what, wait
+        self.timeout, self.on_wait = timeout, on_wait
         self.fd: int | None = None
 
     def __enter__(self):
@@ -152,19 +196,47 @@ class DirectoryLock:
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            raise CharRNNError(f"cannot lock {self.what} {self.directory}: "
+            raise CharRNNError(f"cannot lock {self.what} {shown(self.directory)}: "
                                f"{e.strerror or e}") from None
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            self._take()
+        except BaseException:
             os.close(self.fd)
             self.fd = None
-            raise CharRNNError(f"{self.what} {self.directory} is in use by process {holder}; "
-                               f"wait for it to finish (or stop it) and try again") from None
+            raise
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         return self
+
+    def _take(self) -> None:
+        if self.wait and self.timeout is None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + (self.timeout or 0)
+        told = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            holder = self.holder()
+            if not self.wait or time.monotonic() >= deadline:
+                waited = f" after waiting {self.timeout:g} s" if self.wait else ""
+                raise CharRNNError(f"{self.what} {shown(self.directory)} is in use by process "
+                                   f"{holder}{waited}; wait for it to finish (or stop it) and "
+                                   f"try again")
+            if not told and self.on_wait is not None:
+                self.on_wait(f"waiting for process {holder}, which holds the lock on "
+                             f"{self.what} {shown(self.directory)} (giving up after "
+                             f"{self.timeout:g} s)")
+                told = True
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+
+    def holder(self) -> str:
+        """The PID written in the lock file, or "?" (not yet written, or not a number)."""
+        text = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip()
+        return text if text.isdigit() else "?"
 
     def __exit__(self, *exc):
         if self.fd is not None:

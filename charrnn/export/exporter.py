@@ -38,6 +38,7 @@ from .. import __version__
 from ..core.errors import CharRNNError
 from ..core.extras import install_hint
 from ..core.files import atomic_write, check_replaceable
+from ..core.outputs import guard_output
 from ..core.model import CharRNN, describe_model, hidden_tensors
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
@@ -81,8 +82,7 @@ def export_onnx(model: CharRNN, vocab: Vocab, options: TextOptions, path: str | 
     """Export, verify and write `path` atomically. `state`: the checkpoint, for the step
     and validation loss in the metadata. A failure leaves `path` as it was."""
     require_extra()
-    path = Path(path)
-    check_output(path)  # before the export's work: a bad path fails at once
+    path = check_output(path)  # before the export's work: a bad path fails at once
     model = model.cpu().float().eval()
     data = with_metadata(_export_or_explain(model), model_metadata(model, vocab, options, state),
                          describe_model(model))
@@ -96,8 +96,13 @@ def export_onnx(model: CharRNN, vocab: Vocab, options: TextOptions, path: str | 
     return Exported(path, len(data), diff, CHECK_CHARS, CHECK_STREAMS)
 
 
-def check_output(path: Path) -> None:
-    """A path a file can be written to: not a directory, in a writable directory."""
+def check_output(path: str | Path, reads=()) -> Path:
+    """A path a file can be written to: not a directory, in a writable directory, not a
+    file in `reads` (the checkpoint exported) nor one charrnn needs (core/outputs.py)."""
+    try:
+        path = guard_output(path, reads, "output")
+    except CharRNNError as e:
+        raise ExportError(str(e)) from None
     check_replaceable(path, error=ExportError)
     parent = path.parent
     if not parent.is_dir():
@@ -105,6 +110,7 @@ def check_output(path: Path) -> None:
         raise ExportError(f"cannot write {path}: {parent} {why}")
     if not _writable(parent):
         raise ExportError(f"cannot write {path}: no permission to write in {parent}")
+    return path
 
 
 def _writable(directory: Path) -> bool:

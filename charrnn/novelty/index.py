@@ -7,8 +7,13 @@ directory, memory-mapped when read.
 
 The cache is DIR/novelty/: index.json (what it was built from, where each array lies) and
 index.bin (the arrays of build.py side by side). index.json records the split's sha256
-and its file identity (size, modification time, inode): an unchanged identity is trusted,
-a changed one is checked against the checksum, and an index of another split is rebuilt.
+and its file identity (size, modification and change times, inode): an unchanged identity
+is trusted, a changed one is checked against the checksum, and an index of another split is
+rebuilt. The cache is untrusted input all the same (checks.py): a header that is not exactly
+what a build writes, or arrays that fail a spot-check, are reported in one line and built
+again. A held lock is waited for with a line naming its holder, at most LOCK_WAIT seconds.
+The files mapped stay open, and `check_intact` refuses, before each use, one truncated in
+place (touching its lost pages would kill the process with SIGBUS).
 Building and opening happen under the prepared directory's lock (the one `prepare` takes),
 so two builders take turns and the second reuses the first's index; index.json goes last
 and is removed first, so a half-written index is never read. A reader maps the files while
@@ -21,18 +26,16 @@ character on disk (sa, isa and lcp, 4 bytes each).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..core.bars import bar_terminal, progress_bar
 from ..core.errors import CharRNNError, DataError
-from ..core.files import DirectoryLock, atomic_write, atomic_write_text, remove_stale
+from ..core.escape import shown
+from ..core.files import DirectoryLock, atomic_write_text, open_regular
 from ..corpus.prepared import PreparedData
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
@@ -45,13 +48,12 @@ from .build import (
     block_ranges,
     build_blocks,
     layout_of,
-    require_pydivsufsort,
 )
+from .checks import LINE_EVERY, expected_header, header_problem, spot_problem
+from .writer import build_cache, sha256_of
 
 INDEX_DIR = "novelty"
-FORMAT_VERSION = 1
-LINE_EVERY = 1 << 16  # characters per newline count: a line number is one short count away
-SCAN_CHARS = LINE_EVERY * 256  # characters per read while hashing the split
+LOCK_WAIT = 600.0  # seconds a novelty check waits for another process's build at most
 
 
 class SuffixIndex:
@@ -71,6 +73,19 @@ class SuffixIndex:
         self.built, self.seconds = built, seconds  # whether this call built it, and how long
         self.options = TextOptions()  # how the training text was read (open_index: its own)
         self.root: Path | None = None  # the prepared directory (open_index)
+        self.mapped: list[tuple] = []  # (open file, bytes mapped, path): check_intact
+
+    def check_intact(self) -> None:
+        """Refuse to go on when a mapped file was truncated in place since it was opened:
+        touching a page past its new end would kill the process (SIGBUS). Replacing a
+        file by rename is harmless (the old one stays mapped), so only the open file's
+        own size is checked, before each use."""
+        for f, needed, path in self.mapped:
+            size = os.fstat(f.fileno()).st_size
+            if size < needed:
+                raise DataError(f"{shown(path)} was cut short while in use ({size:,} bytes, "
+                                f"{needed:,} mapped); the novelty check stops here: run it "
+                                f"again (the index is rebuilt if it must be)")
 
     @property
     def n(self) -> int:
@@ -125,28 +140,41 @@ def _line_counts(ids: np.ndarray, newline_id: int | None) -> np.ndarray:
 
 
 def open_index(data: PreparedData, split: str = "train", progress: bool = False,
-               echo=None) -> SuffixIndex:
+               echo=None, lock_wait: float = LOCK_WAIT) -> SuffixIndex:
     """The index of `data`'s split, from the cache or built into it first (`echo` is told
-    when it is built). The split is memory-mapped, and so are the index's arrays."""
+    when it is built, why a cached one is not used, and when another process holds the
+    directory's lock; past `lock_wait` seconds of that, one error). The split is
+    memory-mapped, and so are the index's arrays."""
     folder = data.root / INDEX_DIR
+    say = echo or (lambda line: None)
     try:
-        lock = DirectoryLock(data.root, "prepared directory", wait=True).__enter__()
+        lock = DirectoryLock(data.root, "prepared directory", wait=True, timeout=lock_wait,
+                             on_wait=lambda line: say(f"novelty: {line}")).__enter__()
     except CharRNNError as e:
-        raise DataError(f"cannot use the novelty index of {data.root}: {e}") from None
+        raise DataError(f"cannot use the novelty index of {shown(data.root)}: {e}") from None
     try:
-        text = data.split(split, mapped=True)
+        text, split_file = _map_split(data, split)
         path = data.root / f"{split}.bin"
-        identity = _identity(path)
-        info = _cached(folder, path, identity)
-        built, seconds = info is None, 0.0
-        if built:
+        identity = _identity(split_file)
+        expected = expected_header(len(text), text.dtype, data.vocab.index.get("\n"), split)
+        info, problem = _cached(folder, split_file, identity, expected)
+        index = None if info is None else _open(folder, info, text, data.vocab, False, 0.0)
+        problem = problem or (index is not None and spot_problem(index)) or None
+        if problem:
+            say(f"novelty: the cached index in {shown(folder)} is damaged ({problem}); "
+                f"building it again")
+            index = None
+        if index is None:
             if echo:
-                echo(f"novelty: indexing the {split} split of {data.root} "
+                echo(f"novelty: indexing the {split} split of {shown(data.root)} "
                      f"({len(text):,} characters), once")
             started = time.perf_counter()
-            info = _build(folder, path, text, data, split, identity, progress)
-            seconds = time.perf_counter() - started
-        index = _open(folder, info, text, data.vocab, built, seconds)
+            info = build_cache(folder, path, text, split_file, identity, expected, progress)
+            index = _open(folder, info, text, data.vocab, True, time.perf_counter() - started)
+            if index is None:
+                raise DataError(f"the novelty index just built in {shown(folder)} cannot be "
+                                f"read back; is something else writing there?")
+        index.mapped.insert(0, (split_file, len(text) * text.dtype.itemsize, path))
         index.options = data.options
         index.root = data.root
         return index
@@ -154,140 +182,81 @@ def open_index(data: PreparedData, split: str = "train", progress: bool = False,
         lock.__exit__(None, None, None)
 
 
-def _identity(path: Path) -> dict:
-    st = os.stat(path)
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-
-
-def _cached(folder: Path, split_path: Path, identity: dict) -> dict | None:
-    """The cached index.json when it describes this split and its data file is whole."""
+def _map_split(data: PreparedData, split: str) -> tuple[np.ndarray, object]:
+    """The split mapped read-only from a file kept open, whose size check_intact checks."""
+    size = data.meta["splits"].get(split, 0)
+    path = data.root / f"{split}.bin"
+    if not isinstance(size, int) or size <= 0:
+        raise DataError(f"{shown(data.root)} has no {split} split")
+    dtype = np.dtype(data.meta["dtype"]).newbyteorder("<")
     try:
-        info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        whole = (info["format_version"] == FORMAT_VERSION
-                 and os.path.getsize(folder / "index.bin") == info["file_bytes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not whole:
-        return None
+        f = open_regular(path, f"the {split} split")
+    except FileNotFoundError:
+        raise DataError(f"{shown(path)} is missing; prepare the corpus again") from None
+    except CharRNNError as e:
+        raise DataError(str(e)) from None
+    if os.fstat(f.fileno()).st_size != size * dtype.itemsize:
+        f.close()
+        raise DataError(f"{shown(path)} does not have the size meta.json gives; prepare the "
+                        f"corpus again")
+    return np.memmap(f, dtype=dtype, mode="r", shape=(size,)), f
+
+
+def _identity(f) -> dict:
+    """What changes when the split is rewritten: a file edited in place with its
+    modification time set back still gets a new ctime (which no user can set)."""
+    st = os.fstat(f.fileno())
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino}
+
+
+def _cached(folder: Path, split_file, identity: dict, expected: dict
+            ) -> tuple[dict | None, str | None]:
+    """(the cached index.json, None) when it is exactly the header a build of this split
+    writes and index.bin has its size; (None, why not) when it is damaged; (None, None)
+    when there is none, or it is the index of other contents."""
+    try:
+        with open_regular(folder / "index.json", "index.json") as f:
+            raw = f.read(1 << 24)
+        info = json.loads(raw.decode("utf-8"))
+        bin_size = os.stat(folder / "index.bin").st_size
+    except FileNotFoundError:
+        return None, None
+    except (CharRNNError, OSError, ValueError, RecursionError) as e:
+        return None, f"unreadable: {shown(str(e))[:80]}"
+    problem = header_problem(info, expected)
+    if problem is None and bin_size != expected["file_bytes"]:
+        problem = f"index.bin has {bin_size:,} bytes, not {expected['file_bytes']:,}"
+    if problem:
+        return None, problem
     if info["split"]["identity"] == identity:
-        return info
-    if _sha256(split_path) != info["split"]["sha256"]:
-        return None
+        return info, None
+    if sha256_of(split_file) != info["split"]["sha256"]:
+        return None, None
     # The same contents in a new file (prepared again): note it, so the next open is quick.
     info["split"]["identity"] = identity
     atomic_write_text(folder / "index.json", json.dumps(info, indent=1))
-    return info
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _build(folder: Path, split_path: Path, text: np.ndarray, data: PreparedData,
-           split: str, identity: dict, progress: bool) -> dict:
-    """Build the index of the split into the cache (under the lock); its index.json."""
-    require_pydivsufsort()  # before anything is written
-    layout = layout_of(block_ranges(len(text)))
-    newline_id = data.vocab.index.get("\n")
-    bar = progress_bar(len(text) + layout.ranks, progress and bar_terminal(sys.stderr),
-                       "novelty index")
-    try:
-        folder.mkdir(exist_ok=True)
-        remove_stale(folder)
-        (folder / "index.json").unlink(missing_ok=True)
-        sha, lines = _scan(split_path, text.dtype, newline_id, bar)
-        item = layout.dtype.itemsize
-        sizes = {"lines": len(lines) * 8, "sa": layout.ranks * item, "isa": layout.ranks * item,
-                 "lcp": layout.ranks * item}
-        sizes.update({f"level{j + 1}": s * item for j, s in enumerate(layout.level_sizes)})
-        offsets = dict(zip(sizes, np.cumsum([0] + list(sizes.values()))[:-1].tolist()))
-
-        def write(f):
-            f.truncate(sum(sizes.values()))
-            f.seek(0)
-            f.write(memoryview(lines))
-            sink = _FileSink(f, offsets, item)
-            levels = build_blocks(lambda a, b: _read(split_path, text.dtype, a, b), layout,
-                                  sink, bar)
-            for j, level in enumerate(levels):
-                sink.put(f"level{j + 1}", 0, level)
-
-        atomic_write(folder / "index.bin", write, what=f"the novelty index in {folder}",
-                     error=DataError)
-    except OSError as e:
-        raise DataError(f"cannot write the novelty index into {folder}: "
-                        f"{e.strerror or e}") from None
-    finally:
-        bar.close()
-    info = {
-        "format_version": FORMAT_VERSION,
-        "kind": "charrnn novelty index",
-        "split": {"name": split, "chars": len(text), "dtype": text.dtype.name,
-                  "sha256": sha, "identity": identity},
-        "blocks": layout.blocks, "overlap": OVERLAP, "fanout": layout.fanout,
-        "dtype": layout.dtype.name, "level_sizes": layout.level_sizes,
-        "newline_id": newline_id, "line_every": LINE_EVERY,
-        "offsets": offsets, "file_bytes": sum(sizes.values()),
-    }
-    atomic_write_text(folder / "index.json", json.dumps(info, indent=1))
-    return info
-
-
-class _FileSink:
-    """build.py's arrays written at their places in the open data file."""
-
-    def __init__(self, f, offsets: dict, itemsize: int):
-        self.f, self.offsets, self.itemsize = f, offsets, itemsize
-
-    def put(self, name: str, start: int, values: np.ndarray) -> None:
-        self.f.seek(self.offsets[name] + start * self.itemsize)
-        self.f.write(memoryview(np.ascontiguousarray(values)))
-
-
-def _read(path: Path, dtype: np.dtype, start: int, end: int) -> np.ndarray:
-    """Characters [start, end) of a split file, read (not mapped: a build's memory stays
-    its own arrays, not pages of the split)."""
-    out = np.empty(end - start, dtype=dtype)
-    with open(path, "rb") as f:
-        f.seek(start * dtype.itemsize)
-        if f.readinto(memoryview(out).cast("B")) != out.nbytes:
-            raise DataError(f"{path} was cut short while being indexed; prepare the corpus again")
-    return out
-
-
-def _scan(path: Path, dtype: np.dtype, newline_id: int | None, bar) -> tuple[str, np.ndarray]:
-    """One pass over the split: its sha256 and its newline counts (_line_counts)."""
-    digest, counts = hashlib.sha256(), [np.zeros(1, dtype=np.int64)]
-    with open(path, "rb") as f:
-        while block := f.read(SCAN_CHARS * dtype.itemsize):
-            digest.update(block)
-            ids = np.frombuffer(block, dtype=dtype)
-            if newline_id is None:
-                counts.append(np.zeros(-(-len(ids) // LINE_EVERY), dtype=np.int64))
-            else:
-                pad = np.concatenate([ids == newline_id,
-                                      np.zeros(-len(ids) % LINE_EVERY, dtype=bool)])
-                counts.append(pad.reshape(-1, LINE_EVERY).sum(axis=1, dtype=np.int64))
-            bar.update(len(ids))
-    return digest.hexdigest(), np.cumsum(np.concatenate(counts))
+    return info, None
 
 
 def _open(folder: Path, info: dict, text: np.ndarray, vocab: Vocab, built: bool,
-          seconds: float) -> SuffixIndex:
-    """Map the cached arrays (read-only: a reader never writes the cache)."""
-    path, dtype, offsets = folder / "index.bin", np.dtype(info["dtype"]), info["offsets"]
+          seconds: float) -> SuffixIndex | None:
+    """Map the cached arrays read-only from index.bin, kept open (check_intact); None when
+    index.bin is not the file index.json describes."""
+    dtype, offsets = np.dtype(info["dtype"]), info["offsets"]
     layout = Layout([tuple(b) for b in info["blocks"]], dtype, info["fanout"])
-    if layout.level_sizes != info["level_sizes"] or info["split"]["chars"] != len(text):
-        raise DataError(f"{folder}/index.json is not consistent; delete {folder} and try again")
+    try:
+        f = open_regular(folder / "index.bin", "index.bin")
+    except (CharRNNError, OSError):
+        return None
+    if os.fstat(f.fileno()).st_size != info["file_bytes"]:
+        f.close()
+        return None
 
     def mapped(name, count, dt=dtype):
         if count == 0:
             return np.zeros(0, dtype=dt)
-        return np.memmap(path, dtype=dt, mode="r", offset=offsets[name], shape=(count,))
+        return np.memmap(f, dtype=dt, mode="r", offset=offsets[name], shape=(count,))
 
     arrays = {name: mapped(name, layout.ranks) for name in ("sa", "isa", "lcp")}
     levels = [mapped(f"level{j + 1}", s) for j, s in enumerate(layout.level_sizes)]
@@ -295,4 +264,5 @@ def _open(folder: Path, info: dict, text: np.ndarray, vocab: Vocab, built: bool,
     index = SuffixIndex(text, vocab, arrays, levels, layout, lines, info["newline_id"],
                         built, seconds)
     index.overlap = info["overlap"]
+    index.mapped.append((f, info["file_bytes"], folder / "index.bin"))
     return index

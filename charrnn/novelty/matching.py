@@ -43,6 +43,7 @@ END, ABSENT = -1, -2  # past a suffix's end in T; past the text's end or not in 
 
 def matching_statistics(index: SuffixIndex, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ms, where) for a text of ids (ids < 0: characters T cannot hold, matching nothing)."""
+    index.check_intact()  # a mapped file truncated in place: one error, not a SIGBUS
     n, blocks = len(ids), len(index.starts)
     best = np.zeros((blocks, n), dtype=np.int64)
     where = np.full((blocks, n), -1, dtype=np.int64)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.errors import CharRNNError
+from ..core.escape import shown as escaped
 from ..corpus.vocab import Vocab
 from .index import SuffixIndex
 from .matching import ABSENT, matching_statistics
@@ -56,7 +57,7 @@ class NoveltyReport:
                 f"characters from the training text")
 
     def lines(self, label: str = "novelty") -> list[str]:
-        out = [f"{label}: {self.verdict}"]
+        out = [f"{escaped(label)}: {self.verdict}"]
         if self.longest:
             shown = self.span if len(self.span) <= SHOWN else self.span[:SHOWN] + "..."
             out.append(f"  longest copied span: {self.longest:,}{'+' if self.at_least else ''} "

@@ -30,6 +30,7 @@ from ..core.checkpoint import (
 )
 from ..core.device import describe as describe_device
 from ..core.errors import CharRNNError
+from ..core.escape import shown
 from ..core.model import CharRNN, describe_model
 from ..core.units import LN2
 from ..corpus.text import TextOptions
@@ -117,7 +118,11 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
-            self.poll()
+            try:
+                self.poll()
+            except Exception as e:  # noqa: BLE001 - the watcher outlives anything it reads
+                self.on_error(f"warning: --watch: {_reason(e)}; still serving the previous "
+                              f"model")
 
     def stop(self) -> None:
         self.stopped.set()
@@ -134,12 +139,22 @@ class Watcher(threading.Thread):
         try:
             loaded = LoadedModel.load(path, self.device, self.generation + 1)
         except CharRNNError as e:
-            self.on_error(f"warning: --watch: {e}; still serving the previous model")
+            self.on_error(f"warning: --watch: {shown(e)}; still serving the previous model")
             return None
         except OSError as e:
-            self.on_error(f"warning: --watch: cannot read {path}: {e.strerror or e}; still "
-                          f"serving the previous model")
+            self.on_error(f"warning: --watch: cannot read {shown(path)}: {e.strerror or e}; "
+                          f"still serving the previous model")
+            return None
+        except (Exception, MemoryError) as e:  # noqa: BLE001 - a hostile file, whatever it does
+            self.on_error(f"warning: --watch: {shown(path)} could not be loaded "
+                          f"({_reason(e)}); still serving the previous model")
             return None
         self.generation = loaded.generation
         self.on_new(loaded)
         return loaded
+
+
+def _reason(e: BaseException) -> str:
+    """An unforeseen failure in one short line: its kind and the start of its message."""
+    text = shown(str(e).splitlines()[0] if str(e) else "")
+    return type(e).__name__ + (f": {text[:120]}" if text else "")

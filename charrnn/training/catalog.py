@@ -16,12 +16,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.checkpoint import config_of, data_root_of, load_checkpoint
+from ..core.checkpoint import data_root_of, header_of, load_checkpoint
 from ..core.model import describe_model
 from ..core.errors import CharRNNError
+from ..core.escape import shown
 from ..core.runs import RUN_FILES, is_run
 from ..core.units import LN2
-from .metrics import parse_record
+from .metrics_file import MAX_SECONDS, MAX_STEP, MetricsReader
 
 SORTS = ("time", "loss", "steps", "name")
 
@@ -41,6 +42,7 @@ class RunSummary:
     best_val_bpc: float | None = None
     best_step: int | None = None
     modified: float = 0.0  # when a run file was last written (seconds since the epoch)
+    damaged: str | None = None  # why no checkpoint of the run could be read, in short
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -57,7 +59,7 @@ def list_runs(runs_dir: str | Path, sort: str = "time", corpus: str | None = Non
     if sort not in SORTS:
         raise CharRNNError(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
     latest = _real(root / "latest") if (root / "latest").is_dir() else None
-    runs = [summarize(p, latest) for p in sorted(root.iterdir())
+    runs = [_summary_or_reason(p, latest) for p in sorted(root.iterdir())
             if p.name != "latest" and not p.is_symlink() and is_run(p)]
     if corpus is not None:
         runs = [r for r in runs if r.corpus is not None and corpus.lower() in r.corpus.lower()]
@@ -66,6 +68,19 @@ def list_runs(runs_dir: str | Path, sort: str = "time", corpus: str | None = Non
            "steps": lambda r: -r.steps,
            "name": lambda r: r.name}[sort]
     return sorted(runs, key=key)
+
+
+def _summary_or_reason(run_dir: Path, latest: Path | None) -> RunSummary:
+    """A run's summary; one whose files fail in a way not foreseen is still listed, marked
+    with the reason, so that one bad run never hides the others."""
+    try:
+        return summarize(run_dir, latest)
+    except Exception as e:  # noqa: BLE001 - anything a damaged run holds
+        run = RunSummary(run_dir.name, str(run_dir), latest == _real(run_dir))
+        reason = str(e) if isinstance(e, CharRNNError) else f"{type(e).__name__}: {e}"
+        run.damaged = _clip(shown(reason))
+        run.notes.append(f"cannot be summarized: {shown(reason)}")
+        return run
 
 
 def summarize(run_dir: Path, latest: Path | None = None) -> RunSummary:
@@ -81,27 +96,24 @@ def summarize(run_dir: Path, latest: Path | None = None) -> RunSummary:
 
 
 def _read_metrics(path: Path, run: RunSummary) -> None:
-    if not path.is_file():
+    if not path.exists():
         return
-    damaged = 0
+    reader = MetricsReader(path)
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                record = parse_record(line)
-                if record is None:
-                    damaged += bool(line.strip())
-                    continue
-                run.steps = max(run.steps, int(record["step"]))
-                if isinstance(record.get("elapsed"), (int, float)):
-                    run.training_seconds = max(run.training_seconds, float(record["elapsed"]))
-                loss = record.get("val_loss")
-                if isinstance(loss, (int, float)) and (run.best_val_loss is None
-                                                       or loss < run.best_val_loss):
-                    run.best_val_loss, run.best_step = float(loss), int(record["step"])
+        for record in reader:
+            run.steps = max(run.steps, int(record["step"]))
+            if isinstance(record.get("elapsed"), (int, float)):
+                run.training_seconds = max(run.training_seconds, float(record["elapsed"]))
+            loss = record.get("val_loss")
+            if isinstance(loss, (int, float)) and (run.best_val_loss is None
+                                                   or loss < run.best_val_loss):
+                run.best_val_loss, run.best_step = float(loss), int(record["step"])
+    except CharRNNError as e:  # not a regular file, or no memory for it
+        run.notes.append(str(e))
     except OSError as e:
-        run.notes.append(f"metrics.jsonl unreadable ({e.strerror})")
-    if damaged:
-        run.notes.append(f"metrics.jsonl: {damaged} damaged line(s) skipped")
+        run.notes.append(f"metrics.jsonl unreadable ({e.strerror or e})")
+    if reader.skipped():
+        run.notes.append(f"metrics.jsonl: {reader.skipped()} skipped")
 
 
 def _read_checkpoint(run_dir: Path, run: RunSummary) -> None:
@@ -113,23 +125,31 @@ def _read_checkpoint(run_dir: Path, run: RunSummary) -> None:
             continue
         try:
             state = load_checkpoint(path, mmap=True)
-            cfg = config_of(state)
-        except CharRNNError:
-            run.notes.append(f"{name} is damaged")
+            cfg, vocab = header_of(state)
+        except (CharRNNError, OSError) as e:
+            reason = str(e).removeprefix(f"{shown(path)}: ")
+            run.damaged = run.damaged or _clip(reason.removeprefix("checkpoint "))
+            if not any(note.endswith(f" is damaged: {reason}") for note in run.notes):
+                run.notes.append(f"{name} is damaged: {reason}")
             continue
         root = data_root_of(state)
         run.data, run.corpus = (str(root), root.name) if root else (None, None)
-        run.model = describe_model(cfg.model)
-        chars = state.get("vocab", {}).get("chars") if isinstance(state.get("vocab"), dict) else None
-        run.vocab_size = len(chars) if isinstance(chars, (list, str)) else None
-        if isinstance(state.get("step"), int):
-            run.steps = max(run.steps, state["step"])
+        run.model, run.vocab_size = describe_model(cfg.model), len(vocab)
+        step = state.get("step")
+        if isinstance(step, int) and 0 <= step <= MAX_STEP:
+            run.steps = max(run.steps, step)
         loss = state.get("best_val_loss")
         if run.best_val_loss is None and isinstance(loss, float) and math.isfinite(loss):
             run.best_val_loss = loss
-        if isinstance(state.get("elapsed"), float):
-            run.training_seconds = max(run.training_seconds, state["elapsed"])
+        seconds = state.get("elapsed")
+        if isinstance(seconds, float) and 0 <= seconds <= MAX_SECONDS:
+            run.training_seconds = max(run.training_seconds, seconds)
+        run.damaged = None  # one good checkpoint is enough to list the run
         return
+
+
+def _clip(text: str, width: int = 36) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _real(path: Path) -> Path:

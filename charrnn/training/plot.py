@@ -19,8 +19,10 @@ from ..core.errors import CharRNNError
 from ..core.extras import install_hint
 from ..core.files import atomic_write
 from ..core.runs import run_of
+from ..core.escape import shown
+from ..core.outputs import guard_output
 from ..core.units import LN2
-from .metrics import parse_record
+from .metrics_file import MetricsReader
 
 INSTALL = "charrnn plot needs matplotlib: " + install_hint("plot")
 
@@ -33,28 +35,44 @@ def have_matplotlib() -> bool:
     return matplotlib is not None
 
 
-def read_curves(run_dir: Path) -> tuple[dict[str, list[tuple[int, float, float]]], int]:
-    """({"train": [(step, elapsed, bpc)], "val": [...]}, damaged lines) from a run's
-    metrics.jsonl; damaged lines (cut off by a crash, or edited) are skipped and counted."""
-    path = run_dir / "metrics.jsonl"
+MAX_POINTS = 4000  # per curve: a plot a few inches wide shows no more
+
+
+class Thinned:
+    """A curve kept to at most 2 x `limit` points whatever its length: once full, every
+    other point goes and only every `stride`-th new one is kept, so the points stay evenly
+    spread over the whole run (memory is bounded, the shape is kept)."""
+
+    def __init__(self, limit: int = MAX_POINTS):
+        self.limit, self.stride, self.seen, self.points = limit, 1, 0, []
+
+    def add(self, point: tuple) -> None:
+        if self.seen % self.stride == 0:
+            self.points.append(point)
+            if len(self.points) >= 2 * self.limit:
+                self.points, self.stride = self.points[::2], 2 * self.stride
+        self.seen += 1
+
+
+def read_curves(run_dir: Path, limit: int = MAX_POINTS
+                ) -> tuple[dict[str, list[tuple[int, float, float]]], MetricsReader]:
+    """({"train": [(step, elapsed, bpc)], "val": [...]}, the reader, with its counts of
+    damaged and out-of-range lines, which are skipped) from a run's metrics.jsonl, streamed:
+    memory stays bounded whatever the file's size, each curve thinned to about `limit`."""
+    reader = MetricsReader(run_dir / "metrics.jsonl")
+    curves = {"train": Thinned(limit), "val": Thinned(limit)}
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for r in reader:
+            elapsed = r.get("elapsed", 0.0)
+            elapsed = elapsed if isinstance(elapsed, (int, float)) else 0.0
+            for name, key in (("train", "train_loss"), ("val", "val_loss")):
+                if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool):
+                    curves[name].add((int(r["step"]), float(elapsed), r[key] / LN2))
     except FileNotFoundError:
-        raise CharRNNError(f"{run_dir} has no metrics.jsonl: not a run directory") from None
+        raise CharRNNError(f"{shown(run_dir)} has no metrics.jsonl: not a run directory") from None
     except OSError as e:
-        raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
-    curves, damaged = {"train": [], "val": []}, 0
-    for line in lines:
-        r = parse_record(line)
-        if r is None:
-            damaged += line.strip() != ""
-            continue
-        elapsed = r.get("elapsed", 0.0)
-        elapsed = elapsed if isinstance(elapsed, (int, float)) else 0.0
-        for name, key in (("train", "train_loss"), ("val", "val_loss")):
-            if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool):
-                curves[name].append((int(r["step"]), float(elapsed), r[key] / LN2))
-    return curves, damaged
+        raise CharRNNError(f"cannot read {shown(reader.path)}: {e.strerror or e}") from None
+    return {name: c.points for name, c in curves.items()}, reader
 
 
 def run_dirs(targets: list[str]) -> list[Path]:
@@ -64,7 +82,7 @@ def run_dirs(targets: list[str]) -> list[Path]:
     for target in targets:
         path = run_of(target)
         if not path.is_dir():
-            raise CharRNNError(f"not a run directory: {target}")
+            raise CharRNNError(f"not a run directory: {shown(target)}")
         real = path.resolve()
         if real not in seen:
             seen.add(real)
@@ -72,9 +90,11 @@ def run_dirs(targets: list[str]) -> list[Path]:
     return found
 
 
-def plot_runs(runs: list[Path], out: Path) -> int:
+def plot_runs(runs: list[Path], out: str | Path) -> list[str]:
     """Draw the curves of `runs` into the PNG file `out` (written atomically, or to
-    standard output for "-"); returns how many damaged metrics lines were skipped."""
+    standard output for "-"); returns what was skipped, a line per run that skipped any.
+    `out` is never a file read here nor one a run needs (core/outputs.py)."""
+    out = guard_output(out, reads=[run / "metrics.jsonl" for run in runs])
     try:
         import matplotlib
     except ImportError:
@@ -84,7 +104,8 @@ def plot_runs(runs: list[Path], out: Path) -> int:
 
     read = {run: read_curves(run) for run in runs}
     curves = {run: c for run, (c, _) in read.items()}
-    damaged = sum(d for _, d in read.values())
+    skipped = [f"skipped {r.skipped()} of {shown(r.path)}"
+               for _, r in read.values() if r.skipped()]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     by_step, by_time = fig.subplots(1, 2, sharey=True)
     for i, (run, c) in enumerate(curves.items()):
@@ -94,7 +115,7 @@ def plot_runs(runs: list[Path], out: Path) -> int:
             if not c[split]:
                 continue
             steps, seconds, bpc = zip(*c[split])
-            label = literal(f"{name} {split}")
+            label = literal(shown(f"{name} {split}"))
             by_step.plot(steps, bpc, style, color=color, alpha=alpha, label=label, markersize=3)
             by_time.plot([s / 60 for s in seconds], bpc, style, color=color, alpha=alpha,
                          markersize=3)
@@ -106,7 +127,7 @@ def plot_runs(runs: list[Path], out: Path) -> int:
     if by_step.lines:
         by_step.legend(fontsize="small")
     _save_png(fig, out)
-    return damaged
+    return skipped
 
 
 def _save_png(fig, out: Path) -> None:
