@@ -320,7 +320,8 @@ def test_the_session_store_is_bounded(client):
         assert client.post("/v1/sessions", json={"session": name}).status_code == 201
     assert client.get("/v1/sessions/s1").status_code == 404  # the least recently used went
     assert client.get("/healthz").json()["sessions"] == 3
-    named = client.post("/v1/sessions").json()["session"]  # a name made up by the server
+    named = client.post("/v1/sessions", headers={"Content-Type": "application/json"}).json()[
+        "session"]  # a name made up by the server, for a POST without a body
     assert client.get(f"/v1/sessions/{named}").status_code == 200
 
 
