@@ -94,11 +94,11 @@ def brute_copied(text, train, min_chars=20):
 class ServerProcess:
     """`charrnn serve ... --port 0` in a subprocess; the address read from its first line."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, preexec=None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "charrnn", "serve", *map(str, args), "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **(env or {})})
+            env={**os.environ, **(env or {})}, preexec_fn=preexec)
         self.lines: queue.Queue = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

@@ -249,7 +249,8 @@ class Service:
                 "sessions": len(self.sessions), "max_sessions": self.limits.max_sessions,
                 "session_bytes": self.sessions.bytes,
                 "model_generation": self.loaded.generation,
-                "steps": self.worker.steps if self.worker else 0, **self.counts,
+                "steps": self.worker.steps if self.worker else 0,
+                "chunks": self.worker.chunks if self.worker else 0, **self.counts,
                 "body_bytes": self.buffered, **(self.gate.health() if self.gate else {})}
 
     def novelty_info(self) -> dict | None:

@@ -11,10 +11,14 @@ chunk of it through the fused kernel, a request that has read its prime joins it
 batch, every batch draws one character for all its rows and steps them all at once, and the
 events of the turn go to the event loop in one call. One chunk a turn, whoever is reading:
 long scores cannot starve the streams (each of their steps waits for one chunk at most),
-and the streams cannot starve the scores (a chunk goes with every step). Which request
+and the streams cannot starve the scores (a chunk goes with every step). A text to score is
+read in chunks that take about as long as the streams' step (READ_SECONDS_MIN at least),
+or READ_SECONDS_IDLE when no stream runs; a prime in Sampler.PRIME_CHUNK pieces, as
+`charrnn sample` reads it, so that its text stays the same bit for bit. Which request
 reads: on even turns the one that has read the fewest chunks, so that a short prime or text
-is done within a turn or two however many long ones are queued; on odd turns the one that
-has waited longest, so that no long one waits for ever behind a stream of short ones. A request that finished, stopped or was cancelled leaves its batch
+is done within a turn or two however many long ones are queued; on odd turns, of those that
+have begun, the one that has waited longest, so that long ones go on at every other turn at
+least however many short ones arrive. A request that finished, stopped or was cancelled leaves its batch
 at the next turn's layout, so within one step. Models are never touched from another
 thread, so no lock guards them; the HTTP side only sets `job.cancelled` and reads events.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import torch
 
@@ -30,6 +35,8 @@ from .batch import Batch
 from .jobs import GenerateJob, Job, ScoreJob
 
 log = logging.getLogger("charrnn.serve")
+READ_SECONDS_MIN = 0.002  # a turn's reading while streams run, when their step takes less
+READ_SECONDS_IDLE = 0.05  # and when none runs: what a short request waits behind a long one
 
 
 class Worker(threading.Thread):
@@ -46,6 +53,8 @@ class Worker(threading.Thread):
         self.cancels = False  # set from the event loop: some job was cancelled
         self.steps = 0  # batched steps taken
         self.turns = 0  # turns of the loop
+        self.chunks = 0  # chunks read: primes and texts to score
+        self.step_seconds = 0.0  # what the streams' step took in the last turn (0: none ran)
 
     # -- from the event loop ----------------------------------------------------------
 
@@ -109,11 +118,12 @@ class Worker(threading.Thread):
             self._read(self._next_reader())
         self.turns += 1
         cancels, self.cancels = self.cancels, False
+        started, stepped = time.perf_counter(), False
         for generation, batch in list(self.batches.items()):
             if cancels:
                 batch.leave_cancelled()
             try:
-                self._advance(batch)
+                stepped = self._advance(batch) or stepped
             except Exception:  # a bug or out of memory: fail this batch, keep serving
                 self._report()
                 for job in batch.jobs + batch.incoming:
@@ -122,31 +132,42 @@ class Worker(threading.Thread):
                 batch.jobs, batch.incoming, batch.stepper, batch.groups = [], [], None, []
             if not batch and generation < self.newest:
                 del self.batches[generation]  # a replaced model, now unused (--watch)
+        self.step_seconds = time.perf_counter() - started if stepped else 0.0
 
-    def _advance(self, batch: Batch) -> None:
+    def _advance(self, batch: Batch) -> bool:
+        """One character for every stream of `batch`; False when it has none."""
         if batch.dirty:
             batch.layout()
         if not batch.jobs:
-            return
+            return False
         for job in batch.draw():
             # A session keeps the state from before the last character drawn: the next
             # request reads that character first.
             job.finish(batch.state_of(job) if job.settings.session else None)
         batch.step()
         self.steps += 1
+        return True
 
     def _next_reader(self) -> Job:
-        """Fewest chunks read on even turns, longest waiting on odd ones (see above); min
-        keeps the first of equals, so ties go by arrival."""
-        if self.turns % 2 == 0:
-            return min(self.reading, key=lambda job: job.chunks)
-        return min(self.reading, key=lambda job: job.read_at)
+        """Fewest chunks read on even turns; on odd ones, of those that have begun, the
+        one that has waited longest (see above). min keeps the first of equals, so ties
+        go by arrival."""
+        begun = [job for job in self.reading if job.chunks] if self.turns % 2 else None
+        if begun:
+            return min(begun, key=lambda job: job.read_at)
+        return min(self.reading, key=lambda job: job.chunks)
 
     def _read(self, job: Job) -> None:
         """One chunk of `job`'s prime or text; a primed GenerateJob joins its batch."""
         job.chunks += 1
+        self.chunks += 1
         job.read_at = self.turns
-        work = job.advance if isinstance(job, ScoreJob) else job.prime_chunk
+        if isinstance(job, ScoreJob):
+            seconds = (max(READ_SECONDS_MIN, self.step_seconds) if self.step_seconds
+                       else READ_SECONDS_IDLE)
+            work = lambda: job.advance(job.chunk_for(seconds))  # noqa: E731
+        else:
+            work = job.prime_chunk
         if self._guarded(job, work):
             self.reading.remove(job)
             if isinstance(job, GenerateJob) and not job.finished:
