@@ -104,6 +104,7 @@ def bodies(make_server, n: int = 300) -> dict:
         head = (f"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                 f"\r\nContent-Length: {cap}\r\n\r\n").encode()
         body = b'{"text": "' + b"a" * (cap - 20)
+        small_latency(server.url, tries=1)  # the model's own first allocations, before
         before = server.rss_mb()
         socks, deadline = [], time.monotonic() + 60
         while len(socks) < n and time.monotonic() < deadline:
@@ -150,9 +151,10 @@ def _with_load(url: str, bodies_: list, seconds: float) -> tuple[float, dict]:
     thread.start()
     deadline = time.monotonic() + seconds / 2  # the scores under way (primes never run)
     scores = sum(isinstance(b, dict) for b in bodies_)
-    while time.monotonic() < deadline and httpx.get(
-            url + "/healthz", timeout=30).json()["streams"] < scores:
+    while (running := httpx.get(url + "/healthz", timeout=30).json()["streams"]) < scores \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
+    counts["scores_running"] = running
     latency = (small_latency(url, tries=7), small_latency(url, tries=3, worst=True))
     thread.join(seconds + 150)
     return latency, counts

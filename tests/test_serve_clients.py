@@ -179,6 +179,9 @@ def test_an_unknown_field_is_not_echoed_whole(server):
     error = r.json()["error"]
     assert error.startswith("unknown field 'xxxx") and "(100,000 characters)" in error
     assert len(error) < 300
+    with fresh(server) as c:
+        r = c.get("/v1/" + "y" * 10_000)  # nor a path
+    assert r.status_code == 404 and len(r.json()["error"]) < 200
 
 
 def test_a_key_that_no_client_can_send_is_refused_at_start_up(model_path, monkeypatch):

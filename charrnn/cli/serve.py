@@ -91,7 +91,7 @@ def serve(target, host, port, api_key, allowed_hosts, cors, watch, novelty, data
     \b
       charrnn serve                                   # http://127.0.0.1:8000/
       charrnn serve runs/shakespeare --port 9000 --watch
-      curl -N localhost:8000/v1/generate -d '{"prime": "ROMEO:", "stream": true}'
+      curl -N localhost:8000/v1/generate --json '{"prime": "ROMEO:", "stream": true}'
       CHARRNN_API_KEY=secret charrnn serve --host 0.0.0.0
       charrnn serve --novelty       # then '{"novelty": true}' marks text copied from training
     """

@@ -256,8 +256,9 @@ async def _gone(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    message = {404: f"no such route: {request.method} {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(
+    path = shown(request.url.path)  # a 16 KiB path is not echoed whole
+    message = {404: f"no such route: {request.method} {path}",
+               405: f"{request.method} is not allowed on {path}"}.get(
         exc.status_code, exc.detail)
     return _error(exc.status_code, message, exc.headers)
 
