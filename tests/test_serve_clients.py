@@ -5,6 +5,7 @@ being read, a log that cannot be flooded, scores and streams sharing the worker,
 session store's order; then the parts that need no server (hosts, the log's rate limit,
 the worker's choice of who reads next)."""
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -151,6 +152,26 @@ def test_an_oversized_body_is_refused_from_its_content_length(server):
         assert b"--max-body" in got
     finally:
         sock.close()
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_refusal(server):
+    body = b'{"prime": "' + b"a" * (1 << 20) + b'"}'  # refused from its Content-Length
+    statuses = []
+
+    async def client():  # httpx's async client reads the answer only once it has sent
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+            for _ in range(10):
+                try:
+                    statuses.append((await c.post("/v1/generate", content=body,
+                                                  headers=JSON)).status_code)
+                except httpx.TransportError as e:  # a reset: the answer was lost
+                    statuses.append(type(e).__name__)
+
+    async def clients():
+        await asyncio.gather(*[client() for _ in range(3)])
+
+    asyncio.run(clients())
+    assert statuses == [413] * 30  # closing at once lost about half of them
 
 
 def test_an_oversized_body_is_refused_while_it_streams(server):

@@ -15,6 +15,10 @@ own with three additions:
 - past `max_connections` open connections, a new one closes the connection that has waited
   longest for its request to arrive (headers or body): a stalled client loses its place to
   one that sends at once. When every connection is running a request, the new one gets 503;
+- a lingering close: a connection closed after refusing a body it has not read (413, 415,
+  503) first sends its answer and a FIN, then reads and drops what the client still sends
+  (LINGER_SECONDS, LINGER_BYTES at most), so the client reads the refusal instead of a
+  reset connection; as web servers do;
 - the counts, for /healthz and the log (one line per kind a minute, logs.py).
 
 A connection whose request has fully arrived is never closed here: its answer may stream
@@ -32,6 +36,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .limits import Limits
 
 log = logging.getLogger("charrnn.serve")
+LINGER_SECONDS = 2.0  # after refusing a body: time for the client to stop sending and read
+LINGER_BYTES = 1 << 20  # and the most of the refused body read (and dropped) meanwhile
 
 
 class Gate:
@@ -62,11 +68,56 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n
         + str(len(BUSY_BODY)).encode() + b"\r\n\r\n" + BUSY_BODY)
 
 
+class Lingering:
+    """A connection's transport whose close() lingers while the client is still sending a
+    body that was refused: the answer and a FIN go out, the rest is read and dropped, and
+    the connection closes when the client has finished, or after LINGER_SECONDS or
+    LINGER_BYTES. Without it, closing with unread bytes sends a reset, and the client may
+    lose the answer that explains it."""
+
+    def __init__(self, transport, protocol: GuardedH11Protocol):
+        self.transport, self.protocol = transport, protocol
+        self.closing = self.lingering = False
+        self.dropped = 0
+
+    def __getattr__(self, name):  # everything else is the transport's
+        return getattr(self.transport, name)
+
+    def is_closing(self) -> bool:
+        return self.closing or self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        t = self.transport
+        if (self.protocol.conn.their_state is h11.SEND_BODY and not t.is_closing()
+                and t.can_write_eof()):
+            self.linger()
+        else:
+            t.close()
+
+    def linger(self) -> None:
+        self.closing = self.lingering = True
+        self.transport.write_eof()  # after what is buffered: the answer, then EOF
+        self.transport.resume_reading()
+        self.protocol.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def close_now(self) -> None:
+        self.closing = True
+        self.transport.close()
+
+    def drop(self, n: int) -> None:
+        self.dropped += n
+        if self.dropped > LINGER_BYTES:
+            self.transport.close()
+
+
 class GuardedH11Protocol(H11Protocol):
     gate: Gate  # set by Gate.protocol()
 
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(Lingering(transport, self))
         gate = self.gate
         gate.open += 1
         self.deadline = None
@@ -77,8 +128,8 @@ class GuardedH11Protocol(H11Protocol):
                 gate.counts["turned_away"] += 1
                 log.warning("turned away a connection: all %d are running requests "
                             "(--max-connections)", gate.cap)
-                transport.write(BUSY)
-                transport.close()
+                self.transport.write(BUSY)  # its request, if any, is read and dropped
+                self.transport.linger()
                 return
             gate.counts["pushed_out"] += 1
             log.warning("closed the connection that had waited longest for its request: "
@@ -92,6 +143,9 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.lingering:  # the rest of a refused body: dropped unread
+            self.transport.drop(len(data))
+            return
         super().data_received(data)
         self._track()
 
@@ -137,7 +191,7 @@ class GuardedH11Protocol(H11Protocol):
         self.end()
 
     def end(self) -> None:
-        """Close now; a handler reading the body sees the client gone."""
+        """Close now, without lingering; a handler reading the body sees the client gone."""
         self._stop_waiting()
         self.phase = "closed"
-        self.transport.close()
+        self.transport.close_now()
