@@ -73,11 +73,11 @@ def small_latency(url: str, tries: int = 3, worst: bool = False) -> float:
 
 def stalled(make_server, n: int, files: int | None = None) -> dict:
     """`n` stalled connections; `files`: the server's open-file limit."""
-    preexec = None
-    if files is not None:
-        def preexec():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-    server = make_server(["--header-timeout", f"{HEADER_TIMEOUT}s"], preexec=preexec)
+    def few_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+    server = make_server(["--header-timeout", f"{HEADER_TIMEOUT}s"],
+                         preexec=few_files if files is not None else None)
     try:
         alone = small_latency(server.url)
         log_before = server.log_bytes()

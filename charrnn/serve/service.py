@@ -212,8 +212,8 @@ class Service:
                                   f"continues one request at a time")
         if session.generation != loaded.generation:
             self.sessions.drop(name)
-            raise BadRequest(409, f"session {shown(name)} was made with a model that has since been "
-                                  f"replaced (--watch); create it again")
+            raise BadRequest(409, f"session {shown(name)} was made with a model that has since "
+                                  f"been replaced (--watch); create it again")
         return session
 
     def create_session(self, name: str) -> Session:

@@ -18,9 +18,10 @@ or READ_SECONDS_IDLE when no stream runs; a prime in Sampler.PRIME_CHUNK pieces,
 reads: on even turns the one that has read the fewest chunks, so that a short prime or text
 is done within a turn or two however many long ones are queued; on odd turns, of those that
 have begun, the one that has waited longest, so that long ones go on at every other turn at
-least however many short ones arrive. A request that finished, stopped or was cancelled leaves its batch
-at the next turn's layout, so within one step. Models are never touched from another
-thread, so no lock guards them; the HTTP side only sets `job.cancelled` and reads events.
+least however many short ones arrive. A request that finished, stopped or was cancelled
+leaves its batch at the next turn's layout, so within one step. Models are never touched
+from another thread, so no lock guards them; the HTTP side only sets `job.cancelled` and
+reads events.
 """
 
 from __future__ import annotations
