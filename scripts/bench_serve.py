@@ -11,8 +11,11 @@ It starts `charrnn serve --port 0` as a subprocess and measures, in one run:
   first character (p50, p99), and the slowest client's chars/s against the mean;
 - how many of 32 concurrent seeded requests got exactly the text they get alone;
 - a soak: 16 clients for --soak (default 5 min) mixing streams, whole answers, sessions
-  and scores, counting errors and sampling the server's RSS and its stream/session counts.
-Every loop is bounded in count and in time. The goals (docs/benchmarks.md) are ratios
+  and scores, counting errors and sampling the server's RSS and its stream/session counts;
+- hostile clients (scripts/bench_serve_hostile.py): stalled connections, partial bodies,
+  and a small generate beside long scores and 1 MiB primes.
+`--parts speed,soak,hostile` picks which (default: all). Every loop is bounded in count
+and in time. The goals (docs/benchmarks.md) are ratios
 within one run: 32 clients >= 12x one client, slowest >= 0.5x mean, soak 0 errors and RSS
 growth <= 5% after warm-up, one client >= 0.9x in-process sample.
 """
@@ -112,21 +115,34 @@ def step_costs(checkpoint: Path, sizes=(1, 32, 64), repeats: int = 300) -> dict:
 
 
 class Server:
-    def __init__(self, checkpoint: Path, max_streams: int, max_length: int):
+    def __init__(self, checkpoint: Path, max_streams: int, max_length: int, extra=(),
+                 preexec=None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "charrnn", "serve", str(checkpoint), "--port", "0",
              "--max-streams", str(max_streams), "--max-length", str(max_length),
-             "--max-sessions", str(MAX_SESSIONS)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             "--max-sessions", str(MAX_SESSIONS), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
         lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout] and None,
-                         daemon=True).start()
+        self.logged = 0  # bytes of output: the log's growth under attack
+
+        def read():
+            for line in self.proc.stdout:
+                self.logged += len(line)
+                lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
         deadline = time.monotonic() + 120
         self.url = None
         while self.url is None:
             line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             if line.startswith("serving on "):
                 self.url = line.split()[2].rstrip("/")
+
+    def log_bytes(self) -> int:
+        return self.logged
+
+    def limits(self) -> dict:
+        return httpx.get(self.url + "/v1/model", timeout=30).json()["limits"]
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -261,8 +277,11 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32,64")
     parser.add_argument("--soak", default="5m", help="soak duration (e.g. 30s, 5m; 0 = none)")
     parser.add_argument("--soak-clients", type=int, default=16)
+    parser.add_argument("--parts", default="speed,soak,hostile",
+                        help="which measurements: speed (clients 1..64), soak, hostile")
     args = parser.parse_args()
     counts = [int(n) for n in args.clients.split(",")]
+    parts = set(args.parts.split(","))
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = (find_checkpoint(args.target) if args.target else random_checkpoint(
@@ -275,45 +294,56 @@ def main() -> None:
         costs = step_costs(checkpoint)
         print("batched step: " + ", ".join(f"B={b} {1e6 * t:,.0f} us" for b, t in costs.items())
               + f"; so 32 clients can reach at most {32 * costs[1] / costs[32]:.1f}x one")
-        server = Server(checkpoint, max_streams=max(counts) + 32,
-                        max_length=max(args.length, 5000))
-        try:
-            asyncio.run(concurrent(server.url, 1, 200))  # warm-up
-            rows = {}
-            for n in counts:
-                results = asyncio.run(concurrent(server.url, n, args.length))
-                rows[n] = summarize(results)
-                if n == 32:
-                    together = [r["text"] for r in results]
-                r = rows[n]
-                print(f"{n:3d} clients: {r['aggregate']:9,.0f} chars/s aggregate, "
-                      f"first char p50 {1e3 * r['ttfc_p50']:6.1f} ms p99 "
-                      f"{1e3 * r['ttfc_p99']:6.1f} ms, slowest/mean "
-                      f"{r['slowest'] / r['mean']:.2f}", flush=True)
-            matched = None
-            if 32 in rows:
-                alone = [asyncio.run(concurrent(server.url, 1, args.length, seed0=i))[0]["text"]
-                         for i in range(32)]
-                matched = sum(a == b for a, b in zip(alone, together))
-                print(f"32 concurrent seeded requests matching their text alone: {matched}/32")
-            soak_result = None
-            seconds = parse_duration(args.soak, "--soak") if args.soak not in ("0", "") else 0
-            if seconds:
-                soak_result = asyncio.run(soak(server, args.soak_clients, seconds, 500))
-                s = soak_result
-                print(f"soak: {s['clients']} clients, {s['seconds']:.0f} s, {s['requests']:,} "
-                      f"requests, {len(s['errors'])} errors, RSS {s['rss_start']:.0f} -> "
-                      f"{s['rss_warm']:.0f} (warm) -> {s['rss_end']:.0f} MB "
-                      f"({100 * s['rss_growth']:+.1f}% after warm-up), streams <= "
-                      f"{s['max_streams_seen']}, sessions <= {s['max_sessions_seen']} (bound {MAX_SESSIONS})")
-                for e in s["errors"][:5]:
-                    print("  error:", e)
-        finally:
-            server.stop()
-    report(rows, inproc, matched, soak_result, costs)
+        rows, matched, soak_result, hostile = {}, None, None, None
+        if parts & {"speed", "soak"}:
+            rows, matched, soak_result = speed_and_soak(args, checkpoint, counts, parts)
+        if "hostile" in parts:
+            import bench_serve_hostile  # this directory: the script's own
+
+            hostile = bench_serve_hostile.run_all(
+                lambda extra, preexec=None: Server(checkpoint, 64, 5000, extra, preexec),
+                " ".join(ALPHABET[i % len(ALPHABET)] for i in range(5000))[:10_000])
+    report(rows, inproc, matched, soak_result, costs, hostile)
 
 
-def report(rows: dict, inproc: float, matched, soak_result, costs: dict) -> None:
+def speed_and_soak(args, checkpoint: Path, counts: list[int], parts: set):
+    server = Server(checkpoint, max_streams=max(counts) + 32,
+                    max_length=max(args.length, 5000))
+    rows, matched, soak_result = {}, None, None
+    try:
+        asyncio.run(concurrent(server.url, 1, 200))  # warm-up
+        for n in counts if "speed" in parts else ():
+            results = asyncio.run(concurrent(server.url, n, args.length))
+            rows[n] = summarize(results)
+            if n == 32:
+                together = [r["text"] for r in results]
+            r = rows[n]
+            print(f"{n:3d} clients: {r['aggregate']:9,.0f} chars/s aggregate, "
+                  f"first char p50 {1e3 * r['ttfc_p50']:6.1f} ms p99 "
+                  f"{1e3 * r['ttfc_p99']:6.1f} ms, slowest/mean "
+                  f"{r['slowest'] / r['mean']:.2f}", flush=True)
+        if 32 in rows:
+            alone = [asyncio.run(concurrent(server.url, 1, args.length, seed0=i))[0]["text"]
+                     for i in range(32)]
+            matched = sum(a == b for a, b in zip(alone, together))
+            print(f"32 concurrent seeded requests matching their text alone: {matched}/32")
+        seconds = parse_duration(args.soak, "--soak") if args.soak not in ("0", "") else 0
+        if seconds and "soak" in parts:
+            soak_result = s = asyncio.run(soak(server, args.soak_clients, seconds, 500))
+            print(f"soak: {s['clients']} clients, {s['seconds']:.0f} s, {s['requests']:,} "
+                  f"requests, {len(s['errors'])} errors, RSS {s['rss_start']:.0f} -> "
+                  f"{s['rss_warm']:.0f} (warm) -> {s['rss_end']:.0f} MB "
+                  f"({100 * s['rss_growth']:+.1f}% after warm-up), streams <= "
+                  f"{s['max_streams_seen']}, sessions <= {s['max_sessions_seen']} "
+                  f"(bound {MAX_SESSIONS})")
+            for e in s["errors"][:5]:
+                print("  error:", e)
+    finally:
+        server.stop()
+    return rows, matched, soak_result
+
+
+def report(rows: dict, inproc: float, matched, soak_result, costs: dict, hostile) -> None:
     one = rows.get(1)
     print("\ngoals (ratios in this run):")
     if one and 32 in rows:
@@ -330,9 +360,23 @@ def report(rows: dict, inproc: float, matched, soak_result, costs: dict) -> None
               f"{soak_result['max_sessions_seen']} <= {MAX_SESSIONS}")
     if matched is not None:
         print(f"  seeded requests matching alone: {matched}/32")
+    if hostile:
+        h = hostile["heavy"]
+        print(f"  20-char generate beside 6 looping 10,000-char scores / alone: "
+              f"{h['with_scores_s'] / h['alone_s']:.1f}x; beside 1 MiB primes and scores: "
+              f"{h['with_primes_and_scores_s'] / h['alone_s']:.1f}x")
+        for name in ("stalled", "stalled_1024_files"):
+            st = hostile[name]
+            print(f"  {st['stalled']:,} stalled connections ({st['files'] or 'default'} files): "
+                  f"a client's generate {st['held_s']:.2f} s (alone {st['alone_s']:.2f} s), "
+                  f"{st['closed']:,} closed by the server after the header timeout, log "
+                  f"+{st['log_bytes']:,} bytes")
+        b = hostile["bodies"]
+        print(f"  {b['connections']} partial bodies: RSS {b['rss_before']:.0f} -> "
+              f"{b['rss_held']:.0f} (held) -> {b['rss_after']:.0f} MB (after)")
     print(json.dumps({"in_process": inproc, "step_costs": costs, "rows": rows, "matched": matched,
                       "soak": soak_result and {k: v for k, v in soak_result.items()
-                                               if k != "errors"}}))
+                                               if k != "errors"}, "hostile": hostile}))
 
 
 if __name__ == "__main__":

@@ -94,11 +94,11 @@ def brute_copied(text, train, min_chars=20):
 class ServerProcess:
     """`charrnn serve ... --port 0` in a subprocess; the address read from its first line."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, preexec=None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "charrnn", "serve", *map(str, args), "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **(env or {})})
+            env={**os.environ, **(env or {})}, preexec_fn=preexec)
         self.lines: queue.Queue = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -320,7 +320,8 @@ def test_the_session_store_is_bounded(client):
         assert client.post("/v1/sessions", json={"session": name}).status_code == 201
     assert client.get("/v1/sessions/s1").status_code == 404  # the least recently used went
     assert client.get("/healthz").json()["sessions"] == 3
-    named = client.post("/v1/sessions").json()["session"]  # a name made up by the server
+    named = client.post("/v1/sessions", headers={"Content-Type": "application/json"}).json()[
+        "session"]  # a name made up by the server, for a POST without a body
     assert client.get(f"/v1/sessions/{named}").status_code == 200
 
 

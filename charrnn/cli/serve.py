@@ -33,6 +33,11 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
               help="Require 'Authorization: Bearer KEY' on every /v1 route (better given as "
                    "the CHARRNN_API_KEY environment variable: command lines are visible to "
                    "other users).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A name a request's Host header may carry besides the address listened "
+                   "on (repeatable; .example.org allows its subdomains): the public name of "
+                   "a reverse proxy in front. Other names get 403, so that a web page "
+                   "cannot reach the server through DNS rebinding.")
 @click.option("--cors", multiple=True, metavar="ORIGIN",
               help="Let pages from ORIGIN (e.g. https://example.org) call the API from a "
                    "browser (repeatable; off by default).")
@@ -49,8 +54,9 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
 @device_option
 @threads_option
 @runs_option
-@_limit("--max-body", Limits.max_body, "Largest request body, in bytes (413 beyond).",
-        "BYTES")
+@click.option("--max-body", type=click.IntRange(min=1), metavar="BYTES",
+              help="Largest request body, in bytes (413 beyond, before parsing).  [default: "
+                   "what the longest prime or text needs as JSON]")
 @_limit("--max-prime", Limits.max_prime, "Longest prime, in characters (422 beyond).")
 @_limit("--max-text", Limits.max_text, "Longest text to score, in characters (422 beyond).")
 @_limit("--max-length", Limits.max_length,
@@ -62,10 +68,21 @@ def _limit(flag: str, default: int, what: str, metavar: str = "N"):
         "Most sessions kept; the least recently used goes first.")
 @click.option("--session-ttl", default="1h", show_default=True, metavar="DURATION",
               help="How long a session may sit idle before it is dropped (90s, 10m, 1h).")
+@_limit("--max-connections", Limits.max_connections,
+        "Most connections open at once (fewer where the open-file limit is lower); past it, "
+        "the one waiting longest for its request is closed.")
+@click.option("--header-timeout", default="10s", show_default=True, metavar="DURATION",
+              help="Time for a request's headers to arrive; a connection still without "
+                   "them is closed.")
+@click.option("--body-timeout", default="30s", show_default=True, metavar="DURATION",
+              help="Time for a request's body to arrive after its headers.")
+@_limit("--max-buffered", Limits.max_buffered,
+        "Bytes of all the request bodies being received at once (503 beyond).", "BYTES")
 @user_errors
-def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, threads,
-          runs_dir, max_body, max_prime, max_text, max_length, max_samples, max_streams,
-          max_sessions, session_ttl):
+def serve(target, host, port, api_key, allowed_hosts, cors, watch, novelty, data_dir, device,
+          threads, runs_dir, max_body, max_prime, max_text, max_length, max_samples,
+          max_streams, max_sessions, session_ttl, max_connections, header_timeout,
+          body_timeout, max_buffered):
     """Serve a trained model over HTTP: a JSON API with streaming, and a playground page.
 
     TARGET is as for `sample`: a checkpoint file or a run directory; by default the latest
@@ -75,7 +92,7 @@ def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, t
     \b
       charrnn serve                                   # http://127.0.0.1:8000/
       charrnn serve runs/shakespeare --port 9000 --watch
-      curl -N localhost:8000/v1/generate -d '{"prime": "ROMEO:", "stream": true}'
+      curl -N localhost:8000/v1/generate --json '{"prime": "ROMEO:", "stream": true}'
       CHARRNN_API_KEY=secret charrnn serve --host 0.0.0.0
       charrnn serve --novelty       # then '{"novelty": true}' marks text copied from training
     """
@@ -90,11 +107,11 @@ def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, t
     if data_dir is not None and not novelty:
         raise CharRNNError("--data names the training text for the novelty check: add "
                            "--novelty, or leave --data out")
-    if api_key is not None and not api_key.strip():
-        raise CharRNNError("--api-key (or CHARRNN_API_KEY) is empty; give a key, or leave it "
-                           "unset")
+    api_key = _checked_key(api_key)
     limits = Limits(max_body, max_prime, max_text, max_length, max_samples, max_streams,
-                    max_sessions, parse_duration(session_ttl, "--session-ttl"))
+                    max_sessions, parse_duration(session_ttl, "--session-ttl"),
+                    max_connections, parse_duration(header_timeout, "--header-timeout"),
+                    parse_duration(body_timeout, "--body-timeout"), max_buffered)
     warning = exposure_warning(host, api_key)
     if warning:
         click.echo(warning, err=True)
@@ -103,7 +120,21 @@ def serve(target, host, port, api_key, cors, watch, novelty, data_dir, device, t
     if novelty:  # before binding: a missing index or library is one line, as for `sample`
         index = training_index(data_dir, recorded=loaded.data_root, progress=True,
                                echo=lambda line: click.echo(line, err=True))
-    run(loaded, host, port, limits, api_key.strip() if api_key else None, cors,
-        (target, runs_dir) if watch else None,
+    run(loaded, host, port, limits, api_key, cors, (target, runs_dir) if watch else None,
         echo=lambda line: click.echo(line),
-        warn=lambda line: click.echo(line, err=True), novelty=index)
+        warn=lambda line: click.echo(line, err=True), novelty=index, hosts=allowed_hosts)
+
+
+def _checked_key(api_key: str | None) -> str | None:
+    """The key, stripped; one line when no client could send it in a header."""
+    if api_key is None:
+        return None
+    api_key = api_key.strip()
+    if not api_key:
+        raise CharRNNError("--api-key (or CHARRNN_API_KEY) is empty; give a key, or leave it "
+                           "unset")
+    if not (api_key.isascii() and api_key.isprintable()):
+        raise CharRNNError("--api-key (or CHARRNN_API_KEY) must be printable ASCII: HTTP "
+                           "clients send the Authorization header in ASCII, so no client "
+                           "could send this key")
+    return api_key

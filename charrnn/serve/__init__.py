@@ -1,7 +1,7 @@
 """`charrnn serve`: a trained model behind an HTTP API and a playground page.
 
     charrnn serve runs/latest --port 8000          # http://127.0.0.1:8000/ (the playground)
-    curl -N localhost:8000/v1/generate -d '{"prime": "ROMEO:", "stream": true}'
+    curl -N localhost:8000/v1/generate --json '{"prime": "ROMEO:", "stream": true}'
 
 One module per concept:
 
@@ -14,6 +14,9 @@ One module per concept:
     sessions.py    the bounded store of hidden states that continue between requests
     service.py     what the routes share: admitting requests, counting streams, sessions
     app.py         the HTTP routes (Starlette), server-sent events, errors as JSON
+    hosts.py       which Host headers are answered: the bound addresses and --allowed-host
+    connections.py deadlines for a request to arrive, and the cap on connections
+    logs.py        a log that cannot be flooded: one line per kind a minute
     server.py      binding the address and running uvicorn, with a clean shutdown
     static/        the playground: plain HTML, CSS and JavaScript
 

@@ -15,6 +15,13 @@
 
 Every refusal is a 4xx with {"error": "..."} saying what is wrong. Handlers never wait on
 the model: they hand a job to the worker and await its events.
+
+What a browser page on another site could make a visitor's browser do is refused: a Host
+that is not the server's own gets 403 (DNS rebinding, hosts.py), and a POST whose body is
+not `Content-Type: application/json` gets 415, since only such a body makes the browser ask
+first (a CORS preflight, which the server answers only for --cors origins). A body is
+refused before it is parsed: 413 from its Content-Length, or as soon as the bytes read pass
+--max-body, and 503 when the bodies being read together would pass --max-buffered.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .hosts import HostCheck, Hosts
 from .service import Service
 from .validation import (
     SESSION_FIELDS,
@@ -43,6 +51,7 @@ from .validation import (
     generate_settings,
     parse_json,
     score_text,
+    shown,
 )
 
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -53,7 +62,8 @@ PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' d
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=None) -> Starlette:
+def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=None,
+              hosts: Hosts | None = None) -> Starlette:
     files = {name: (resources.files(__package__) / "static" / name).read_bytes()
              for name in ("index.html", *STATIC)}
 
@@ -74,7 +84,7 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
                              "novelty": service.novelty_info()})
 
     async def generate(request: Request) -> Response:
-        data = parse_json(await read_body(request, service.limits.max_body))
+        data = parse_json(await read_body(request, service))
         settings = generate_settings(data, service.limits)
         job = service.generate(settings)
         if settings.stream:
@@ -88,7 +98,7 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
         return JSONResponse({**payload, "prime": job.prime[len(job.prime) - job.prime_read:]})
 
     async def score(request: Request) -> Response:
-        text = score_text(parse_json(await read_body(request, service.limits.max_body)))
+        text = score_text(parse_json(await read_body(request, service)))
         job = service.score(text)
         try:
             return JSONResponse(await _final(job, request))
@@ -96,7 +106,7 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
             service.release(job)
 
     async def create_session(request: Request) -> Response:
-        body = await read_body(request, service.limits.max_body)
+        body = await read_body(request, service)
         data = fields(parse_json(body), SESSION_FIELDS) if body.strip() else {}
         name = check_session_name(data.get("session", secrets.token_urlsafe(12)))
         session = service.create_session(name)
@@ -117,6 +127,8 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
         Route("/v1/sessions/{name:path}", session, methods=["GET", "DELETE"]),
     ]
     middleware = []
+    if hosts is not None:  # outermost: a rebinding page gets nothing, not even a preflight
+        middleware.append(Middleware(HostCheck, hosts=hosts, refuse=_error))
     if cors:  # outermost, so that a preflight request is answered before the key check
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors),
                                      allow_methods=["GET", "POST", "DELETE"],
@@ -133,18 +145,33 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
 # reading requests, answering them
 
 
-async def read_body(request: Request, cap: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to pass `cap` bytes."""
+CLOSE = {"Connection": "close"}  # a refused body is not read to its end: the connection ends
+
+
+async def read_body(request: Request, service: Service) -> bytes:
+    """The body of a POST: JSON only, refused with 413 as soon as it is known to pass
+    --max-body, and with 503 while the bodies being read together would pass
+    --max-buffered."""
+    kind = request.headers.get("content-type", "")
+    if kind.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(415, f"the body must be JSON, sent with 'Content-Type: "
+                              f"application/json' (got {shown(kind) if kind else 'none'})",
+                         CLOSE)
+    cap = service.limits.max_body
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise BadRequest(413, f"the body has {int(declared):,} bytes, over this server's "
-                              f"limit of {cap:,} (--max-body)")
+                              f"limit of {cap:,} (--max-body)", CLOSE)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise BadRequest(413, f"the body is over this server's limit of {cap:,} bytes "
-                                  f"(--max-body)")
+    try:
+        async for chunk in request.stream():
+            service.hold_body(len(chunk))  # 503 when the bodies being read are at their cap
+            body += chunk
+            if len(body) > cap:
+                raise BadRequest(413, f"the body is over this server's limit of {cap:,} "
+                                      f"bytes (--max-body)", CLOSE)
+    finally:
+        service.free_body(len(body))
     return bytes(body)
 
 
@@ -229,8 +256,9 @@ async def _gone(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    message = {404: f"no such route: {request.method} {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(
+    path = shown(request.url.path)  # a 16 KiB path is not echoed whole
+    message = {404: f"no such route: {request.method} {path}",
+               405: f"{request.method} is not allowed on {path}"}.get(
         exc.status_code, exc.detail)
     return _error(exc.status_code, message, exc.headers)
 

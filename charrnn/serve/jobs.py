@@ -215,9 +215,12 @@ class GenerateJob(Job):
 
 class ScoreJob(Job):
     """A text scored a chunk at a time, so that a long text does not hold up the streams:
-    each character's surprisal in bits and the model's top 5 guesses before it."""
+    each character's surprisal in bits and the model's top 5 guesses before it. A chunk is
+    as many characters as fit in the time the worker gives it (chunk_for), from what the
+    last chunk took per character."""
 
-    CHUNK = 256
+    MAX_CHUNK = 256  # characters per model call at most
+    MIN_CHUNK = 16  # and at least: below that, the cost of a call outweighs its characters
     TOP = 5
 
     def __init__(self, loaded: LoadedModel, text: str):
@@ -226,11 +229,20 @@ class ScoreJob(Job):
         self.ids = torch.tensor(loaded.vocab.encode(text), device=loaded.device)
         self.at, self.hidden, self.nats = 0, None, 0.0
         self.characters = [{"char": text[0], "bits": None, "top": []}]
+        self.seconds_per_char: float | None = None  # measured on each chunk
 
-    def advance(self) -> bool:
-        """One chunk of predictions; True when every character after the first is scored."""
+    def chunk_for(self, seconds: float) -> int:
+        """The characters of a chunk that takes about `seconds`."""
+        if self.seconds_per_char is None:
+            return self.MIN_CHUNK  # the first chunk measures
+        return int(min(self.MAX_CHUNK, max(self.MIN_CHUNK, seconds / self.seconds_per_char)))
+
+    def advance(self, chars: int = MAX_CHUNK) -> bool:
+        """A chunk of `chars` predictions; True when every character after the first is
+        scored."""
+        started = time.perf_counter()
         n = len(self.ids) - 1
-        inputs = self.ids[self.at:min(self.at + self.CHUNK, n)]
+        inputs = self.ids[self.at:min(self.at + chars, n)]
         targets = self.ids[self.at + 1:self.at + 1 + len(inputs)]
         logits, self.hidden = self.loaded.model(inputs[None], self.hidden)
         logp = F.log_softmax(logits[0].float(), dim=-1)  # (T, V)
@@ -245,6 +257,7 @@ class ScoreJob(Job):
                 "char": self.text[self.at + 1 + j], "bits": round(bits, 4),
                 "top": [[chars[i], round(p, 5)] for i, p in zip(idx, probs)]})
         self.at += len(inputs)
+        self.seconds_per_char = (time.perf_counter() - started) / len(inputs)
         if self.at < n:
             return False
         nats = self.nats / n

@@ -2,7 +2,9 @@
 
     run(loaded, host="127.0.0.1", port=8000, limits=Limits(), watch=("runs/latest", "runs"))
 
-The socket is bound before anything is printed, so a port in use is one line, and port 0
+The limits on connections (connections.py), the Host check (hosts.py) and the log's rate
+limit (logs.py) are put in place here, around uvicorn. The socket is bound before anything
+is printed, so a port in use is one line, and port 0
 picks a free port that the address line names. On Ctrl-C or SIGTERM every open stream gets
 its final event (finish reason "shutdown") and the process ends within a few seconds: the
 worker is told at the first signal, uvicorn then waits for responses to end, at most
@@ -22,13 +24,19 @@ import threading
 import uvicorn
 
 from ..core.errors import CharRNNError
+from . import logs
 from .app import build_app
-from .limits import Limits
+from .connections import Gate
+from .hosts import allowed_hosts
+from .limits import KEEP_ALIVE_SECONDS, MAX_HEADER_BYTES, Limits, connection_cap
 from .loaded import LoadedModel, Watcher
 from .service import Service
 
 GRACE = 2.0  # seconds uvicorn waits for open responses after the streams were ended
 SWEEP_SECONDS = 30.0  # how often idle sessions are dropped when no request does it
+# Connections accepted per wake-up of the event loop, and the kernel's queue of them: each
+# accepted one takes a file before it can be turned away, so a burst stays this small.
+BACKLOG = 128
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -87,13 +95,16 @@ class Server(uvicorn.Server):
 
 def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
         limits: Limits | None = None, api_key: str | None = None, cors=(),
-        watch: tuple | None = None, echo=print, warn=None, novelty=None) -> None:
+        watch: tuple | None = None, echo=print, warn=None, novelty=None,
+        hosts=()) -> None:
     """Serve `loaded` until Ctrl-C or SIGTERM. `watch`: (TARGET, runs_dir) to reload from;
-    `novelty`: the training text's suffix index, for requests with "novelty": true."""
+    `novelty`: the training text's suffix index, for requests with "novelty": true;
+    `hosts`: names besides the bound address that a request's Host may carry."""
     warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
     limits = limits or Limits()
     sock = bind(host, port)
     service = Service(loaded, limits, echo=echo, novelty=novelty)
+    service.gate = gate = Gate(limits, connection_cap(limits.max_connections))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -116,13 +127,21 @@ def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
             service.close()
             service.stop()
 
-    app = build_app(service, api_key=api_key, cors=cors, lifespan=lifespan)
+    app = build_app(service, api_key=api_key, cors=cors, lifespan=lifespan,
+                    hosts=allowed_hosts(host, sock.getsockname()[0], hosts))
+    # uvicorn's own limits where it has them: the idle time between requests and the size
+    # of a request's headers. Its limit_concurrency is not used: it answers 503 to every
+    # request once stalled connections fill it; the Gate closes the stalled ones instead.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=GRACE, server_header=False)
+                            timeout_graceful_shutdown=GRACE, server_header=False,
+                            http=gate.protocol(), timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=BACKLOG)
+    logs.install()
     echo(f"serving on {address_of(sock)} (the playground; the API is under /v1)")
     for line in loaded.lines():
         echo(line)
     echo(limits.line())
+    echo(limits.connections_line(gate.cap))
     if novelty is not None:
         echo(f"novelty: requests with \"novelty\": true are checked against the training "
              f"split of {novelty.root} ({novelty.n:,} characters)")

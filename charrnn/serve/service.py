@@ -15,9 +15,8 @@ other stream, waits on them.
 
 from __future__ import annotations
 
+import logging
 import sys
-import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from ..novelty.report import SPANS, novelty_report
@@ -25,9 +24,10 @@ from .jobs import GenerateJob, Job, ScoreJob
 from .limits import Limits
 from .loaded import LoadedModel
 from .sessions import BusySession, Session, SessionStore, StoreFull
-from .validation import MAX_STOP_CHARS, BadRequest, GenerateSettings, model_text
+from .validation import MAX_STOP_CHARS, BadRequest, GenerateSettings, model_text, shown
 from .worker import Worker
 
+log = logging.getLogger("charrnn.serve")
 RETRY_AFTER = "1"  # seconds: streams of a few hundred characters end within about that
 
 
@@ -49,6 +49,8 @@ class Service:
         self.worker: Worker | None = None
         self.loop = None
         self.counts = {"generate": 0, "score": 0, "refused": 0}
+        self.buffered = 0  # bytes of the request bodies being read (--max-buffered)
+        self.gate = None  # the connections' Gate (connections.py), for /healthz
 
     # -- life -------------------------------------------------------------------------
 
@@ -120,6 +122,20 @@ class Service:
                                   f"(--max-streams); retry shortly",
                              {"Retry-After": RETRY_AFTER})
 
+    def hold_body(self, n: int) -> None:
+        """n more bytes of a body being read, or 503 when that would pass --max-buffered."""
+        if self.buffered + n > self.limits.max_buffered:
+            self.counts["refused"] += 1
+            raise BadRequest(503, f"busy: the request bodies being received hold "
+                                  f"{self.buffered:,} bytes, and this server holds "
+                                  f"{self.limits.max_buffered:,} at most (--max-buffered); "
+                                  f"retry shortly", {"Retry-After": RETRY_AFTER,
+                                                     "Connection": "close"})
+        self.buffered += n
+
+    def free_body(self, n: int) -> None:
+        self.buffered -= n
+
     def _start(self, job: Job, kind: str) -> None:
         job.released = False
         self.streams += job.rows
@@ -137,7 +153,7 @@ class Service:
         self.streams -= job.rows
         if job.session is not None:
             job.session.busy = False
-            job.session.last_used = time.monotonic()
+            self.sessions.use(job.session)  # a generate ending on it is a use, too
 
     def deliver(self, events: list) -> None:
         """On the event loop: a turn's events from the worker, to their requests."""
@@ -172,8 +188,8 @@ class Service:
                 return
             error = future.exception()
             if error is not None:
-                traceback.print_exception(type(error), error, error.__traceback__,
-                                          file=sys.stderr)
+                log.error("internal error while checking novelty",
+                          exc_info=(type(error), error, error.__traceback__))
                 job.receive(("error", "internal error while checking novelty; see the log"))
                 return
             payload = event[1]
@@ -188,23 +204,23 @@ class Service:
     def _session_for(self, name: str, loaded: LoadedModel) -> Session:
         session = self.sessions.get(name)
         if session is None:
-            raise BadRequest(404, f"unknown session {name!r}: it was never created, or sat "
+            raise BadRequest(404, f"unknown session {shown(name)}: it was never created, or sat "
                                   f"idle too long, or was pushed out by newer ones; create it "
                                   f"with POST /v1/sessions")
         if session.busy:
-            raise BadRequest(409, f"session {name!r} is busy with another request; a session "
+            raise BadRequest(409, f"session {shown(name)} is busy with another request; a session "
                                   f"continues one request at a time")
         if session.generation != loaded.generation:
             self.sessions.drop(name)
-            raise BadRequest(409, f"session {name!r} was made with a model that has since been "
-                                  f"replaced (--watch); create it again")
+            raise BadRequest(409, f"session {shown(name)} was made with a model that has since "
+                                  f"been replaced (--watch); create it again")
         return session
 
     def create_session(self, name: str) -> Session:
         try:
             return self.sessions.create(name, self.loaded.generation)
         except BusySession:
-            raise BadRequest(409, f"session {name!r} is busy with a request; reset it once "
+            raise BadRequest(409, f"session {shown(name)} is busy with a request; reset it once "
                                   f"that has ended") from None
         except StoreFull:
             raise BadRequest(503, f"all {self.limits.max_sessions:,} sessions are in use by "
@@ -215,14 +231,14 @@ class Service:
         try:
             found = self.sessions.delete(name)
         except BusySession:
-            raise BadRequest(409, f"session {name!r} is busy with a request") from None
+            raise BadRequest(409, f"session {shown(name)} is busy with a request") from None
         if not found:
-            raise BadRequest(404, f"unknown session {name!r}")
+            raise BadRequest(404, f"unknown session {shown(name)}")
 
     def session_info(self, name: str) -> dict:
         session = self.sessions.peek(name)
         if session is None:
-            raise BadRequest(404, f"unknown session {name!r}")
+            raise BadRequest(404, f"unknown session {shown(name)}")
         return {**session.info(), "bytes": self.sessions.state_bytes
                 if session.hidden is not None else 0}
 
@@ -233,7 +249,9 @@ class Service:
                 "sessions": len(self.sessions), "max_sessions": self.limits.max_sessions,
                 "session_bytes": self.sessions.bytes,
                 "model_generation": self.loaded.generation,
-                "steps": self.worker.steps if self.worker else 0, **self.counts}
+                "steps": self.worker.steps if self.worker else 0,
+                "chunks": self.worker.chunks if self.worker else 0, **self.counts,
+                "body_bytes": self.buffered, **(self.gate.health() if self.gate else {})}
 
     def novelty_info(self) -> dict | None:
         """What GET /v1/model says of the novelty check: None when the server has none."""

@@ -3,10 +3,15 @@
     store = SessionStore(max_sessions=1000, ttl=3600, state_bytes=4 * layers * H * 2)
     session = store.create("doc-1", generation=1)   # evicts the least recently used if full
     session = store.get("doc-1")                    # None once expired, evicted or deleted
+    store.use(session)                              # a generate on it began or ended
     store.bytes                                     # memory the stored states take
 
 A session holds one stream's state: (layers, 1, H) tensors, h and c for an LSTM, h
 otherwise; that is layers x H x (1 or 2) floats, whatever the length of the text behind it.
+"Least recently used" means the last generate on a session (its start and its end), not
+its creation, nor a look at it (GET /v1/sessions/NAME): the store keeps its sessions in
+that order, so eviction and expiry both take the one idle longest.
+
 The store is used from the HTTP event loop only, so it needs no lock: the worker hands the
 state of a finished request back through the request's final event.
 """
@@ -75,9 +80,14 @@ class SessionStore:
         self.sweep()
         session = self._sessions.get(name)
         if session is not None:
-            session.last_used = time.monotonic()
-            self._sessions.move_to_end(name)
+            self.use(session)
         return session
+
+    def use(self, session: Session) -> None:
+        """A generate began or ended on `session`: it is now the most recently used."""
+        session.last_used = time.monotonic()
+        if self._sessions.get(session.name) is session:  # not deleted or replaced meanwhile
+            self._sessions.move_to_end(session.name)
 
     def peek(self, name: str) -> Session | None:
         self.sweep()

@@ -23,6 +23,7 @@ from .limits import Limits
 MAX_STOPS = 16  # stop strings per request: each is searched for in every new piece
 MAX_STOP_CHARS = 200
 MAX_SESSION_NAME = 200
+MAX_SHOWN = 60  # characters of a client's string that an error message quotes back
 DEFAULT_LENGTH = 500  # as `charrnn sample`
 
 
@@ -82,7 +83,7 @@ def fields(data: dict, known: dict[str, str]) -> dict:
     lists the known ones (a misspelt field silently ignored would be worse)."""
     for name in data:
         if name not in known:
-            raise BadRequest(422, f"unknown field {name!r}; the fields are: "
+            raise BadRequest(422, f"unknown field {shown(name)}; the fields are: "
                                   f"{', '.join(known)}")
     for name, value in data.items():
         if value is None:
@@ -131,7 +132,7 @@ def generate_settings(data: dict, limits: Limits) -> GenerateSettings:
     for stop in s.stop:
         if not stop or len(stop) > MAX_STOP_CHARS:
             raise BadRequest(422, f"each 'stop' string must have 1 to {MAX_STOP_CHARS} "
-                                  f"characters, got {stop!r}"[:300])
+                                  f"characters, got {shown(stop)}")
     return s
 
 
@@ -164,6 +165,14 @@ def model_text(vocab: Vocab, options: TextOptions, text: str, field: str, cap: i
         raise BadRequest(422, f"{field!r} has characters the model does not know: "
                               f"{shown}{more}")
     return text
+
+
+def shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """`text` quoted for an error message, cut to `limit` characters: a client's string
+    is echoed, never a megabyte of it."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 def _article(kind: str) -> str:

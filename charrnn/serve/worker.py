@@ -6,24 +6,38 @@
     worker.close()            # every open stream ends with a final event ("shutdown")
     worker.stop()             # the thread ends
 
-Each turn of the loop: new requests read one chunk of their prime (or text to score)
-through the fused kernel, primed requests join their model's batch, every batch draws one
-character for all its rows and steps them all at once, and the events of the turn go to the
-event loop in one call. A request that finished, stopped or was cancelled leaves its batch
-at the next turn's layout, so within one step. Models are never touched from another
-thread, so no lock guards them; the HTTP side only sets `job.cancelled` and reads events.
+Each turn of the loop: one request that is reading (a prime, or a text to score) reads one
+chunk of it through the fused kernel, a request that has read its prime joins its model's
+batch, every batch draws one character for all its rows and steps them all at once, and the
+events of the turn go to the event loop in one call. One chunk a turn, whoever is reading:
+long scores cannot starve the streams (each of their steps waits for one chunk at most),
+and the streams cannot starve the scores (a chunk goes with every step). A text to score is
+read in chunks that take about as long as the streams' step (READ_SECONDS_MIN at least),
+or READ_SECONDS_IDLE when no stream runs; a prime in Sampler.PRIME_CHUNK pieces, as
+`charrnn sample` reads it, so that its text stays the same bit for bit. Which request
+reads: on even turns the one that has read the fewest chunks, so that a short prime or text
+is done within a turn or two however many long ones are queued; on odd turns, of those that
+have begun, the one that has waited longest, so that long ones go on at every other turn at
+least however many short ones arrive. A request that finished, stopped or was cancelled
+leaves its batch at the next turn's layout, so within one step. Models are never touched
+from another thread, so no lock guards them; the HTTP side only sets `job.cancelled` and
+reads events.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
-import traceback
+import time
 
 import torch
 
 from .batch import Batch
 from .jobs import GenerateJob, Job, ScoreJob
+
+log = logging.getLogger("charrnn.serve")
+READ_SECONDS_MIN = 0.002  # a turn's reading while streams run, when their step takes less
+READ_SECONDS_IDLE = 0.05  # and when none runs: what a short request waits behind a long one
 
 
 class Worker(threading.Thread):
@@ -32,14 +46,16 @@ class Worker(threading.Thread):
         self.deliver, self.loop = deliver, loop
         self.cond = threading.Condition()
         self.inbox: list[Job] = []
-        self.priming: list[GenerateJob] = []
-        self.scoring: list[ScoreJob] = []
+        self.reading: list[Job] = []  # primes and texts to score, a chunk a turn (see above)
         self.batches: dict[int, Batch] = {}  # by LoadedModel.generation
         self.newest = 0  # the newest model generation seen: older batches go when empty
         self.outbox: list = []
         self.closing = self.stopping = self.ended = False
         self.cancels = False  # set from the event loop: some job was cancelled
-        self.steps = 0
+        self.steps = 0  # batched steps taken
+        self.turns = 0  # turns of the loop
+        self.chunks = 0  # chunks read: primes and texts to score
+        self.step_seconds = 0.0  # what the streams' step took in the last turn (0: none ran)
 
     # -- from the event loop ----------------------------------------------------------
 
@@ -69,7 +85,7 @@ class Worker(threading.Thread):
 
     @property
     def busy(self) -> bool:
-        return bool(self.priming or self.scoring or any(self.batches.values()))
+        return bool(self.reading or any(self.batches.values()))
 
     def run(self) -> None:
         with torch.inference_mode():
@@ -95,24 +111,20 @@ class Worker(threading.Thread):
 
     def _turn(self, new: list[Job]) -> None:
         for job in new:
-            (self.scoring if isinstance(job, ScoreJob) else self.priming).append(job)
+            job.chunks, job.read_at = 0, self.turns
+            self.reading.append(job)
             self.newest = max(self.newest, job.loaded.generation)
-        if self.priming:
-            for job in list(self.priming):
-                if job.cancelled or self._guarded(job, job.prime_chunk):
-                    self.priming.remove(job)
-                    if not job.cancelled and not job.finished:
-                        self._batch_of(job).join(job)
-        if self.scoring:
-            for job in list(self.scoring):
-                if job.cancelled or self._guarded(job, job.advance):
-                    self.scoring.remove(job)
+        self.reading = [job for job in self.reading if not job.cancelled]
+        if self.reading:
+            self._read(self._next_reader())
+        self.turns += 1
         cancels, self.cancels = self.cancels, False
+        started, stepped = time.perf_counter(), False
         for generation, batch in list(self.batches.items()):
             if cancels:
                 batch.leave_cancelled()
             try:
-                self._advance(batch)
+                stepped = self._advance(batch) or stepped
             except Exception:  # a bug or out of memory: fail this batch, keep serving
                 self._report()
                 for job in batch.jobs + batch.incoming:
@@ -121,18 +133,46 @@ class Worker(threading.Thread):
                 batch.jobs, batch.incoming, batch.stepper, batch.groups = [], [], None, []
             if not batch and generation < self.newest:
                 del self.batches[generation]  # a replaced model, now unused (--watch)
+        self.step_seconds = time.perf_counter() - started if stepped else 0.0
 
-    def _advance(self, batch: Batch) -> None:
+    def _advance(self, batch: Batch) -> bool:
+        """One character for every stream of `batch`; False when it has none."""
         if batch.dirty:
             batch.layout()
         if not batch.jobs:
-            return
+            return False
         for job in batch.draw():
             # A session keeps the state from before the last character drawn: the next
             # request reads that character first.
             job.finish(batch.state_of(job) if job.settings.session else None)
         batch.step()
         self.steps += 1
+        return True
+
+    def _next_reader(self) -> Job:
+        """Fewest chunks read on even turns; on odd ones, of those that have begun, the
+        one that has waited longest (see above). min keeps the first of equals, so ties
+        go by arrival."""
+        begun = [job for job in self.reading if job.chunks] if self.turns % 2 else None
+        if begun:
+            return min(begun, key=lambda job: job.read_at)
+        return min(self.reading, key=lambda job: job.chunks)
+
+    def _read(self, job: Job) -> None:
+        """One chunk of `job`'s prime or text; a primed GenerateJob joins its batch."""
+        job.chunks += 1
+        self.chunks += 1
+        job.read_at = self.turns
+        if isinstance(job, ScoreJob):
+            seconds = (max(READ_SECONDS_MIN, self.step_seconds) if self.step_seconds
+                       else READ_SECONDS_IDLE)
+            work = lambda: job.advance(job.chunk_for(seconds))  # noqa: E731
+        else:
+            work = job.prime_chunk
+        if self._guarded(job, work):
+            self.reading.remove(job)
+            if isinstance(job, GenerateJob) and not job.finished:
+                self._batch_of(job).join(job)
 
     def _batch_of(self, job: GenerateJob) -> Batch:
         batch = self.batches.get(job.loaded.generation)
@@ -150,7 +190,7 @@ class Worker(threading.Thread):
             return True
 
     def _end_all(self, new: list[Job]) -> None:
-        jobs = new + self.priming + self.scoring
+        jobs = new + self.reading
         for batch in self.batches.values():
             jobs += batch.jobs + batch.incoming
         for job in jobs:
@@ -160,7 +200,7 @@ class Worker(threading.Thread):
                 job.finish(reason="shutdown")
             else:
                 job.fail("the server is shutting down")
-        self.priming, self.scoring, self.batches = [], [], {}
+        self.reading, self.batches = [], {}
 
     def _flush(self) -> None:
         if not self.outbox:
@@ -173,4 +213,5 @@ class Worker(threading.Thread):
 
     @staticmethod
     def _report() -> None:
-        traceback.print_exc(file=sys.stderr)
+        # through the log's rate limit (logs.py): a bug hit by every request logs once
+        log.error("internal error in the worker", exc_info=True)
