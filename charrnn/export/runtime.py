@@ -101,3 +101,25 @@ def _from_tarball(path: Path) -> dict[str, bytes]:
         raise ExportError(f"--runtime {path}: {PACKAGE} {version}, but this charrnn pins "
                             f"{VERSION} (npm pack {PACKAGE}@{VERSION})")
     return files
+
+
+def npm_pack(cache: str | Path, timeout: float = 300) -> Path | None:
+    """The pinned npm tarball in `cache`, fetched with `npm pack` the first time; None when
+    npm is missing or the registry does not answer (for tests and benchmarks)."""
+    import shutil
+    import subprocess
+
+    cache = Path(cache)
+    tarball = cache / f"{PACKAGE}-{VERSION}.tgz"
+    if tarball.is_file():
+        return tarball
+    npm = shutil.which("npm")
+    if npm is None:
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--silent"], cwd=cache,
+                       capture_output=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return tarball if tarball.is_file() else None

@@ -35,7 +35,12 @@ async function handle(m) {
 
 async function fetchChecked(file) {
   // Subresource Integrity by fetch's own `integrity`: a byte off, and the browser refuses it.
-  const response = await fetch(file.url, { integrity: file.integrity });
+  let response;
+  try {
+    response = await fetch(file.url, { integrity: file.integrity });
+  } catch (e) { // the browser says only "Failed to fetch", whichever it was
+    throw new Error(`${file.url}: not loaded (a network error, or not the bytes its integrity hash names)`);
+  }
   if (!response.ok) throw new Error(`${file.url}: HTTP ${response.status}`);
   return response;
 }
