@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.export import exporter, runtime
+from charrnn.export import exporter, quantize, runtime
 from charrnn.export.runtime import CDN, INTEGRITY, VERSION, integrity, npm_pack, runtime_files
 from charrnn.export.web import MANIFEST
 
@@ -133,6 +133,16 @@ def test_a_failed_onnx_check_writes_nothing_and_keeps_a_site(tmp_path, workdir, 
     assert_clean_error(run("export", ckpt, "--web", "site"), "does not match PyTorch",
                        "the previous site is kept")
     assert_clean_error(run("export", ckpt, "--web", "new"), "nothing written")
+    assert snapshot(workdir) == before
+
+
+def test_int8_that_changes_the_greedy_text_is_refused(tmp_path, workdir, monkeypatch):
+    ckpt = random_checkpoint(tmp_path / "m.pt", cell="lstm")
+    monkeypatch.setattr(quantize, "greedy_ids", lambda data, model, n: [hash(data)] * n)
+    before = snapshot(workdir)
+    assert_clean_error(run("export", ckpt, "--web", "site", "--quantize", "int8"),
+                       "changes this model's greedy text at character 1 of 1,000",
+                       "without --quantize")
     assert snapshot(workdir) == before
 
 
@@ -279,6 +289,25 @@ def test_screenshots_at_desktop_and_phone_width(page, site, tmp_path):
     page.screenshot(path=keep / "web-390.png", full_page=True)
     assert (keep / "web-390.png").stat().st_size > 10_000
     assert page.problems == []  # nothing was loaded from outside 127.0.0.1
+
+
+def test_an_int8_page_generates_the_greedy_text_of_charrnn_sample(browser, trained, tarball,
+                                                                   tmp_path):
+    r = run("export", trained, "--web", tmp_path / "site", "--runtime", tarball,
+            "--quantize", "int8", "-q")
+    assert r.exit_code == 0, r.output
+    assert "int8: " in r.output and "the same 1,000 greedy characters" in r.output
+    server = StaticServer(tmp_path / "site")
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "?temperature=0&length=1000&run=1")  # from a new line, as checked
+        finished(page)
+        want = run("sample", trained, "-t", "0", "-n", "1000", "-q")
+        assert page.text_content("#output") + "\n" == want.stdout
+        assert "int8 weights" in page.text_content("#model")
+    finally:
+        page.close()
+        server.stop()
 
 
 def test_the_cdn_files_pass_their_integrity_check_and_a_changed_one_fails(
