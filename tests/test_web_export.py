@@ -101,6 +101,7 @@ def test_a_folder_with_other_files_is_refused_and_a_site_replaced(tmp_path, work
     before = snapshot(workdir)
     assert_clean_error(run("export", ckpt, "--web", "mine"), "notes.txt",
                        "did not write")
+    assert_clean_error(run("export", ckpt, "--web", "."), "holds the current folder")
     assert snapshot(workdir) == before
     r = run("export", ckpt, "--web", "site")  # new; then again over itself
     assert r.exit_code == 0, r.output

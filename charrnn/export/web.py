@@ -71,34 +71,37 @@ def export_web(model: CharRNN, vocab: Vocab, options: TextOptions, directory: st
     directory = Path(directory)
     check_target(directory)
     files = runtime_files(runtime) if runtime is not None else {}  # checked before the work
-    try:
-        data, diff = checked_bytes(model, vocab, options, state)
-    except Mismatch as e:
-        raise ExportError(f"{e}; {directory}: {_kept(directory)}") from None
-    quantized = None
-    if quantize:
-        from .quantize import quantize_model
-        data, quantized = quantize_model(model, data, quantize)
+    data, diff, quantized = _model_file(model, vocab, options, state, quantize, directory)
     source = runtime_source(local=bool(files)).to_dict()
+    info = _site_info(model, vocab, options, state, source, quantized)
     build = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp",
                                   dir=directory.parent))
     try:
-        (build / "model.onnx").write_bytes(data)
-        if files:
-            (build / LOCAL_DIR).mkdir()
-        for name, content in files.items():
-            (build / LOCAL_DIR / name).write_bytes(content)
-        _copy_page(build)
-        info = _site_info(model, vocab, options, state, source, quantized)
-        written = _write_manifest(build, info)
+        written = _build(build, data, files, info)
         _put_in_place(build, directory)
-    except BaseException as e:
+    except BaseException as e:  # a full disk, Ctrl-C: no half-built folder stays behind
         shutil.rmtree(build, ignore_errors=True)
         if isinstance(e, OSError):
             raise ExportError(f"could not write {directory}: {e.strerror or e}; "
                               f"{_kept(directory)}") from None
         raise
     return Site(directory, written, diff, source, quantized)
+
+
+def _model_file(model: CharRNN, vocab: Vocab, options: TextOptions, state: dict | None,
+                quantize: str | None, directory: Path) -> tuple[bytes, float, dict | None]:
+    """model.onnx's bytes, checked against PyTorch (and quantized if asked), the largest
+    logit difference of the fp32 file, and quantize.py's report."""
+    try:
+        data, diff = checked_bytes(model, vocab, options, state)
+    except Mismatch as e:
+        raise ExportError(f"{e}; {directory}: {_kept(directory)}") from None
+    if not quantize:
+        return data, diff, None
+    from .quantize import quantize_model
+
+    data, report = quantize_model(model, data, quantize)
+    return data, diff, report
 
 
 def _kept(directory: Path) -> str:
@@ -116,6 +119,9 @@ def check_target(directory: Path) -> None:
         raise ExportError(f"will not replace {directory}: it is not a folder; choose another")
     if not directory.exists():
         return
+    if Path.cwd().resolve().is_relative_to(directory.resolve()):
+        raise ExportError(f"will not replace {directory}: it holds the current folder; "
+                          f"run the export from outside it")
     foreign = _foreign_files(directory)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
@@ -139,6 +145,17 @@ def _foreign_files(directory: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------------------
 # building
+
+
+def _build(build: Path, data: bytes, runtime: dict[str, bytes], info: dict) -> dict[str, int]:
+    """The site's files in `build`; returns {path: bytes}."""
+    (build / "model.onnx").write_bytes(data)
+    if runtime:
+        (build / LOCAL_DIR).mkdir()
+    for name, content in runtime.items():
+        (build / LOCAL_DIR / name).write_bytes(content)
+    _copy_page(build)
+    return _write_manifest(build, info)
 
 
 def _copy_page(build: Path) -> None:
