@@ -34,7 +34,7 @@ def quantize_model(model: CharRNN, data: bytes, kind: str = "int8") -> tuple[byt
     when its greedy text differs from the fp32 file's within GREEDY_CHARS characters."""
     if kind != "int8":
         raise ExportError(f"--quantize: only int8 is supported, not {kind}")
-    quantized = _quantize_bytes(data)
+    quantized = quantize_bytes(data)
     want, got = (greedy_ids(d, model, GREEDY_CHARS) for d in (data, quantized))
     if want != got:
         at = next(i for i, (a, b) in enumerate(zip(want, got)) if a != b)
@@ -49,7 +49,8 @@ def quantize_model(model: CharRNN, data: bytes, kind: str = "int8") -> tuple[byt
                        "summary": summary}
 
 
-def _quantize_bytes(data: bytes) -> bytes:
+def quantize_bytes(data: bytes) -> bytes:
+    """An ONNX file's int8 form (onnxruntime.quantization.quantize_dynamic), unchecked."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
