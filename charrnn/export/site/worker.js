@@ -12,7 +12,7 @@
 // same text as `charrnn sample -t 0`. The seeded random numbers are this page's own.
 "use strict";
 
-let ort = null, session = null, meta = null, ids = null;
+let ort = null, session = null, meta = null, ids = null, maxLength = 0;
 let stopping = false;
 let queue = Promise.resolve();
 
@@ -60,6 +60,7 @@ async function init({ site }) {
   session = await ort.InferenceSession.create(new Uint8Array(await model.arrayBuffer()),
     { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
   meta = site.model;
+  maxLength = site.max_length;
   ids = new Map(meta.vocab.map((ch, i) => [ch, i]));
   return { backend: "wasm, 1 thread" };
 }
@@ -151,6 +152,7 @@ const breath = () => new Promise((resolve) => {
 
 async function generate(m) {
   const { temperature, top_k, length, seed, id } = m;
+  stopping = false; // a stop from here on ends this generation, even during the prime
   const stops = m.stops.filter((s) => s).map((s) => modelText(s, "stop string").join(""));
   const rand = random(seed);
   let prime = modelText(m.prime, "prime");
@@ -158,11 +160,14 @@ async function generate(m) {
   const V = meta.vocab.length;
   let logits = null;
   let state = await read(prime, zeroState(), (out, start, T) => (logits = out.subarray((T - 1) * V)));
-  stopping = false;
   const started = performance.now();
   const keep = Math.max(0, ...stops.map((s) => s.length));
   let text = "", tail = "", shown = 0, made = 0, finish = "length", flushed = started;
   for (;;) {
+    if (stopping) {
+      finish = "stopped";
+      break;
+    }
     const next = pick(logits, temperature, top_k, rand);
     text += meta.vocab[next];
     made += 1;
@@ -180,10 +185,6 @@ async function generate(m) {
       shown = text.length;
       await breath();
       flushed = performance.now();
-      if (stopping) {
-        finish = "stopped";
-        break;
-      }
     }
   }
   const seconds = (performance.now() - started) / 1000;
@@ -198,6 +199,7 @@ async function score({ text }) {
   // its bits and the model's top 5 guesses (what the playground's /v1/score returns).
   const chars = modelText(text, "text");
   if (chars.length < 2) throw new Error("nothing to score: give at least 2 characters");
+  if (chars.length > maxLength) throw new Error(`at most ${maxLength.toLocaleString()} characters can be scored here`);
   const V = meta.vocab.length;
   const characters = [{ char: chars[0], bits: null, top: [] }];
   let nats = 0;
