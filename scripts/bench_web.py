@@ -37,9 +37,9 @@ from charrnn.corpus.prepared import PreparedData
 from charrnn.corpus.text import TextOptions
 from charrnn.corpus.vocab import Vocab
 from charrnn.export import quantize
-from charrnn.export.quantize import quantize_bytes
 from charrnn.export.exporter import checked_bytes
 from charrnn.export.metadata import state_names
+from charrnn.export.quantize import quantize_bytes
 from charrnn.export.runtime import VERSION, npm_pack
 from charrnn.export.verify import session_for
 from charrnn.export.web import export_web
@@ -134,8 +134,8 @@ def main() -> None:
         for hidden in args.sizes:
             torch.manual_seed(0)
             model = CharRNN(len(vocab), hidden, 2, args.cell)
-            for quantize in [None, *([args.quantize] if args.quantize else [])]:
-                rows.append(measure(browser, model, vocab, Path(tmp), tarball, quantize, args))
+            for kind in [None, *([args.quantize] if args.quantize else [])]:
+                rows.append(measure(browser, model, vocab, Path(tmp), tarball, kind, args))
         version = browser.version
         browser.close()
     print(f"chromium {version} (headless), onnxruntime-web {VERSION} (wasm, 1 thread); "
@@ -150,13 +150,13 @@ def main() -> None:
               f"{r['full'][0] / 1e6:.2f} MB | {r['full'][1] / 1e6:.2f} MB |")
 
 
-def measure(browser, model, vocab, tmp: Path, tarball, quantize, args) -> dict:
-    name = describe_model(model) + (f", {quantize}" if quantize else "")
+def measure(browser, model, vocab, tmp: Path, tarball, kind, args) -> dict:
+    name = describe_model(model) + (f", {kind}" if kind else "")
     label = name.replace(" ", "_").replace(",", "")
     bare, full = tmp / f"{label}-cdn", tmp / f"{label}-local"
     for directory, runtime in ((bare, None), (full, tarball)):
         export_web(model, vocab, TextOptions(), directory, runtime=runtime)
-        if quantize:
+        if kind:
             # Speed and size only: random weights have near-ties that int8 reorders, so
             # they fail export's greedy check; the int8 file goes in by hand.
             model_file = directory / "model.onnx"

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +151,8 @@ def test_int8_that_changes_the_greedy_text_is_refused(tmp_path, workdir, monkeyp
 def test_runtime_without_web_is_a_usage_error(tmp_path, workdir):
     r = run("export", random_checkpoint(tmp_path / "m.pt"), "--runtime", "x.tgz")
     assert r.exit_code == 2 and "--web" in r.output
+    r = run("export", tmp_path / "m.pt", "--web", "site", "-o", "m.onnx")
+    assert r.exit_code == 2 and "give one" in r.output
 
 
 # ----------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ def export(target, output, runs_dir, quiet, web_dir, runtime, quantize):
     the latest run under ./runs. The file takes `ids` (batch x time) and the recurrent
     state and gives `logits` and the new state; its metadata holds the vocabulary and
     text options. Before the file is put in place, onnxruntime runs it beside PyTorch
-    on 1,000 characters; over 1e-4 apart, nothing is written.
+    on 1,000 characters; over 1e-4 apart, nothing is written. With --web DIR, a static
+    web page that runs the model in the browser instead (README, "In the browser").
 
     \b
       charrnn export -o model.onnx
@@ -45,6 +46,8 @@ def export(target, output, runs_dir, quiet, web_dir, runtime, quantize):
       charrnn export --web site && python -m http.server -d site
     """
     if web_dir is not None or runtime is not None or quantize is not None:
+        if click.get_current_context().get_parameter_source("output").name != "DEFAULT":
+            raise click.UsageError("-o writes one ONNX file and --web a folder: give one")
         return export_web_page(target, runs_dir, quiet, web_dir, runtime, quantize)
     # Before any work: what to install, then where the file cannot go.
     require_extra()
