@@ -56,6 +56,10 @@ class ExportError(CharRNNError):
     """A model that cannot be exported, or a file that does not match its model."""
 
 
+class Mismatch(ExportError):
+    """The exported file computes other logits than the model it came from."""
+
+
 @dataclass(frozen=True)
 class Exported:
     path: Path
@@ -83,17 +87,28 @@ def export_onnx(model: CharRNN, vocab: Vocab, options: TextOptions, path: str | 
     and validation loss in the metadata. A failure leaves `path` as it was."""
     require_extra()
     path = check_output(path)  # before the export's work: a bad path fails at once
+    try:
+        data, diff = checked_bytes(model, vocab, options, state, tolerance)
+    except Mismatch as e:
+        kept = "the previous one is kept" if path.exists() else "nothing written"
+        raise ExportError(f"{e}; {path}: {kept}") from None
+    atomic_write(path, lambda f: f.write(data), what=str(path), error=ExportError)
+    return Exported(path, len(data), diff, CHECK_CHARS, CHECK_STREAMS)
+
+
+def checked_bytes(model: CharRNN, vocab: Vocab, options: TextOptions, state: dict | None = None,
+                  tolerance: float = TOLERANCE) -> tuple[bytes, float]:
+    """The file's bytes and its largest logit difference from PyTorch; Mismatch when that
+    is over `tolerance`."""
     model = model.cpu().float().eval()
     data = with_metadata(_export_or_explain(model), model_metadata(model, vocab, options, state),
                          describe_model(model))
     diff = max_logit_difference(model, data)
     if not diff <= tolerance:
-        kept = "the previous one is kept" if path.exists() else "nothing written"
-        raise ExportError(f"the exported model does not match PyTorch: logits differ by up to "
-                          f"{diff:.3g} over {CHECK_STREAMS} streams of {CHECK_CHARS:,} characters "
-                          f"(tolerance {tolerance:g}); {path}: {kept}")
-    atomic_write(path, lambda f: f.write(data), what=str(path), error=ExportError)
-    return Exported(path, len(data), diff, CHECK_CHARS, CHECK_STREAMS)
+        raise Mismatch(f"the exported model does not match PyTorch: logits differ by up to "
+                       f"{diff:.3g} over {CHECK_STREAMS} streams of {CHECK_CHARS:,} characters "
+                       f"(tolerance {tolerance:g})")
+    return data, diff
 
 
 def check_output(path: str | Path, reads=()) -> Path:

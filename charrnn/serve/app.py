@@ -54,8 +54,8 @@ from .validation import (
     shown,
 )
 
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
-# The page and its two files come from this server only; nothing is fetched from elsewhere.
+STATIC = {"app.js": "text/javascript", "surprisal.js": "text/javascript", "style.css": "text/css"}
+# The page and its files come from this server only; nothing is fetched from elsewhere.
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                            "frame-ancestors 'none'",
                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}

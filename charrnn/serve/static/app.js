@@ -1,6 +1,6 @@
 // The charrnn playground: generate (streamed over server-sent events read from fetch, so
 // that the request can be a POST and can be stopped) and score (every character coloured by
-// its surprisal, the model's top 5 guesses on hover or tap); with the novelty box ticked,
+// its surprisal, the model's top 5 guesses on hover or tap: surprisal.js); with the novelty box ticked,
 // the text copied from the training text is marked once the sample is done. Model text is
 // only ever set as textContent, never parsed as HTML.
 "use strict";
@@ -178,8 +178,6 @@ function stop() {
 
 // -- score -------------------------------------------------------------------------------
 
-let scored = [];
-
 async function score() {
   const text = $("score-text").value;
   setStatus("score-status", "scoring…");
@@ -191,8 +189,7 @@ async function score() {
     if (response.status === 401) wantKey("This server wants an API key.");
     if (!response.ok) throw new Error(await errorOf(response));
     const result = await response.json();
-    scored = result.characters;
-    render(scored);
+    surprisal.render($("scored"), result.characters);
     setStatus("score-status", `${result.scored.toLocaleString()} characters scored: ` +
       `${result.bits_per_char.toFixed(3)} bits per character`);
   } catch (e) {
@@ -202,54 +199,6 @@ async function score() {
   }
 }
 
-function render(characters) {
-  const out = $("scored");
-  out.textContent = "";
-  const fragment = document.createDocumentFragment();
-  characters.forEach((c, i) => {
-    const span = document.createElement("span");
-    span.textContent = c.char;
-    span.dataset.i = i;
-    if (c.bits !== null) {
-      span.className = "c";
-      span.style.setProperty("--bits", c.bits.toFixed(2));
-    }
-    fragment.appendChild(span);
-  });
-  out.appendChild(fragment);
-}
-
-function shown(ch) {
-  return { "\n": "↵", " ": "␣", "\t": "⇥" }[ch] || ch;
-}
-
-function showTip(span) {
-  const c = scored[Number(span.dataset.i)], tip = $("tip");
-  document.querySelectorAll(".c.active").forEach((s) => s.classList.remove("active"));
-  span.classList.add("active");
-  tip.textContent = "";
-  const head = document.createElement("div");
-  head.textContent = `“${shown(c.char)}”: ${c.bits.toFixed(2)} bits`;
-  const table = document.createElement("table");
-  for (const [ch, p] of c.top) {
-    const row = table.insertRow();
-    row.className = ch === c.char ? "hit" : "";
-    row.insertCell().textContent = shown(ch);
-    row.insertCell().textContent = (100 * p).toFixed(1) + "%";
-  }
-  tip.append(head, table);
-  tip.hidden = false;
-  const box = span.getBoundingClientRect();
-  const left = Math.min(box.left + window.scrollX, window.scrollX + document.documentElement.clientWidth - tip.offsetWidth - 8);
-  tip.style.left = Math.max(8, left) + "px";
-  tip.style.top = box.bottom + window.scrollY + 6 + "px";
-}
-
-function hideTip() {
-  $("tip").hidden = true;
-  document.querySelectorAll(".c.active").forEach((s) => s.classList.remove("active"));
-}
-
 // -- wiring ------------------------------------------------------------------------------
 
 function selectTab(name) {
@@ -257,7 +206,7 @@ function selectTab(name) {
     $("tab-" + view).setAttribute("aria-selected", String(view === name));
     $("view-" + view).hidden = view !== name;
   }
-  hideTip();
+  surprisal.hideTip();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -272,11 +221,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate();
   });
   $("score").addEventListener("click", score);
-  const out = $("scored");
-  out.addEventListener("mouseover", (e) => { if (e.target.classList.contains("c")) showTip(e.target); });
-  out.addEventListener("mouseleave", hideTip);
-  out.addEventListener("click", (e) => { if (e.target.classList.contains("c")) showTip(e.target); });
-  document.querySelectorAll(".swatch").forEach((s) => s.style.setProperty("--bits", s.dataset.bits));
+  surprisal.wire($("scored"));
   $("api-key").addEventListener("change", loadModel);
   loadModel().catch((e) => ($("model").textContent = e.message));
 });
