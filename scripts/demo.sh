@@ -11,8 +11,13 @@ if [ -z "$CORPUS" ]; then
     CORPUS=data/python_stdlib.txt
     [ -f "$CORPUS" ] || "$VENV/bin/python" scripts/python_corpus.py "$CORPUS" 2
 fi
-"$VENV/bin/charrnn" train "$CORPUS" --max-time "${DEMO_TIME:-2m}" \
-    --set train.eval_every=250
+"$VENV/bin/charrnn" train "$CORPUS" --max-time "${DEMO_TIME:-2m}"
 echo
 echo "--- sample (temperature 0.7) ---"
 "$VENV/bin/charrnn" sample --temperature 0.7 --length 600
+echo
+# What to expect: the model above trained for DEMO_TIME only. On 2 CPU cores, 2 minutes give
+# text with the shape of its corpus (indentation, keywords, brackets) but few real words of
+# it; 10 minutes give much more (README, "What the demo shows").
+echo "--- trained ${DEMO_TIME:-2m} (the last line of training says its steps and validation loss)."
+echo "--- For text closer to the corpus: DEMO_TIME=10m ./scripts/demo.sh${1:+ $1}"

@@ -60,6 +60,18 @@ def test_refreshes_cost_at_most_one_percent(two_runs):
     assert (two_runs / "b" / "curves.png").stat().st_mtime_ns == first
 
 
+def test_the_curves_are_drawn_once_more_at_the_end_of_a_run(two_runs):
+    refresher = CurveRefresher(two_runs / "b")
+    refresher()
+    first = (two_runs / "b" / "curves.png").stat().st_mtime_ns
+    refresher.final()  # the throttle does not hold back the last picture of a run
+    assert (two_runs / "b" / "curves.png").stat().st_mtime_ns > first
+    # A run's own last refresh came after its last metrics record.
+    run_dir = two_runs / "a"
+    assert (run_dir / "curves.png").stat().st_mtime_ns >= \
+        (run_dir / "metrics.jsonl").stat().st_mtime_ns
+
+
 def test_bad_plot_inputs(two_runs, workdir):
     assert_clean_error(run("plot", "nowhere"), "not a run directory")
     (workdir / "empty").mkdir()

@@ -85,8 +85,9 @@ def check_hidden(hidden, cell: str, num_layers: int, batch_size: int, hidden_siz
     if hidden is None:
         return
     want = (num_layers, batch_size, hidden_size)
-    if not isinstance(hidden, list) or len(hidden) != (2 if cell == "lstm" else 1) or not all(
+    count = 2 if cell == "lstm" else 1  # (h, c) for an LSTM, h otherwise
+    if not isinstance(hidden, list) or len(hidden) != count or not all(
             isinstance(h, torch.Tensor) and h.shape == want and h.dtype.is_floating_point
             and bool(torch.isfinite(h).all()) for h in hidden):
-        raise CheckpointError(f"checkpoint hidden state is not {len(want)} finite tensor(s) "
+        raise CheckpointError(f"checkpoint hidden state is not {count} finite tensor(s) "
                               f"of shape {want}")

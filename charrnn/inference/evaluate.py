@@ -6,7 +6,7 @@
 The figure: the mean cross-entropy of every next-character prediction of the split, each
 made with at least `context` characters of the text before it (all of them near the start).
 
-The split is cut into B streams like the training data (see data.py), and each stream is run
+The split is cut into B streams like the training data (see corpus/streams.py), and each stream is run
 chunk by chunk carrying its state. Before scoring, every stream but the first reads the
 `context` characters just before its start, unscored (a burn-in): its first prediction then
 has the same context as it would have in one stream carried over the whole text. Without

@@ -167,3 +167,9 @@ class CurveRefresher:
                 self.warn(f"warning: curves.png is not refreshed any more ({e}); training "
                           f"goes on")
         self.next_at = now + 100 * (time.monotonic() - now)
+
+    def final(self) -> None:
+        """The last refresh, at the end of a run (Ctrl-C included), whenever the last one
+        was: the picture then shows the whole run."""
+        self.next_at = 0.0
+        self()

@@ -314,6 +314,7 @@ class Trainer:
         if reason == StopReason.INTERRUPTED:
             progress.write(f"interrupted at step {s.step}: saving last.pt")
             self.checkpointer.save("last.pt")
+            self.curves.final()
             return
         if reason == StopReason.EARLY_STOP:
             progress.write(f"no better validation loss in {s.stale_evals} evaluations: "
@@ -322,6 +323,7 @@ class Trainer:
             if self.evaluate_and_save(progress, due=True):  # Ctrl-C during it
                 progress.write(f"interrupted at step {s.step}: saving last.pt")
                 self.checkpointer.save("last.pt")
+        self.curves.final()
 
     def release(self) -> None:
         """Drop the DDP wrapper: its reducer holds the process group, which must be free to
