@@ -206,7 +206,8 @@ def test_a_timed_cadence_evaluates_by_the_clock_and_waits_longer_when_evaluation
 
 def test_the_final_evaluation_is_budgeted_before_the_first_one():
     cfg = TrainConfig(eval_every="60s", eval_batch_size=4, eval_context=100)
-    validator = Validator(cfg, TrainingState(), lambda: 1.0, chars=9_600)
+    validator = Validator(cfg, TrainingState(), lambda: 1.0, chars=9_700)
+    # 4 streams, 3 of them with a burn-in of 100 characters, at half the training speed
     assert validator.to_come(True, train_chars_per_s=1_000) == pytest.approx(5.0)
     assert validator.to_come(False, train_chars_per_s=1_000) == 0.0
 

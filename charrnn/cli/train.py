@@ -127,6 +127,8 @@ def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir,
     data = None
     if config_file is None:
         flags_only = load_config(None, overrides)  # the flags valid on their own first
+        if unk is not None and not flags_only.train.init_from:
+            raise CharRNNError("--unk only applies with --init-from")
         if not flags_only.train.init_from:  # the preset depends on the text's size
             data = _open(corpus, data_dir, options, val_frac, progress, echo, None, unk)
         config_file, overrides = _default_run(overrides, echo, data)

@@ -8,6 +8,7 @@ or write text: prepare, eval, sample.
 
 from __future__ import annotations
 
+import io
 import os
 
 from tqdm import tqdm
@@ -22,9 +23,12 @@ def bar_terminal(stream) -> bool:
     try:
         if not stream.isatty():
             return False
-        return os.get_terminal_size(stream.fileno()).columns >= MIN_COLUMNS
-    except (AttributeError, ValueError, OSError):
+    except (AttributeError, ValueError):
         return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns >= MIN_COLUMNS
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return True  # a terminal that does not say its size: tqdm takes 80 columns
 
 
 class NoBar:

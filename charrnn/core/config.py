@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_THREADS = 1024  # more is a typo or a damaged file, not a machine
 
 
 def _field(default, *, resumable: bool = False, flag: str | None = None,
@@ -133,9 +134,9 @@ class TrainConfig:
             raise ConfigError(f"train.seed must be in [0, 2^64), got {self.seed}")
         object.__setattr__(self, "eval_every", _steps_or_duration(self.eval_every,
                                                                   "train.eval_every"))
-        if self.threads < 0:
-            raise ConfigError(f"train.threads must be >= 1, or 0 for the default; got "
-                              f"{self.threads}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"train.threads must be 1 to {MAX_THREADS}, or 0 for the "
+                              f"default; got {self.threads}")
         for key in ("seq_len", "batch_size", "eval_batch_size", "log_every",
                     "max_bad_steps"):
             _check_positive(f"train.{key}", getattr(self, key))

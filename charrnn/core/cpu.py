@@ -29,6 +29,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import MAX_THREADS
 from .errors import ConfigError
 
 # One core is left to the rest of the machine (the browser, the editor, another job), so
@@ -144,8 +145,9 @@ def _read_quota_v1(directory: Path) -> float | None:
 
 
 def check_threads(threads: int, flag: str = "--threads") -> None:
-    if threads < 0:
-        raise ConfigError(f"{flag} must be >= 1, or 0 for the default; got {threads}")
+    if not 0 <= threads <= MAX_THREADS:
+        raise ConfigError(f"{flag} must be 1 to {MAX_THREADS}, or 0 for the default; got "
+                          f"{threads}")
 
 
 def env_threads() -> int:

@@ -149,16 +149,19 @@ class Trainer:
         """Train until a limit or a signal; evaluate and save at the end (if `final_eval`)."""
         self.final_eval = final_eval
         t, s = self.cfg.train, self.state
-        self.budget = budget = Budget(t, self.steps_per_epoch, s)  # the limits as of now
+        # Before the start-up lines: it imports matplotlib, which takes a second or two.
+        self.curves = CurveRefresher(self.run_dir if self.dist.is_main else None)
         if self.dist.is_main:
             for line in startup_lines(self):
                 self.echo(line)
+        # The clock starts here, after the start-up: --max-time is training time.
+        self.budget = budget = Budget(t, self.steps_per_epoch, s)  # the limits as of now
         meter = IntervalMeter(self.device, self.dist, t.batch_size * t.seq_len)
         progress = Progress(self.progress_enabled, s.step, budget.stop_step, self.echo)
+        self.curves.warn = progress.write
         self.checkpointer = Checkpointer(self.run_dir, t, self.dist.is_main,
                                          self.checkpoint_state)
-        self.curves = CurveRefresher(self.run_dir if self.dist.is_main else None, progress.write)
-        first = s.step + 1
+        first = self.first = s.step + 1
         log = self.run_dir / "metrics.jsonl" if self.dist.is_main and self.run_dir else None
         with StopRequests(self.dist) as stop, self.metrics.opened(log), progress:
             self.stop = stop
@@ -255,7 +258,8 @@ class Trainer:
                                 "train_loss": stats.loss, "lr": lr,
                                 "chars_per_s": round(stats.chars_per_s, 1),
                                 "elapsed": round(s.elapsed, 3), "skipped": stats.skipped})
-        self.speed = stats.chars_per_s
+        if s.step > self.first:  # the very first step is slow (kernels warm up): not it
+            self.speed = stats.chars_per_s
         left = self.budget.time_left(stats.chars_per_s / meter.chars_per_step,
                                      self.validator.to_come(self.final_eval, self.speed))
         progress.report(s.step, stats.loss,

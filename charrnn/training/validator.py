@@ -24,6 +24,7 @@ import time
 from typing import Callable
 
 from ..core.config import TrainConfig
+from ..inference.evaluate import eval_streams
 from .state import TrainingState
 
 EVAL_SHARE = 0.1  # of the training time, at most, spent validating when eval_every is a time
@@ -82,7 +83,8 @@ class Validator:
             return 1.25 * self.seconds
         if train_chars_per_s <= 0:
             return 0.0
-        read = self.chars + self.cfg.eval_batch_size * self.cfg.eval_context
+        streams = eval_streams(self.chars, self.cfg.eval_batch_size, self.cfg.eval_context)
+        read = self.chars + (streams - 1) * self.cfg.eval_context  # and the burn-ins
         return read / (2.0 * train_chars_per_s)
 
     def validate(self) -> tuple[float, bool]:
