@@ -90,7 +90,7 @@ def test_train_eval_and_sample_take_threads_and_say_so(workdir):
     (workdir / "t.txt").write_text(make_text(6000))
     r = run("train", "t.txt", "-c", "tiny", "--max-steps", "2", "--threads", "1", "--name", "a")
     assert r.exit_code == 0, r.output
-    assert "device: cpu (1 thread (--threads))" in r.output
+    assert "device: cpu, 1 thread (--threads)" in r.output
     assert "threads = 1" in (workdir / "runs/a/config.toml").read_text()
     assert run("eval", "runs/a", "t.txt", "--threads", "1", "-q").exit_code == 0
     assert run("sample", "runs/a", "-n", "5", "--threads", "1", "-q").exit_code == 0

@@ -77,7 +77,7 @@ def startup_lines(trainer) -> list[str]:
     params = sum(p.numel() for p in trainer.model.parameters())
     device = describe(trainer.device)
     if trainer.device.type == "cpu":
-        device = f"cpu ({describe_threads(trainer.threads, t.threads)})"
+        device = f"cpu, {describe_threads(trainer.threads, t.threads)}"
     lines = [f"device: {device}"
              + (f", {trainer.dist.world_size} processes" if trainer.dist.enabled else "")
              + f"; {trainer.precision.describe(trainer.device)}",

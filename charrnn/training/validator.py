@@ -79,8 +79,8 @@ class Validator:
         is assumed, for the margin)."""
         if not final_eval or self.done_at_this_step:
             return 0.0
-        if self.seconds:
-            return 1.25 * self.seconds
+        if self.seconds:  # a busy machine can slow the next one: a wide margin
+            return 1.5 * self.seconds
         if train_chars_per_s <= 0:
             return 0.0
         streams = eval_streams(self.chars, self.cfg.eval_batch_size, self.cfg.eval_context)
