@@ -229,6 +229,19 @@ def test_bad_input_is_one_line(model_file, text_file, args, fragment):
     assert_clean_error(run("neurons", model_file, *args), fragment)
 
 
+def test_html_never_replaces_the_text_it_reads(model_file, text_file, tmp_path):
+    before = text_file.read_bytes()
+    assert_clean_error(run("neurons", model_file, text_file, "--html", text_file), "reads")
+    assert_clean_error(run("neurons", model_file, text_file, "--html", tmp_path / "x.txt"),
+                       "ending in .html")
+    assert text_file.read_bytes() == before
+
+
+def test_help_renders():
+    r = run("neurons", "--help")
+    assert r.exit_code == 0 and "[TARGET] FILE" in r.output and "--feature" in r.output
+
+
 def test_text_outside_the_vocabulary_is_one_line(model_file, tmp_path):
     odd = tmp_path / "odd.txt"
     odd.write_text("zzz ☃ zzz", encoding="utf-8")

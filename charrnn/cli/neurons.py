@@ -15,6 +15,7 @@ from ..core.checkpoint import load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..core.escape import shown
+from ..core.outputs import guard_output
 from ..core.runs import names_model
 from ..inference.score import read_ids
 from ..neurons.features import compile_feature, parse_feature
@@ -72,6 +73,12 @@ def neurons(paths, features, top, html_path, show, unk, batch_size, device, thre
         if name in regexes:
             raise CharRNNError(f"--feature {name} is given twice")
         regexes[name] = pattern
+    if html_path:  # refused before the pass, not after minutes of it
+        for out in (html_path, Path(html_path).with_suffix(".png")):
+            guard_output(out, reads=[paths[0]], what="--html")
+        if html_path == "-" or not html_path.endswith((".html", ".htm")):
+            raise CharRNNError(f"--html {html_path}: give a file name ending in .html (the PNG "
+                               f"goes beside it, .png)")
     trained = load_model(target, runs_dir)
     model, vocab = trained.model, trained.vocab
     name, ids, skipped = _read(paths[0], trained.options, vocab, unk == "skip")

@@ -53,7 +53,6 @@ class Scan:
     cells: int
     features: list[FeatureScore]
     saturation: list[dict]
-    burn_in: int = 0
 
     def to_dict(self) -> dict:
         out = asdict(self)
