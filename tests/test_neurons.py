@@ -48,6 +48,10 @@ def test_comments_c_and_python():
     assert labels("x // y\nz", "comment") == "00011100"
     assert labels("x # (y\nz(", "comment") == "001111000"
     assert labels("/*/ a */", "comment") == "01111110"  # "/*/" does not close
+    # C's preprocessor lines are code, with or without a space after the "#".
+    c_lines = "#define A\n# define B\n#  if C\n#x ## y"
+    assert labels(c_lines, "comment") == "0" * len(c_lines)
+    assert labels("#!sh\n#\n", "comment") == "1111010"
     # Quotes and brackets inside a comment do not count, nor comment marks in a string.
     assert labels('/* "( */', "quote") == "00000000"
     assert labels('/* "( */', "depth") == "00000000"

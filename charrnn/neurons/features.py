@@ -12,9 +12,9 @@ column 0. The built-in features:
                 each quoted paragraph anew
     bracket     inside parentheses, brackets or braces
     depth       how deep: ( [ { open, ) ] } close, never below 0
-    comment     inside a C (/* */, //) or Python (#) comment: from the character that
-                makes it one (the "*" of "/*", the second "/") to the one before "*/"'s
-                "/" or the newline
+    comment     inside a C (/* */, //) or Python (# ) comment: from the character that
+                makes it one (the "*" of "/*", the second "/", the "#") to the one before
+                "*/"'s "/" or the newline; "# define" and "#include" are C, not comments
     column      characters since the last newline
     word_start  a letter or digit after a character that is neither
     capital     an upper-case letter
@@ -33,6 +33,12 @@ from ..core.errors import CharRNNError
 
 BUILT_IN = ("quote", "bracket", "depth", "comment", "column", "word_start", "capital")
 OPEN, CLOSE = "([{", ")]}"
+# A "#" that starts a comment: followed by a space or "!" (as Python's style has it), and
+# not a C preprocessor line written with a space ("# define", "#  if"); "#define", "#x"
+# and "##" in C macros are code. The one lookahead the features take.
+_PYTHON_COMMENT = re.compile(r"(?<!#)#(?:!|[ \t]+(?![ \t]|(?:define|include|include_next|if|"
+                             r"ifdef|ifndef|else|elif|endif|undef|pragma|error|warning|line)\b"
+                             r"|#)|[ \t]*$)", re.MULTILINE)
 OPEN_QUOTE, CLOSE_QUOTE = '"\u201c', '"\u201d'  # straight, and typographic “ ”
 
 
@@ -68,7 +74,7 @@ def _scanned(text: str) -> dict[str, np.ndarray]:
             escaped = ch == "\\" and not escaped
         elif ch in OPEN_QUOTE:
             in_quote, escaped = True, False
-        elif ch == "#" or (ch == "/" and prev == "/"):
+        elif (ch == "/" and prev == "/") or (ch == "#" and _PYTHON_COMMENT.match(text, t)):
             in_comment = "line"
         elif ch == "*" and prev == "/":
             in_comment, opened = "block", t
