@@ -25,17 +25,21 @@ from .record import Cells
 from .scan import Scan
 
 PNG_PANELS, PNG_ROWS, PNG_COLUMNS = 6, 7, 84
+PNG_MIN_R = 0.1  # a panel of a cell that tracks nothing (|r| below this) is left out of the PNG
 
 
 def page_cells(scan: Scan) -> list[dict]:
-    """Every cell the scan ranked, once, best held-out |r| first: {cell, name, feature, r}."""
+    """Every cell the scan ranked, once, best held-out |r| first, each feature's top cell
+    before the rest (a cell that is one feature's top and another's runner-up is listed
+    as the top): {cell, name, feature, r, top}."""
     seen, ranked = set(), []
-    for f in scan.features:
-        for c in f.best:
-            if c.cell not in seen and not math.isnan(c.r_heldout):
-                seen.add(c.cell)
-                ranked.append({"cell": c.cell, "name": c.name, "feature": f.name,
-                               "r": round(c.r_heldout, 3), "top": c is f.best[0]})
+    for rank in (0, 1):
+        for f in scan.features:
+            for c in (f.best[:1] if rank == 0 else f.best[1:]):
+                if c.cell not in seen and not math.isnan(c.r_heldout):
+                    seen.add(c.cell)
+                    ranked.append({"cell": c.cell, "name": c.name, "feature": f.name,
+                                   "r": round(c.r_heldout, 3), "top": rank == 0})
     ranked.sort(key=lambda c: (not c["top"], -abs(c["r"])))
     return ranked
 
@@ -79,6 +83,7 @@ def write_png(path: Path, panels: list[dict]) -> str | None:
     from matplotlib.figure import Figure
 
     panels = sorted(panels, key=lambda p: -abs(p["r"]))[:PNG_PANELS]
+    panels = [p for p in panels if abs(p["r"]) >= PNG_MIN_R] or panels[:1]
     cmap = LinearSegmentedColormap.from_list("cell", ["#2c5fd6", "#ffffff", "#d62c2c"])
     fig = Figure(figsize=(PNG_COLUMNS * 0.105, len(panels) * (PNG_ROWS * 0.2 + 0.45) + 0.1),
                  layout="constrained")
