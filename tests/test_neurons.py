@@ -3,6 +3,7 @@ against PyTorch's fused modules, the streaming correlations against numpy's corr
 the command end to end on a tiny random model."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -223,6 +224,17 @@ def test_html_and_png_are_written(model_file, text_file, tmp_path):
     html = page.read_text()
     assert '<script type="application/json" id="data">' in html and "http" not in html
     assert tmp_path.joinpath("cells.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_matplotlib_the_page_is_written_and_one_line_says_what_to_install(
+        model_file, text_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    page = tmp_path / "cells.html"
+    r = run("neurons", model_file, text_file, "--html", page, "-q")
+    assert r.exit_code == 0, r.output
+    assert page.exists() and not tmp_path.joinpath("cells.png").exists()
+    (line,) = [x for x in r.stderr.splitlines() if "PNG" in x]
+    assert "pip install" in line and "matplotlib" in line
 
 
 @pytest.mark.parametrize("args, fragment", [
