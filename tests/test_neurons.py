@@ -161,6 +161,21 @@ def test_scan_matches_corrcoef_on_each_half():
                 np.corrcoef(full[half:, c.cell], y[half:])[0, 1], abs=1e-6)
 
 
+def test_the_pass_never_holds_more_than_a_chunk(monkeypatch):
+    """Memory stays bounded: the sums see one chunk of rows at a time, however long the
+    text, and keep only (cells x features) numbers."""
+    seen = []
+    update = Correlations.update
+    monkeypatch.setattr(Correlations, "update",
+                        lambda self, x, y: (seen.append(x.shape[0]), update(self, x, y)))
+    text = make_text(6000)
+    vocab = Vocab.from_text(text)
+    model = CharRNN(len(vocab), H, 2, "gru")
+    scan = scan_cells(model, text, np.array(vocab.encode(text)), batch_size=4, seq_len=16)
+    assert max(seen) <= 4 * 16 and sum(seen) == len(text)
+    assert scan.chars == len(text)
+
+
 def test_saturation_counts_gates_near_0_and_1():
     sat = Saturation()
     g = torch.tensor([[[0.05, 0.5], [0.95, 0.99]], [[0.2, 0.01], [0.5, 0.5]]])  # (B, T, H)
