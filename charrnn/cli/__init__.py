@@ -14,6 +14,7 @@ try:
 
     from .eval import eval_command
     from .export import export
+    from .neurons import neurons
     from .novelty import novelty
     from .plot import plot
     from .prepare import prepare
@@ -38,5 +39,6 @@ def main():
     """
 
 
-for command in (prepare, train, sample, eval_command, plot, runs, export, serve, novelty):
+for command in (prepare, train, sample, eval_command, plot, runs, export, serve, novelty,
+                neurons):
     main.add_command(command)

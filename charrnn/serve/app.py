@@ -8,13 +8,17 @@
                         with "novelty": true each sample in it has its novelty report
     POST /v1/score      {"text"}: bits per character, and each character's surprisal and
                         the model's top 5 guesses
+    POST /v1/cells      {"text", "cell"}: the cells that track features of the text (chosen
+                        on its first half, r on its second) and one cell's value at every
+                        character (the best-ranked one unless "cell" gives its index)
     POST /v1/sessions   {"session"}: create (or reset) a session; GET/DELETE /v1/sessions/NAME
     GET  /v1/model      the model, its vocabulary and the limits
     GET  /healthz       status and counts (no key needed)
     GET  /              the playground page
 
 Every refusal is a 4xx with {"error": "..."} saying what is wrong. Handlers never wait on
-the model: they hand a job to the worker and await its events.
+the model: they hand a job to the worker and await its events (/v1/cells runs the model
+step by step on a thread of its own, one request at a time, beside the worker).
 
 What a browser page on another site could make a visitor's browser do is refused: a Host
 that is not the server's own gets 403 (DNS rebinding, hosts.py), and a POST whose body is
@@ -33,6 +37,7 @@ import secrets
 from importlib import resources
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -46,6 +51,7 @@ from .service import Service
 from .validation import (
     SESSION_FIELDS,
     BadRequest,
+    cells_request,
     check_session_name,
     fields,
     generate_settings,
@@ -54,7 +60,8 @@ from .validation import (
     shown,
 )
 
-STATIC = {"app.js": "text/javascript", "surprisal.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "surprisal.js": "text/javascript",
+          "cells.js": "text/javascript", "style.css": "text/css"}
 # The page and its files come from this server only; nothing is fetched from elsewhere.
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                            "frame-ancestors 'none'",
@@ -105,6 +112,13 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
         finally:
             service.release(job)
 
+    cells_turn = asyncio.Lock()
+
+    async def cells(request: Request) -> Response:
+        text, cell = cells_request(parse_json(await read_body(request, service)))
+        async with cells_turn:  # one at a time, off the event loop: it runs the model
+            return JSONResponse(await run_in_threadpool(service.cells, text, cell))
+
     async def create_session(request: Request) -> Response:
         body = await read_body(request, service)
         data = fields(parse_json(body), SESSION_FIELDS) if body.strip() else {}
@@ -123,6 +137,7 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
         Route("/", page), Route("/static/{name}", static), Route("/healthz", health),
         Route("/v1/model", model), Route("/v1/generate", generate, methods=["POST"]),
         Route("/v1/score", score, methods=["POST"]),
+        Route("/v1/cells", cells, methods=["POST"]),
         Route("/v1/sessions", create_session, methods=["POST"]),
         Route("/v1/sessions/{name:path}", session, methods=["GET", "DELETE"]),
     ]

@@ -24,7 +24,7 @@ from .jobs import GenerateJob, Job, ScoreJob
 from .limits import Limits
 from .loaded import LoadedModel
 from .sessions import BusySession, Session, SessionStore, StoreFull
-from .validation import MAX_STOP_CHARS, BadRequest, GenerateSettings, model_text, shown
+from .validation import MAX_CELLS_TEXT, MAX_STOP_CHARS, BadRequest, GenerateSettings, model_text, shown
 from .worker import Worker
 
 log = logging.getLogger("charrnn.serve")
@@ -111,6 +111,21 @@ class Service:
         job.rows, job.session = 1, None
         self._start(job, "score")
         return job
+
+    def cells(self, text: str, cell: int | None) -> dict:
+        """The Cells view of a text (neurons/live.py). Runs on the caller's thread, beside
+        the worker: it only reads the weights, and the route lets one run at a time."""
+        from ..neurons.live import cell_view
+        loaded = self.loaded
+        cap = min(self.limits.max_text, MAX_CELLS_TEXT)
+        text = model_text(loaded.vocab, loaded.options, text, "text", cap)
+        count = loaded.model.num_layers * loaded.model.hidden_size * (
+            2 if loaded.model.cell == "lstm" else 1)
+        if cell is not None and not 0 <= cell < count:
+            raise BadRequest(422, f"'cell' must be 0 to {count - 1} for this model, got {cell}")
+        if not text:
+            raise BadRequest(422, "'text' is empty: send the text to read")
+        return {**cell_view(loaded.model, loaded.vocab, text, cell), "text": text}
 
     def _admit(self, rows: int) -> None:
         if self.closing:

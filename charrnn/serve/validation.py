@@ -55,6 +55,8 @@ GENERATE_FIELDS = {"prime": "string", "length": "integer", "temperature": "numbe
                    "novelty": "boolean"}
 SCORE_FIELDS = {"text": "string"}
 SESSION_FIELDS = {"session": "string"}
+CELLS_FIELDS = {"text": "string", "cell": "integer"}
+MAX_CELLS_TEXT = 5_000  # characters of a Cells request: two passes, one step at a time
 
 
 def parse_json(body: bytes) -> dict:
@@ -141,6 +143,14 @@ def score_text(data: dict) -> str:
     if text is None:
         raise BadRequest(422, "'text' is missing: send the text to score")
     return text
+
+
+def cells_request(data: dict) -> tuple[str, int | None]:
+    """(text, cell) of a Cells request; the cell's range is checked against the model."""
+    data = fields(data, CELLS_FIELDS)
+    if data.get("text") is None:
+        raise BadRequest(422, "'text' is missing: send the text to read")
+    return data["text"], data.get("cell")
 
 
 def check_session_name(name: str) -> str:

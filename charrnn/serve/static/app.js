@@ -202,7 +202,7 @@ async function score() {
 // -- wiring ------------------------------------------------------------------------------
 
 function selectTab(name) {
-  for (const view of ["generate", "score"]) {
+  for (const view of ["generate", "score", "cells"]) {
     $("tab-" + view).setAttribute("aria-selected", String(view === name));
     $("view-" + view).hidden = view !== name;
   }
@@ -212,6 +212,8 @@ function selectTab(name) {
 document.addEventListener("DOMContentLoaded", () => {
   $("tab-generate").addEventListener("click", () => selectTab("generate"));
   $("tab-score").addEventListener("click", () => selectTab("score"));
+  $("tab-cells").addEventListener("click", () => selectTab("cells"));
+  cells.wire(headers, errorOf, setStatus, wantKey);
   $("temperature").addEventListener("input", () => {
     $("temperature-value").textContent = Number($("temperature").value).toFixed(2);
   });
