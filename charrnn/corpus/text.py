@@ -26,6 +26,10 @@ from ..core.files import write_failure
 CHUNK_BYTES = 8 << 20
 
 
+class DecodeError(DataError):
+    """Bytes that are not text in the encoding asked for."""
+
+
 @dataclass(frozen=True)
 class TextOptions:
     """How raw bytes become the characters the model sees."""
@@ -65,30 +69,6 @@ class TextOptions:
 # finding and reading sources
 
 
-def find_sources(inputs: list[str], glob: str = "*") -> list[str]:
-    """Expand directories (recursively, matching `glob`) into a sorted list of files."""
-    if not inputs:
-        raise DataError("no corpus given: pass a text file, a directory or - for stdin")
-    found: list[str] = []
-    for name in inputs:
-        if name == "-":
-            found.append(name)
-            continue
-        path = Path(name)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob(glob) if p.is_file())
-            if not files:
-                raise DataError(f"no files matching {glob!r} under directory {path}")
-            found += [str(p) for p in files]
-        elif path.is_file():
-            found.append(str(path))
-        elif path.exists():
-            raise DataError(f"not a regular file: {path}")
-        else:
-            raise DataError(f"corpus not found: {path}")
-    return found
-
-
 def code_point_chunks(raw: BinaryIO, name: str, options: TextOptions,
                       chunk_bytes: int = CHUNK_BYTES, on_bytes=None) -> Iterator[np.ndarray]:
     """Yield the file's characters, through `options`, as arrays of code points (uint8
@@ -124,7 +104,7 @@ def _decoded(raw: BinaryIO, name: str, encoding: str, chunk_bytes: int,
             text = decoder.decode(block, final=final)
         except UnicodeDecodeError as e:
             at = offset - pending + e.start
-            raise DataError(
+            raise DecodeError(
                 f"{name}: bytes at offset {at} are not valid {encoding} "
                 f"({e.reason}); pass --encoding with the file's encoding (e.g. latin-1)"
             ) from None
