@@ -15,10 +15,22 @@ def decoded(out, split):
     return data.vocab.decode(data.split(split).tolist())
 
 
-def whole(out):
+def ids_of(out):
     data = PreparedData(out)
-    return "".join(data.vocab.decode(data.split(s).tolist())
-                   for s in ("train", "val", "test") if data.meta["splits"][s])
+    return np.concatenate([data.split(s) for s in ("train", "val", "test")
+                           if data.meta["splits"][s]])
+
+
+def whole(out):
+    return PreparedData(out).vocab.decode(ids_of(out).tolist())
+
+
+def document(out, i):
+    """Document i's text, checking that it starts with the end-of-document mark."""
+    data = PreparedData(out)
+    docs, ids = data.documents(), ids_of(out)
+    assert ids[docs.start[i]] == data.vocab.end
+    return data.vocab.decode(ids[docs.start[i] + 1:docs.end(i)].tolist())
 
 
 def make_tree(root, n=30):
@@ -38,10 +50,11 @@ def test_each_file_is_a_document_with_its_path_and_offsets(tmp_path):
     docs = data.documents()
     assert meta["documents"] == len(docs) == data.n_documents == 30
     assert docs.paths() == list(texts)
-    text = whole(tmp_path / "o")
+    assert whole(tmp_path / "o") == "".join(texts.values())
+    assert data.vocab.counts[data.vocab.end] == 30
     for i, (rel, body) in enumerate(texts.items()):
         assert docs.name(i) == rel and docs.line[i] == 1
-        assert text[docs.start[i]:docs.end(i)] == body
+        assert document(tmp_path / "o", i) == body
 
 
 def test_validation_is_whole_documents_at_the_end(tmp_path):
@@ -85,9 +98,8 @@ def test_split_on_lines_and_paragraphs(tmp_path, split_on, expected):
     meta = prepare([str(tmp_path / "t.txt")], tmp_path / "o", split_on=split_on,
                    chunk_bytes=5)  # boundaries across chunks
     docs = PreparedData(tmp_path / "o").documents()
-    text = whole(tmp_path / "o")
     assert meta["documents"] == len(docs) == 20 * len(expected)
-    got = [(text[docs.start[i]:docs.end(i)], int(docs.line[i])) for i in range(len(expected))]
+    got = [(document(tmp_path / "o", i), int(docs.line[i])) for i in range(len(expected))]
     assert got == expected
     assert docs.line[len(expected)] == 6  # the second copy starts on line 6
     assert set(docs.source.tolist()) == {0} and docs.name(0) == "t.txt"
@@ -144,3 +156,99 @@ def test_a_corpus_of_one_symbol_is_refused(tmp_path, content, shown):
     (tmp_path / "c.txt").write_text(content, encoding="utf-16")
     with pytest.raises(DataError, match=f"corpus is {shown}.*nothing for a model to learn"):
         prepare([str(tmp_path / "c.txt")], tmp_path / "o", options=TextOptions(encoding="utf-16"))
+
+
+# ----------------------------------------------------------------------------------------
+# the end-of-document mark and blank starts
+
+
+def test_the_mark_round_trips_and_old_vocabularies_have_none(tmp_path):
+    from charrnn.corpus.vocab import END, Vocab
+    from charrnn.core.checkpoint import vocab_of
+    vocab = Vocab(list("ab\n"), [3, 2, 1], end_count=4)
+    assert len(vocab) == 4 and vocab.end == 3 and vocab.chars[3] == END
+    assert vocab.to_dict() == {"chars": ["\n", "a", "b"][0:0] + list("ab\n"),
+                               "counts": [3, 2, 1], "end_of_document": {"id": 3, "count": 4}}
+    vocab.save(tmp_path / "v.json")
+    assert Vocab.load(tmp_path / "v.json") == vocab
+    assert vocab.decode([0, 3, 1]) == "ab" and vocab.decode([0, 3], end="|") == "a|"
+    assert vocab_of({"vocab": vocab.to_dict(counts=False)}).end == 3
+    old = vocab_of({"vocab": {"chars": list("ab\n")}})  # a checkpoint from before
+    assert old.end is None and len(old) == 3 and old.decode([0, 1]) == "ab"
+    with pytest.raises(DataError):
+        Vocab(["a", END])  # not a character of text
+
+
+def test_document_starts_blank_the_streams_where_they_start():
+    import torch
+    from charrnn.corpus.streams import Streams
+    L_total, B, T = 1000, 4, 10
+    starts = np.array([0, 5, 37, 260, 261, 499, 750, 990])
+    streams = Streams(np.zeros(L_total, np.uint8), B, T, doc_starts=starts)
+    L, steps = streams.stream_len, streams.steps_per_epoch
+    for i in range(steps):
+        naive = {b for b in range(B) if any(
+            i > 0 and s // L == b and (s % L) // T == i for s in starts.tolist())}
+        got = {b for b in range(B) if not streams.doc_keep[i, b, 0]}
+        assert got == naive, i
+    parts = [Streams(np.zeros(L_total, np.uint8), B, T, row_start=a, row_stop=a + 2,
+                     doc_starts=starts).doc_keep for a in (0, 2)]
+    assert torch.equal(torch.cat(parts, dim=1), streams.doc_keep)
+    assert Streams(np.zeros(L_total, np.uint8), B, T, doc_starts=starts[:1]).doc_keep is None
+
+
+def test_training_starts_each_document_blank(tmp_path):
+    from charrnn.core.config_files import load_config
+    from charrnn.core.model import hidden_tensors
+    from charrnn.training.trainer import Trainer
+    make_tree(tmp_path / "src", 60)
+    prepare([str(tmp_path / "src")], tmp_path / "o")
+    data = PreparedData(tmp_path / "o")
+    cfg = load_config(overrides={
+        "model.hidden_size": 16, "model.num_layers": 1, "train.batch_size": 4,
+        "train.seq_len": 16, "train.reset_every": 0, "train.log_every": 1000,
+        "train.eval_every": 1000})
+    trainer = Trainer(cfg, data, echo=lambda *a, **k: None, progress=False)
+    L, T = trainer.streams.stream_len, 16
+    starts = data.documents().start[data.documents().split == 0].tolist()
+    seen, model = [], trainer.wrapped
+
+    def forward(idx, hidden):
+        h = hidden_tensors(hidden)[0]
+        seen.append({b for b in range(h.size(1)) if not h[:, b].any()})
+        return model(idx, hidden)
+
+    trainer.wrapped = forward
+    for _ in range(trainer.steps_per_epoch):
+        trainer.train_step(1e-3)
+        trainer.state.step += 1
+    for i in range(1, len(seen)):
+        assert seen[i] == {s // L for s in starts if (s % L) // T == i and s // L < 4}, i
+
+
+def mark_model(vocab_size, end):
+    """A model that always predicts the end-of-document mark."""
+    import torch
+    from charrnn.core.model import CharRNN
+    model = CharRNN(vocab_size, hidden_size=8, num_layers=1)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-20.0)
+        model.head.bias[end] = 20.0
+    return model
+
+
+def test_sampling_starts_after_the_mark_and_stops_at_the_end():
+    import torch
+    from charrnn.corpus.vocab import Vocab
+    from charrnn.inference.sample import Sampler
+    vocab = Vocab(list("ab\n"), end_count=1)
+    model = mark_model(len(vocab), vocab.end)
+    sampler = Sampler(model, vocab, seed=1)
+    _, hidden = sampler._prime("", 1)
+    _, expected = model(torch.tensor([[vocab.end]]))
+    assert torch.equal(hidden[0], expected[0])  # the state after the mark alone
+    assert sampler.texts(20) == ["\n" * 20]  # each end shows as a line break
+    assert Sampler(model, vocab, seed=1, stop_at_end=True).texts(20, num_samples=2) == ["", ""]
+    with pytest.raises(Exception, match="no end-of-document mark"):
+        Sampler(mark_model(3, 0), Vocab(list("ab\n")), stop_at_end=True)

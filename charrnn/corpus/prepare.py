@@ -65,14 +65,16 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
         _check_text(counted, corpus)
         vocab, unk_id, given = _choose_vocab(counted.counts, vocab, unk, corpus)
         documents = corpus.many or split_on != "file"
-        starts = counted.table.starts()
-        sizes, by = split_sizes(counted.chars, val_frac, test_frac, starts if documents else None)
+        vocab, mark, starts = _with_mark(vocab, given, documents, counted)
+        total = counted.chars + (len(starts) if mark is not None else 0)
+        sizes, by = split_sizes(total, val_frac, test_frac, starts if documents else None)
         with staging(Path(out_dir)) as (stage, publish):
             if reuse is not None and (meta := reuse()) is not None:
                 return meta
             if not replace_vocab:
                 _check_same_vocab(Path(out_dir), vocab)
-            _encode(corpus, counted, stage, vocab, unk_id, sizes, options, chunk_bytes, bar)
+            _encode(corpus, counted, stage, vocab, unk_id, mark, sizes, options, chunk_bytes,
+                    bar)
             bar.close()
             if documents:
                 counted.table.save(stage / TABLE, starts, sizes)
@@ -85,15 +87,33 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
         corpus.cleanup()
 
 
-def _encode(corpus, counted, stage: Path, vocab: Vocab, unk_id: int, sizes: dict, options,
-            chunk_bytes, bar) -> None:
+def _with_mark(vocab: Vocab, given: bool, documents: bool, counted: Counted):
+    """(the vocabulary, the id of the end-of-document mark written before each document or
+    None, where each document starts in the encoded text). Documents of a corpus of many
+    get the mark; one text file stays as it always was, without. A given vocabulary without
+    the mark (a model trained on one file) keeps none."""
+    starts = counted.table.starts()
+    if not documents:
+        return vocab, None, starts
+    n = len(starts)
+    if not given:
+        vocab = vocab.with_end(n)
+    elif vocab.end is not None and vocab.counts is not None:
+        vocab.counts[vocab.end] = n
+    if vocab.end is None:
+        return vocab, None, starts
+    return vocab, vocab.end, starts + np.arange(n)  # each document after its own mark
+
+
+def _encode(corpus, counted, stage: Path, vocab: Vocab, unk_id: int, mark: int | None,
+            sizes: dict, options, chunk_bytes, bar) -> None:
     """Pass 2 into one file per split, in `stage`, each synced before it is published."""
     files = {s: open(stage / f"{s}.bin", "wb") for s in SPLITS if sizes[s] > 0}
     with contextlib.ExitStack() as stack:
         for f in files.values():
             stack.enter_context(f)
         encode(corpus, counted, SplitWriter(files, sizes), vocab.lookup_table(unk=unk_id),
-               vocab.dtype, options, None, chunk_bytes, bar.update)
+               vocab.dtype, options, mark, chunk_bytes, bar.update)
         for f in files.values():
             f.flush()
             os.fsync(f.fileno())
@@ -162,7 +182,8 @@ def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, corp
             raise DataError(f"--unk {unk!r} is not in the given vocabulary")
         unk_id = vocab.index[unk]
     # Recount under the given vocabulary so counts line up with its ids.
-    recounted = Vocab(vocab.chars, [int(counts[ord(c)]) for c in vocab.chars])
+    recounted = Vocab(vocab.text_chars, [int(counts[ord(c)]) for c in vocab.text_chars],
+                      None if vocab.end is None else 0)
     if unk is not None:
         recounted.counts[unk_id] += sum(seen.counts[seen.index[c]] for c in missing)
     return recounted, unk_id, True
@@ -239,11 +260,13 @@ def summary(meta: dict, vocab: Vocab, rarest: int = 8) -> list[str]:
     """Human-readable lines describing a prepared dataset."""
     sizes = meta["splits"]
     lines = [
-        f"characters: {meta['chars']:,}  vocabulary: {meta['vocab_size']} ({meta['dtype']})",
+        f"characters: {meta['chars']:,}  vocabulary: {meta['vocab_size']} ({meta['dtype']})"
+        + (", with the end-of-document mark" if vocab.end is not None else ""),
         "splits: " + "  ".join(f"{s} {n:,}" for s, n in sizes.items() if n),
     ]
     if vocab.counts:
-        order = sorted(range(len(vocab)), key=lambda i: (vocab.counts[i], vocab.chars[i]))
+        n = len(vocab.text_chars)
+        order = sorted(range(n), key=lambda i: (vocab.counts[i], vocab.chars[i]))
         shown = ", ".join(f"{vocab.chars[i]!r}×{vocab.counts[i]}" for i in order[:rarest])
         lines.append(f"rarest: {shown}")
     return lines
