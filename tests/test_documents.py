@@ -252,3 +252,68 @@ def test_sampling_starts_after_the_mark_and_stops_at_the_end():
     assert Sampler(model, vocab, seed=1, stop_at_end=True).texts(20, num_samples=2) == ["", ""]
     with pytest.raises(Exception, match="no end-of-document mark"):
         Sampler(mark_model(3, 0), Vocab(list("ab\n")), stop_at_end=True)
+
+
+# ----------------------------------------------------------------------------------------
+# reports that name files
+
+
+def test_novelty_names_the_file_and_line_of_a_planted_passage(tmp_path):
+    pytest.importorskip("pydivsufsort")
+    from charrnn.novelty.report import novelty_report
+    from charrnn.novelty.source import training_index
+    rng = np.random.default_rng(3)
+    files = {}
+    for i in range(40):
+        lines = ["".join(rng.choice(list("abcdefghij klm"), 30)) for _ in range(12)]
+        files[f"sub{i % 4}/f{i:02d}.txt"] = "\n".join(lines) + "\n"
+        (tmp_path / "src" / f"sub{i % 4}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / f"sub{i % 4}" / f"f{i:02d}.txt").write_text(files[f"sub{i % 4}/f{i:02d}.txt"])
+    meta = prepare([str(tmp_path / "src")], tmp_path / "o", val_frac=0.1)
+    docs = PreparedData(tmp_path / "o").documents()
+    train_files = [docs.name(i) for i in range(len(docs)) if docs.split[i] == 0]
+    target = train_files[len(train_files) // 2]
+    body = files[target]
+    passage = body[body.index("\n", 100) + 1:][:70]  # starts a line, spans two
+    sample = "zz" + passage + "zz"
+    report = novelty_report(training_index(tmp_path / "o"), sample)
+    # brute force: every place the passage occurs in the training files
+    found = [(name, files[name][:at].count("\n") + 1) for name in train_files
+             for at in [files[name].find(report.span)] if at >= 0]
+    assert report.longest >= 70 and found == [report.source]
+    assert report.source[0] == target
+    assert f"{target}:{report.source[1]} in the training files" in "\n".join(report.lines())
+    assert report.to_dict()["source"] == {"path": target, "line": report.source[1]}
+    assert meta["documents"] == 40
+
+
+# ----------------------------------------------------------------------------------------
+# from the command line
+
+
+def test_a_directory_from_prepare_to_eval(tmp_path, monkeypatch):
+    import json
+    from conftest import TINY, run
+    monkeypatch.chdir(tmp_path)
+    texts = make_tree(tmp_path / "src", 30)
+    (tmp_path / "src" / "blob.bin").write_bytes(b"\0\1\2" * 100)
+    r = run("prepare", "src", "-o", "data/src")
+    assert r.exit_code == 0, r.output
+    assert "documents: 30 (each file)" in r.output
+    assert "skipped 1 file(s) that are binary or not utf-8 text: blob.bin" in r.output
+    r = run("train", "data/src", *TINY, "--name", "docs")
+    assert r.exit_code == 0, r.output
+    assert "documents: 30 (each file), each starting from a blank state" in r.output
+    r = run("runs")
+    assert "src (30 docs)" in r.output
+    r = run("sample", "runs/docs", "-n", "300", "--stop-at-end", "--seed", "1", "-q")
+    assert r.exit_code == 0 and "\udfff" not in r.output
+    r = run("eval", "runs/docs", "src", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert [f["name"] for f in out["files"]] == [f"src/{rel}" for rel in texts]
+    assert [f["chars"] for f in out["files"]] == [len(t) for t in texts.values()]
+    assert out["total"]["chars"] == sum(len(t) for t in texts.values())
+    r = run("eval", "runs/docs", "src")
+    assert "src/d0/f000.txt: " in r.output and "total: " in r.output
+    assert "1 file(s) left out" in r.stderr
