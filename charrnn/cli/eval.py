@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -199,8 +198,8 @@ def _directory_texts(root: str, options, vocab, skip_unknown: bool, quiet: bool)
     binary files, files that do not decode and files of fewer than 2 characters are left
     out, and counted on stderr."""
     texts, left_out = [], []
-    for entry in walk(Path(root), "*"):
-        name = str(Path(root) / os.path.relpath(entry.path, root))
+    for entry, rel in walk(Path(root), "*"):
+        name = str(Path(root) / rel)
         try:
             with open(entry.path, "rb") as raw:
                 if looks_binary(raw.read(SNIFF_BYTES), options.encoding):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import functools
 import os
 from array import array
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 from ..core.errors import DataError
 from .text import Source
@@ -29,8 +29,17 @@ class BinaryFile(DataError):
 def looks_binary(block: bytes, encoding: str) -> bool:
     """Whether a file's first block says binary: a NUL byte, as git decides. UTF-16 and
     UTF-32 text holds NUL bytes, so it is not judged this way."""
-    wide = encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
-    return not wide and b"\0" in block[:SNIFF_BYTES]
+    return not _wide(encoding) and block.find(b"\0", 0, SNIFF_BYTES) >= 0
+
+
+@functools.lru_cache(maxsize=None)
+def _wide(encoding: str) -> bool:
+    return encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
+
+
+def binary_file(name: str) -> BinaryFile:
+    return BinaryFile(f"{name} looks like a binary file (a NUL byte in its first "
+                      f"{SNIFF_BYTES:,} bytes), not text")
 
 
 class SniffingReader:
@@ -44,15 +53,13 @@ class SniffingReader:
     def read(self, n: int) -> bytes:
         block = self.raw.read(n)
         if self.first and looks_binary(block, self.encoding):
-            raise BinaryFile(f"{self.name} looks like a binary file (a NUL byte in its first "
-                             f"{SNIFF_BYTES:,} bytes), not text")
+            raise binary_file(self.name)
         self.first = False
         self.digest.update(block)
         return block
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One file of the corpus, as a pass meets it."""
     root: int         # which input it comes from
     path: str         # where to open it
@@ -106,18 +113,45 @@ class Corpus:
             if not is_dir:
                 yield Item(i, str(path), name if name == "-" else path.name, False)
                 continue
-            for entry in walk(path, self.glob):
-                yield Item(i, entry.path, os.path.relpath(entry.path, path), True)
+            for entry, rel in walk(path, self.glob):
+                yield Item(i, entry.path, rel, True)
 
-    def check(self, j: int, item: Item) -> None:
-        """Refuse file j of a pass if it is not the file j that was found, as it was."""
-        try:
-            st = os.stat(item.path)
-        except OSError:
-            st = None
+    def check(self, j: int, item: Item, st: os.stat_result | None = None) -> None:
+        """Refuse file j of a pass if it is not the file j that was found, as it was (`st`:
+        its status, if the caller has it)."""
+        if st is None:
+            try:
+                st = os.stat(item.path)
+            except OSError:
+                st = None
         if (j >= len(self.sizes) or st is None or st.st_size != self.sizes[j]
                 or st.st_mtime_ns != self.mtimes[j]):
-            raise changed(item.rel if item.in_dir else self.roots[item.root][0])
+            raise changed(self.shown(item))
+
+    def shown(self, item: Item) -> str:
+        """The file's name in messages: relative to its directory, or as given."""
+        return item.rel if item.in_dir else self.roots[item.root][0]
+
+    def read_whole(self, j: int, item: Item) -> bytes:
+        """File j at once (a small file): one open, one status, one read."""
+        try:
+            fd = os.open(item.path, os.O_RDONLY)
+        except OSError as e:
+            raise DataError(f"cannot read {item.path}: {e.strerror or e}") from None
+        try:
+            st = os.fstat(fd)
+            self.check(j, item, st)
+            data = os.read(fd, st.st_size + 1)
+            while len(data) <= st.st_size:  # a short read: more, or the end of the file
+                more = os.read(fd, st.st_size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(fd)
+        if len(data) != st.st_size:
+            raise changed(self.shown(item))
+        return data
 
     def cleanup(self) -> None:
         for s in self.spools:
@@ -136,20 +170,22 @@ def check_encoding(encoding: str) -> None:
         raise DataError(f"unknown encoding {encoding!r}") from None
 
 
-def walk(root: Path, glob: str) -> Iterator[os.DirEntry]:
-    """The files under `root` whose path matches `glob` (as Path.rglob matches), in sorted
-    order, one directory listed at a time: memory stays flat however many files there are.
-    Symbolic links to directories are not followed (a loop would never end)."""
+def walk(root: Path, glob: str, prefix: str = "") -> Iterator[tuple[os.DirEntry, str]]:
+    """(entry, path relative to the first root) of the files under `root` whose path
+    matches `glob` (as Path.rglob matches), in sorted order, one directory listed at a time:
+    memory stays flat however many files there are. Symbolic links to directories are not
+    followed (a loop would never end)."""
     try:
         with os.scandir(root) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as e:
         raise DataError(f"cannot list directory {root}: {e.strerror or e}") from None
     for entry in entries:
+        rel = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            yield from walk(Path(entry.path), glob)
-        elif entry.is_file() and _matches(entry.name, entry.path, glob):
-            yield entry
+            yield from walk(Path(entry.path), glob, rel + os.sep)
+        elif entry.is_file() and _matches(entry.name, rel, glob):
+            yield entry, rel
 
 
 def _matches(name: str, path: str, glob: str) -> bool:

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..core.errors import DataError
 from .documents import LineStarts, TableBuilder
-from .inputs import BinaryFile, Corpus, SniffingReader, changed
-from .text import CHUNK_BYTES, DecodeError, code_point_chunks
-from .vocab import MAX_CODE_POINT
+from .inputs import BinaryFile, Corpus, SniffingReader, binary_file, changed, looks_binary
+from .text import CHUNK_BYTES, DecodeError, code_point_chunks, code_points_of
+from .vocab import END, MAX_CODE_POINT
 
 SHOWN_SKIPPED = 3  # skipped files named in the one line that counts them
 
@@ -85,19 +85,16 @@ def count(corpus: Corpus, options, split_on: str = "file", strict: bool = False,
     counted = Counted(np.zeros(0), table, kept, [])
     pos = 0  # characters of text so far
     for j, item in enumerate(corpus.files()):
-        corpus.check(j, item)
         local, digest = Histogram(), hashlib.sha256()
         starts = LineStarts(split_on) if split_on != "file" else None
         found: list[tuple[np.ndarray, np.ndarray]] = []
         n = 0
         try:
-            with open(item.path, "rb") as raw:
-                reader = SniffingReader(raw, _shown(corpus, item), options.encoding, digest)
-                for cps in code_point_chunks(reader, reader.name, options, chunk_bytes, on_bytes):
-                    if starts is not None:
-                        found.append(starts.feed(cps))
-                    local.add(cps)
-                    n += len(cps)
+            for cps in _read(corpus, j, item, options, chunk_bytes, on_bytes, digest, True):
+                if starts is not None:
+                    found.append(starts.feed(cps))
+                local.add(cps)
+                n += len(cps)
         except (BinaryFile, DecodeError) as e:
             if not item.in_dir or strict:
                 raise _not_text(e, item, strict) from None
@@ -133,8 +130,30 @@ def _add_file(digests: list, file_digest, item) -> None:
         digests[item.root] = file_digest
 
 
-def _shown(corpus: Corpus, item) -> str:
-    return item.rel if item.in_dir else corpus.roots[item.root][0]
+def _read(corpus: Corpus, j: int, item, options, chunk_bytes: int, on_bytes, digest,
+          sniff: bool):
+    """File j's code points: at once when it is small, else chunk by chunk; its bytes into
+    `digest`; a binary file refused (`sniff`) at its first block."""
+    name = corpus.shown(item)
+    if corpus.sizes[j] <= chunk_bytes:
+        data = corpus.read_whole(j, item)
+        if sniff and looks_binary(data, options.encoding):
+            raise binary_file(name)
+        digest.update(data)
+        if on_bytes is not None:
+            on_bytes(len(data))
+        return [code_points_of(data, name, options)]
+    corpus.check(j, item)
+    return _chunks(item.path, name, options, chunk_bytes, on_bytes, digest, sniff)
+
+
+def _chunks(path, name, options, chunk_bytes, on_bytes, digest, sniff: bool):
+    try:
+        with open(path, "rb") as raw:
+            reader = SniffingReader(raw, name, options.encoding if sniff else "utf-16", digest)
+            yield from code_point_chunks(reader, name, options, chunk_bytes, on_bytes)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _not_text(e: DataError, item, strict: bool) -> DataError:
@@ -178,31 +197,58 @@ def encode(corpus: Corpus, counted: Counted, out: SplitWriter, table: np.ndarray
            dtype: np.dtype, options, mark: int | None, chunk_bytes: int = CHUNK_BYTES,
            on_bytes=None) -> None:
     """Pass 2: the ids of every kept file, with the end-of-document `mark` (if any) before
-    each document."""
+    each document. Small files are looked up and written in batches of about a million
+    characters: per file, only the read and the decode remain."""
     starts = counted.table.starts()
     digests = [hashlib.sha256() for _ in corpus.roots]
-    pos = 0
+    batch = _Batch(out, table, dtype, corpus.roots[0][0])
+    pos, d = 0, 0  # characters of text so far; the next document to start
     for j, item in enumerate(corpus.files()):
-        corpus.check(j, item)
         if not counted.kept[j]:
             continue
         digest = hashlib.sha256()
-        name = _shown(corpus, item)
-        with open(item.path, "rb") as raw:
-            reader = SniffingReader(raw, name, "utf-16", digest)  # judged in pass 1
-            for cps in code_point_chunks(reader, name, options, chunk_bytes, on_bytes):
-                ids = (table[:256] if cps.dtype == np.uint8 else table)[cps]
-                if len(ids) and ids.min() < 0:
-                    raise changed(name)  # a character pass 1 did not see
-                ids = ids.astype(dtype)
-                if mark is not None:
-                    lo, hi = np.searchsorted(starts, [pos, pos + len(ids)])
-                    ids = np.insert(ids, starts[lo:hi] - pos, np.asarray(mark, dtype))
-                out.write(ids, name)
-                pos += len(cps)
+        for cps in _read(corpus, j, item, options, chunk_bytes, on_bytes, digest, False):
+            end, at = pos + len(cps), 0
+            while mark is not None and d < len(starts) and starts[d] < end:
+                cut = int(starts[d]) - pos
+                batch.add(cps[at:cut])
+                batch.add(END_POINT)
+                at, d = cut, d + 1
+            batch.add(cps[at:])
+            pos = end
         _add_file(digests, digest, item)
+    batch.flush()
     if [d.hexdigest() for d in digests] != counted.digests:
         raise changed(corpus.roots[0][0])
     if out.split is not None:
         raise changed(corpus.roots[-1][0])  # shorter than in pass 1
 
+
+END_POINT = np.array([ord(END)], dtype=np.uint32)  # the mark's place in the lookup table
+
+
+class _Batch:
+    """Code points gathered from many small files, looked up and written at once."""
+    SIZE = 1 << 20
+
+    def __init__(self, out: SplitWriter, table: np.ndarray, dtype, name: str):
+        self.out, self.table, self.dtype, self.name = out, table, dtype, name
+        self.parts: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, cps: np.ndarray) -> None:
+        if len(cps):
+            self.parts.append(cps)
+            self.n += len(cps)
+            if self.n >= self.SIZE:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        cps = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+        self.parts, self.n = [], 0
+        ids = (self.table[:256] if cps.dtype == np.uint8 else self.table)[cps]
+        if ids.min() < 0:
+            raise changed(self.name)  # a character pass 1 did not see
+        self.out.write(ids.astype(self.dtype), self.name)
