@@ -317,3 +317,29 @@ def test_a_directory_from_prepare_to_eval(tmp_path, monkeypatch):
     r = run("eval", "runs/docs", "src")
     assert "src/d0/f000.txt: " in r.output and "total: " in r.output
     assert "1 file(s) left out" in r.stderr
+
+
+def test_serve_starts_after_the_mark_and_stops_at_the_end(tmp_path):
+    from test_serve import ServerProcess
+    from charrnn.core.checkpoint import save_checkpoint
+    from charrnn.core.config import Config, ModelConfig
+    from charrnn.corpus.text import TextOptions
+    from charrnn.corpus.vocab import Vocab
+    vocab = Vocab(list("ab\n"), end_count=1)
+    model = mark_model(len(vocab), vocab.end)
+    cfg = Config(model=ModelConfig(hidden_size=8, num_layers=1))
+    save_checkpoint(tmp_path / "m.pt", {
+        "model": model.state_dict(), "config": cfg.to_dict(),
+        "vocab": vocab.to_dict(counts=False), "text_options": TextOptions().to_dict(),
+        "step": 1, "best_val_loss": 2.0})
+    server = ServerProcess(tmp_path / "m.pt")
+    try:
+        post = server.client.post
+        answer = post("/v1/generate", json={"length": 10, "seed": 1}).json()
+        assert answer["samples"][0]["text"] == "\n" * 10
+        answer = post("/v1/generate", json={"length": 10, "seed": 1, "num_samples": 2,
+                                            "stop_at_end": True}).json()
+        assert [s["text"] for s in answer["samples"]] == ["", ""]
+        assert {s["finish_reason"] for s in answer["samples"]} == {"stop"}
+    finally:
+        server.stop()

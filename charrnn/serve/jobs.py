@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..core.units import LN2
 from ..inference.sample import Picker, Sampler, _block_size, gumbel_
+from ..corpus.vocab import END
 from ..inference.stops import StopStrings
 from .loaded import LoadedModel
 from .validation import GenerateSettings
@@ -155,7 +156,9 @@ class GenerateJob(Job):
 
     def take(self, ids: list[int]) -> bool:
         """The ids drawn for the kept rows; returns whether the job has finished."""
-        chars = self.loaded.vocab.shown_chars
+        vocab = self.loaded.vocab
+        # With stop_at_end, the mark itself ends a stream (a stop string) and is dropped.
+        chars = vocab.chars if self.settings.stop_at_end else vocab.shown_chars
         self.last_ids = ids
         self.made += 1
         self.k = (self.k + 1) % self.block
@@ -167,6 +170,8 @@ class GenerateJob(Job):
             for r, i in zip(self.kept, ids):
                 pieces[r] = chars[i]
             for r, piece in enumerate(self.stops.cut(pieces)):
+                if piece and vocab.end is not None:
+                    piece = piece.replace(END, "")
                 if piece:
                     self.pending[r].append(piece)
                     self.counts[r] += len(piece)
