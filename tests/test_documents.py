@@ -167,7 +167,7 @@ def test_the_mark_round_trips_and_old_vocabularies_have_none(tmp_path):
     from charrnn.core.checkpoint import vocab_of
     vocab = Vocab(list("ab\n"), [3, 2, 1], end_count=4)
     assert len(vocab) == 4 and vocab.end == 3 and vocab.chars[3] == END
-    assert vocab.to_dict() == {"chars": ["\n", "a", "b"][0:0] + list("ab\n"),
+    assert vocab.to_dict() == {"chars": list("ab\n"),
                                "counts": [3, 2, 1], "end_of_document": {"id": 3, "count": 4}}
     vocab.save(tmp_path / "v.json")
     assert Vocab.load(tmp_path / "v.json") == vocab
@@ -343,3 +343,13 @@ def test_serve_starts_after_the_mark_and_stops_at_the_end(tmp_path):
         assert {s["finish_reason"] for s in answer["samples"]} == {"stop"}
     finally:
         server.stop()
+
+
+def test_the_export_metadata_of_a_model_of_documents(tmp_path):
+    from charrnn.corpus.text import TextOptions
+    from charrnn.corpus.vocab import Vocab
+    from charrnn.export import metadata
+    vocab = Vocab(list("ab\n"), end_count=1)
+    meta = metadata.model_metadata(mark_model(len(vocab), vocab.end), vocab, TextOptions())
+    assert meta["vocab"] == ["a", "b", "\n", "\n"] and meta["end_of_document"] == 3
+    metadata.to_json(meta).encode("utf-8")  # no lone surrogate: it encodes
