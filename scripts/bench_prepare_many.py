@@ -5,7 +5,8 @@
 
 Writes N small text files (0.5-4 KB each, C-header-like lines, in directories of 1,000)
 under a temporary directory, reads them once so that the page cache holds them, then runs
-`prepare` on them in a fresh process and reports its wall time, MB/s and peak resident
+`prepare` on them in a fresh process and reports its wall time, MB/s, its CPU time (user
+and system, start-up included: what a shared machine does not inflate) and peak resident
 memory (ru_maxrss of that process). For reference, the same bytes as one file. Memory
 should stay flat as the file count grows: the per-file record is a few numpy entries.
 """
@@ -27,8 +28,9 @@ from charrnn.corpus.prepare import prepare
 started = time.perf_counter()
 meta = prepare([sys.argv[1]], sys.argv[2])
 seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(
-    resource.RUSAGE_SELF).ru_maxrss / 1024, "documents": meta.get("documents", 1),
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime,
+    "peak_mb": usage.ru_maxrss / 1024, "documents": meta.get("documents", 1),
     "chars": meta["chars"]}))
 """
 
@@ -92,10 +94,12 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
-    print(f"{'input':<24} {'MB':>8} {'seconds':>8} {'MB/s':>7} {'peak MB':>8} {'documents':>10}")
+    print(f"{'input':<24} {'MB':>7} {'seconds':>8} {'MB/s':>6} {'CPU s':>6} {'MB/CPU s':>8} "
+          f"{'peak MB':>8} {'documents':>10}")
     for name, mb, got in rows:
-        print(f"{name:<24} {mb:8.1f} {got['seconds']:8.2f} {mb / got['seconds']:7.1f} "
-              f"{got['peak_mb']:8.0f} {got['documents']:>10,}")
+        cpu = got.get("cpu", float("nan"))
+        print(f"{name:<24} {mb:7.1f} {got['seconds']:8.2f} {mb / got['seconds']:6.1f} "
+              f"{cpu:6.2f} {mb / cpu:8.1f} {got['peak_mb']:8.0f} {got['documents']:>10,}")
 
 
 if __name__ == "__main__":

@@ -353,3 +353,17 @@ def test_the_export_metadata_of_a_model_of_documents(tmp_path):
     meta = metadata.model_metadata(mark_model(len(vocab), vocab.end), vocab, TextOptions())
     assert meta["vocab"] == ["a", "b", "\n", "\n"] and meta["end_of_document"] == 3
     metadata.to_json(meta).encode("utf-8")  # no lone surrogate: it encodes
+
+
+def test_files_are_read_as_they_are_alone(tmp_path):
+    """Each file's text in a directory is what it is as a single file: no \\r\\n made of
+    two files, a byte-order mark removed from each, any alphabet, any size."""
+    (tmp_path / "src").mkdir()
+    parts = {"a.txt": "ends with cr\r".encode(), "b.txt": "\nstarts with nl\r\n".encode(),
+             "c.txt": "\ufeffZürich ✓ 😀\n".encode(), "d.txt": ("long line\n" * 3000).encode()}
+    for name, data in parts.items():
+        (tmp_path / "src" / name).write_bytes(data)
+    prepare([str(tmp_path / "src")], tmp_path / "o", chunk_bytes=4096)
+    for i, name in enumerate(parts):
+        assert document(tmp_path / "o", i) == (
+            parts[name].decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n"))

@@ -1,9 +1,9 @@
 """Documents: the files of a corpus directory (or the lines or paragraphs of one file), each
 recorded by where it came from and where it lies in the encoded text.
 
-    docs = Documents.load("data/linux")      # documents.npz, or one document if there is none
-    docs.name(i), docs.start[i], docs.split[i]
-    docs.locate(offset)                      # -> (document, its source path)
+    docs = PreparedData("data/linux").documents()   # documents.npz, or one document
+    docs.name(i), docs.start[i], docs.line[i], docs.split[i]
+    i = docs.locate(offset)                         # the document holding a character
 
 The table is a handful of numpy arrays (one entry per document) and one byte string of
 paths: a million documents cost a few tens of megabytes, not a Python object each. It is
@@ -23,7 +23,6 @@ from ..core.errors import DataError
 
 TABLE = "documents.npz"
 SPLIT_ON = ("file", "line", "blankline")
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 NEWLINE = 10
 
 

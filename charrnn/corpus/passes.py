@@ -1,26 +1,29 @@
 """The two passes of `prepare` over a corpus (inputs.py): count, then encode.
 
-    counted = count(corpus, options, split_on="file", strict=False)
-    encode(corpus, counted, files, table, mark=None)   # files: SplitWriter
+    counted = count(corpus, options, split_on="file", strict=False, spool=spool)
+    encode(spooled(spool) or reread(corpus, counted, options), counted, out, table, ...)
 
 Pass 1 decodes every byte: the histogram of characters (the vocabulary), where documents
 start, which of a directory's files are skipped (binary, or not text in the encoding), and
-a checksum per input. Pass 2 reads the kept files again and writes their ids; a file that
-reads differently from pass 1 is refused, as the splits would not match the vocabulary.
+a checksum per input. Pass 2 writes the ids. For one file it reads the file again, and a
+file that reads differently from pass 1 is refused, as the splits would not match the
+vocabulary. For many files it reads the spool pass 1 wrote (their text, one stream):
+opening 100,000 small files twice costs more than reading one large file.
 """
-
 from __future__ import annotations
 
+import codecs
 import hashlib
 from array import array
 from dataclasses import dataclass, field
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
 from ..core.errors import DataError
 from .documents import LineStarts, TableBuilder
 from .inputs import BinaryFile, Corpus, SniffingReader, binary_file, changed, looks_binary
-from .text import CHUNK_BYTES, DecodeError, code_point_chunks, code_points_of
+from .text import CHUNK_BYTES, DecodeError, code_point_chunks, code_points, code_points_of
 from .vocab import END, MAX_CODE_POINT
 
 SHOWN_SKIPPED = 3  # skipped files named in the one line that counts them
@@ -78,8 +81,11 @@ class Counted:
 
 
 def count(corpus: Corpus, options, split_on: str = "file", strict: bool = False,
-          chunk_bytes: int = CHUNK_BYTES, on_bytes=None) -> Counted:
-    """Pass 1 (see the module's docstring)."""
+          chunk_bytes: int = CHUNK_BYTES, on_bytes=None, spool: BinaryIO | None = None
+          ) -> Counted:
+    """Pass 1 (see the module's docstring). With `spool`, the text of every kept file is
+    also written there, UTF-8 after the text options, for pass 2 to read in large chunks
+    (spooled) instead of opening every file again."""
     hist, table, kept = Histogram(), TableBuilder(), array("b")
     digests = [hashlib.sha256() for _ in corpus.roots]
     counted = Counted(np.zeros(0), table, kept, [])
@@ -88,14 +94,19 @@ def count(corpus: Corpus, options, split_on: str = "file", strict: bool = False,
         local, digest = Histogram(), hashlib.sha256()
         starts = LineStarts(split_on) if split_on != "file" else None
         found: list[tuple[np.ndarray, np.ndarray]] = []
-        n = 0
+        n, spooled = 0, spool.tell() if spool is not None else 0
         try:
             for cps in _read(corpus, j, item, options, chunk_bytes, on_bytes, digest, True):
                 if starts is not None:
                     found.append(starts.feed(cps))
                 local.add(cps)
                 n += len(cps)
+                if spool is not None:
+                    spool.write(_utf8(cps))
         except (BinaryFile, DecodeError) as e:
+            if spool is not None:  # a file found not to be text half-way: none of it
+                spool.seek(spooled)
+                spool.truncate()
             if not item.in_dir or strict:
                 raise _not_text(e, item, strict) from None
             kept.append(0)
@@ -120,6 +131,29 @@ def count(corpus: Corpus, options, split_on: str = "file", strict: bool = False,
     counted.counts = hist.flush()
     counted.digests = [d.hexdigest() for d in digests]
     return counted
+
+
+def _utf8(cps: np.ndarray) -> bytes:
+    """Code points as UTF-8 (ASCII ones are already)."""
+    if cps.dtype == np.uint8:
+        return cps.tobytes()
+    return cps.astype("<u4").tobytes().decode("utf-32-le").encode("utf-8")
+
+
+def spooled(spool: BinaryIO, chunk_bytes: int = CHUNK_BYTES, on_bytes=None):
+    """The code points of a spool that `count` wrote, chunk by chunk: no text options (they
+    were applied), no byte-order mark (one was removed from its file already)."""
+    spool.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    while True:
+        block = spool.read(chunk_bytes)
+        text = decoder.decode(block, final=not block)
+        if on_bytes is not None:
+            on_bytes(len(block))
+        if text:
+            yield code_points(text)
+        if not block:
+            return
 
 
 def _add_file(digests: list, file_digest, item) -> None:
@@ -193,35 +227,41 @@ class SplitWriter:
                 self.room = self.sizes[self.split] if self.split else 0
 
 
-def encode(corpus: Corpus, counted: Counted, out: SplitWriter, table: np.ndarray,
-           dtype: np.dtype, options, mark: int | None, chunk_bytes: int = CHUNK_BYTES,
-           on_bytes=None) -> None:
-    """Pass 2: the ids of every kept file, with the end-of-document `mark` (if any) before
-    each document. Small files are looked up and written in batches of about a million
-    characters: per file, only the read and the decode remain."""
+def encode(pieces: Iterable[np.ndarray], counted: Counted, out: SplitWriter,
+           table: np.ndarray, dtype: np.dtype, mark: int | None, name: str) -> None:
+    """Pass 2: the ids of the text's code points (`pieces`: reread, or spooled), with the
+    end-of-document `mark` (if any) before each document, looked up and written in
+    batches of about a million characters."""
     starts = counted.table.starts()
-    digests = [hashlib.sha256() for _ in corpus.roots]
-    batch = _Batch(out, table, dtype, corpus.roots[0][0])
+    batch = _Batch(out, table, dtype, name)
     pos, d = 0, 0  # characters of text so far; the next document to start
+    for cps in pieces:
+        end, at = pos + len(cps), 0
+        while mark is not None and d < len(starts) and starts[d] < end:
+            cut = int(starts[d]) - pos
+            batch.add(cps[at:cut])
+            batch.add(END_POINT)
+            at, d = cut, d + 1
+        batch.add(cps[at:])
+        pos = end
+    batch.flush()
+    if out.split is not None:
+        raise changed(name)  # shorter than in pass 1
+
+
+def reread(corpus: Corpus, counted: Counted, options, chunk_bytes: int = CHUNK_BYTES,
+           on_bytes=None) -> Iterator[np.ndarray]:
+    """The kept files' code points, read again; a file that reads differently from pass 1
+    (its checksum) is refused."""
+    digests = [hashlib.sha256() for _ in corpus.roots]
     for j, item in enumerate(corpus.files()):
         if not counted.kept[j]:
             continue
         digest = hashlib.sha256()
-        for cps in _read(corpus, j, item, options, chunk_bytes, on_bytes, digest, False):
-            end, at = pos + len(cps), 0
-            while mark is not None and d < len(starts) and starts[d] < end:
-                cut = int(starts[d]) - pos
-                batch.add(cps[at:cut])
-                batch.add(END_POINT)
-                at, d = cut, d + 1
-            batch.add(cps[at:])
-            pos = end
+        yield from _read(corpus, j, item, options, chunk_bytes, on_bytes, digest, False)
         _add_file(digests, digest, item)
-    batch.flush()
     if [d.hexdigest() for d in digests] != counted.digests:
         raise changed(corpus.roots[0][0])
-    if out.split is not None:
-        raise changed(corpus.roots[-1][0])  # shorter than in pass 1
 
 
 END_POINT = np.array([ord(END)], dtype=np.uint32)  # the mark's place in the lookup table

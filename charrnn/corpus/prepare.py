@@ -5,11 +5,15 @@
     from charrnn.corpus.prepare import prepare
     meta = prepare(["corpus.txt"], "data/corpus")
 
-The input is streamed in fixed-size chunks, twice: the first pass counts characters (the
-vocabulary) and checks the encoding, the second writes the ids. Peak memory is a few chunks,
-whatever the corpus size. Splits are contiguous: train is the beginning of the text, then
-validation, then (optionally) test, so validation is the last `val_frac` of the text when
-there is no test split, as in nanoGPT's shakespeare_char.
+The input is streamed in fixed-size chunks, twice (passes.py): the first pass counts
+characters (the vocabulary) and checks the encoding, the second writes the ids. Peak memory
+is a few chunks, whatever the corpus size. Splits are contiguous: train is the beginning of
+the text, then validation, then (optionally) test, so validation is the last `val_frac` of
+the text when there is no test split, as in nanoGPT's shakespeare_char.
+
+Several files, a directory, or --split-on make a corpus of documents (documents.py): each
+starts with the end-of-document mark (vocab.py), documents.npz records them, and the
+splits fall between documents where they can.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ..core.bars import progress_bar
 from ..core.errors import CharRNNError, DataError
 from .documents import SPLIT_ON, TABLE
 from .inputs import Corpus, check_encoding
-from .passes import Counted, SplitWriter, count, encode
+from .passes import Counted, SplitWriter, count, encode, reread, spooled
 from .staging import SPLITS, staging
 from .text import CHUNK_BYTES, TextOptions
 from .vocab import Vocab
@@ -58,10 +62,12 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
         raise DataError(f"--split-on must be one of {', '.join(SPLIT_ON)}, got {split_on!r}")
     check_encoding(options.encoding)
     corpus = Corpus(inputs, glob, Path(tempfile.gettempdir()))
+    # Many files: their text spooled in pass 1 for pass 2 (a temporary file, gone on close).
+    spool = tempfile.TemporaryFile(prefix=".charrnn-spool-") if corpus.many else None
     try:
         bar = progress_bar(2 * corpus.bytes, progress, "prepare", unit="B")
         started = time.perf_counter()
-        counted = count(corpus, options, split_on, strict, chunk_bytes, bar.update)
+        counted = count(corpus, options, split_on, strict, chunk_bytes, bar.update, spool)
         _check_text(counted, corpus)
         vocab, unk_id, given = _choose_vocab(counted.counts, vocab, unk, corpus)
         documents = corpus.many or split_on != "file"
@@ -73,8 +79,9 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
                 return meta
             if not replace_vocab:
                 _check_same_vocab(Path(out_dir), vocab)
-            _encode(corpus, counted, stage, vocab, unk_id, mark, sizes, options, chunk_bytes,
-                    bar)
+            pieces = (spooled(spool, chunk_bytes, bar.update) if spool is not None
+                      else reread(corpus, counted, options, chunk_bytes, bar.update))
+            _encode(pieces, counted, stage, vocab, unk_id, mark, sizes, corpus.roots[0][0])
             bar.close()
             if documents:
                 counted.table.save(stage / TABLE, starts, sizes)
@@ -85,6 +92,8 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
         return meta
     finally:
         corpus.cleanup()
+        if spool is not None:
+            spool.close()
 
 
 def _with_mark(vocab: Vocab, given: bool, documents: bool, counted: Counted):
@@ -105,15 +114,15 @@ def _with_mark(vocab: Vocab, given: bool, documents: bool, counted: Counted):
     return vocab, vocab.end, starts + np.arange(n)  # each document after its own mark
 
 
-def _encode(corpus, counted, stage: Path, vocab: Vocab, unk_id: int, mark: int | None,
-            sizes: dict, options, chunk_bytes, bar) -> None:
+def _encode(pieces, counted, stage: Path, vocab: Vocab, unk_id: int, mark: int | None,
+            sizes: dict, name: str) -> None:
     """Pass 2 into one file per split, in `stage`, each synced before it is published."""
     files = {s: open(stage / f"{s}.bin", "wb") for s in SPLITS if sizes[s] > 0}
     with contextlib.ExitStack() as stack:
         for f in files.values():
             stack.enter_context(f)
-        encode(corpus, counted, SplitWriter(files, sizes), vocab.lookup_table(unk=unk_id),
-               vocab.dtype, options, mark, chunk_bytes, bar.update)
+        encode(pieces, counted, SplitWriter(files, sizes), vocab.lookup_table(unk=unk_id),
+               vocab.dtype, mark, name)
         for f in files.values():
             f.flush()
             os.fsync(f.fileno())

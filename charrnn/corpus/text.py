@@ -84,7 +84,7 @@ def code_point_chunks(raw: BinaryIO, name: str, options: TextOptions,
             held_cr, text = "\r", text[:-1]
         text = options.apply(text)
         if text:
-            yield _code_points(text)
+            yield code_points(text)
 
 
 def code_points_of(data: bytes, name: str, options: TextOptions) -> np.ndarray:
@@ -99,7 +99,7 @@ def code_points_of(data: bytes, name: str, options: TextOptions) -> np.ndarray:
         raise DataError(f"unknown encoding {options.encoding!r}") from None
     if text.startswith("\ufeff") and options.encoding.lower().replace("-", "") == "utf8":
         text = text[1:]
-    return _code_points(options.apply(text))
+    return code_points(options.apply(text))
 
 
 def _decode_error(name: str, at: int, encoding: str, reason: str) -> DecodeError:
@@ -136,7 +136,7 @@ def _decoded(raw: BinaryIO, name: str, encoding: str, chunk_bytes: int,
             return
 
 
-def _code_points(text: str) -> np.ndarray:
+def code_points(text: str) -> np.ndarray:
     # str.isascii() is O(1) in CPython: ASCII text goes straight from bytes to uint8.
     if text.isascii():
         return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
