@@ -367,3 +367,26 @@ def test_files_are_read_as_they_are_alone(tmp_path):
     for i, name in enumerate(parts):
         assert document(tmp_path / "o", i) == (
             parts[name].decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n"))
+
+
+def test_test_split_is_whole_documents_too(tmp_path):
+    make_tree(tmp_path / "src", 40)
+    meta = prepare([str(tmp_path / "src")], tmp_path / "o", val_frac=0.1, test_frac=0.1)
+    docs = PreparedData(tmp_path / "o").documents()
+    sizes, starts = meta["splits"], docs.start.tolist()
+    assert meta["split_by"] == "documents" and sizes["test"] > 0
+    assert sizes["train"] in starts and sizes["train"] + sizes["val"] in starts
+    assert sorted(set(docs.split.tolist())) == [0, 1, 2]
+
+
+def test_prepare_flags_from_the_command_line(tmp_path, monkeypatch):
+    from conftest import assert_clean_error, run
+    monkeypatch.chdir(tmp_path)
+    make_tree(tmp_path / "src", 12)
+    (tmp_path / "src" / "core").write_bytes(b"\0" * 64)
+    assert_clean_error(run("prepare", "src", "--strict", "-o", "data/s"),
+                       "core looks like a binary file", "--strict")
+    (tmp_path / "tweets.txt").write_text("".join(f"tweet number {i}\n" for i in range(200)))
+    r = run("prepare", "tweets.txt", "--split-on", "line")
+    assert r.exit_code == 0, r.output
+    assert "documents: 200 (each line); validation: whole documents" in r.output
