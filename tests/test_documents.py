@@ -335,6 +335,7 @@ def test_serve_starts_after_the_mark_and_stops_at_the_end(tmp_path):
     server = ServerProcess(tmp_path / "m.pt")
     try:
         post = server.client.post
+        assert server.client.get("/v1/model").json()["end_of_document"] is True
         answer = post("/v1/generate", json={"length": 10, "seed": 1}).json()
         assert answer["samples"][0]["text"] == "\n" * 10
         answer = post("/v1/generate", json={"length": 10, "seed": 1, "num_samples": 2,
