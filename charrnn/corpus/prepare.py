@@ -140,9 +140,10 @@ def _check_text(counted: Counted, corpus: Corpus) -> None:
         raise DataError(f"corpus holds only whitespace ({n_chars} characters): {names}")
     top = int(points[np.argmax(counts[points])])
     if counts[top] >= ONE_SYMBOL * n_chars:
-        share = "only" if len(points) == 1 else f"{counts[top] / n_chars:.2%}"
-        raise DataError(f"corpus is {share} {chr(top)!r} ({n_chars:,} characters): there is "
-                        f"nothing for a model to learn; is it the file you meant? {names}")
+        share = ("only" if len(points) == 1
+                 else f"nearly all ({int(counts[top]):,} of {n_chars:,} characters)")
+        raise DataError(f"corpus is {share} {chr(top)!r}: there is nothing for a model to "
+                        f"learn; is it the file you meant? {names}")
 
 
 def _check_same_vocab(out_dir: Path, vocab: Vocab) -> None:
