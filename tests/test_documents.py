@@ -391,3 +391,13 @@ def test_prepare_flags_from_the_command_line(tmp_path, monkeypatch):
     r = run("prepare", "tweets.txt", "--split-on", "line")
     assert r.exit_code == 0, r.output
     assert "documents: 200 (each line); validation: whole documents" in r.output
+
+
+def test_a_file_that_stops_decoding_half_way_leaves_nothing_in_the_spool(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("first file\n" * 50)
+    (tmp_path / "src" / "b.txt").write_bytes(b"good text\n" * 2000 + b"\xff\xfe bad")
+    (tmp_path / "src" / "c.txt").write_text("last file\n" * 50)
+    meta = prepare([str(tmp_path / "src")], tmp_path / "o", chunk_bytes=1000)
+    assert meta["skipped_shown"] == ["b.txt"] and meta["documents"] == 2
+    assert whole(tmp_path / "o") == "first file\n" * 50 + "last file\n" * 50

@@ -94,7 +94,7 @@ def count(corpus: Corpus, options, split_on: str = "file", strict: bool = False,
         local, digest = Histogram(), hashlib.sha256()
         starts = LineStarts(split_on) if split_on != "file" else None
         found: list[tuple[np.ndarray, np.ndarray]] = []
-        n, spooled = 0, spool.tell() if spool is not None else 0
+        n, spool_at = 0, spool.tell() if spool is not None else 0
         try:
             for cps in _read(corpus, j, item, options, chunk_bytes, on_bytes, digest, True):
                 if starts is not None:
@@ -105,7 +105,7 @@ def count(corpus: Corpus, options, split_on: str = "file", strict: bool = False,
                     spool.write(_utf8(cps))
         except (BinaryFile, DecodeError) as e:
             if spool is not None:  # a file found not to be text half-way: none of it
-                spool.seek(spooled)
+                spool.seek(spool_at)
                 spool.truncate()
             if not item.in_dir or strict:
                 raise _not_text(e, item, strict) from None
