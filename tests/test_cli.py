@@ -65,7 +65,10 @@ def test_bad_inputs_to_prepare(workdir):
     assert_clean_error(run("prepare", "missing.txt"), "corpus not found: missing.txt")
     assert_clean_error(run("prepare", "empty.txt"), "corpus is empty")
     assert_clean_error(run("prepare", "newlines.txt"), "only whitespace")
-    assert_clean_error(run("prepare", "binary.bin"), "offset 128", "--encoding")
+    assert_clean_error(run("prepare", "binary.bin"), "binary.bin looks like a binary file")
+    (workdir / "latin.txt").write_bytes(b"caf\xe9 au lait\n" * 10)
+    assert_clean_error(run("prepare", "latin.txt"), "offset 3", "--encoding")
+    (workdir / "latin.txt").unlink()
     assert_clean_error(run("prepare", "adir"), "no files matching")
     assert_clean_error(run("prepare", "newlines.txt", "--val-frac", "1.5"), "--val-frac")
     assert snapshot(workdir) == before

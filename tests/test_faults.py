@@ -282,7 +282,7 @@ def test_a_source_changed_between_passes_is_refused(corpus, workdir, monkeypatch
 
     prepare([str(corpus)], "data/corpus")
     before = snapshot(workdir / "data")
-    count = prep._count
+    count = prep.count
 
     def count_then_change(sources, *args):
         result = count(sources, *args)
@@ -296,7 +296,7 @@ def test_a_source_changed_between_passes_is_refused(corpus, workdir, monkeypatch
         corpus.write_text(text)
         return result
 
-    monkeypatch.setattr(prep, "_count", count_then_change)
+    monkeypatch.setattr(prep, "count", count_then_change)
     with pytest.raises(DataError, match="changed while it was being prepared"):
         prepare([str(corpus)], "data/corpus")
     assert snapshot(workdir / "data") == before

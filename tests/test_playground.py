@@ -127,3 +127,9 @@ def test_novelty_marks_the_copied_text(page):
     assert page.locator("#output mark").count() == 0 and page.is_hidden("#novelty-summary")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert page.problems == []
+
+
+def test_stop_at_end_is_offered_only_for_a_model_of_documents(page):
+    expect(page.locator("#model")).to_contain_text("2×32 LSTM")
+    expect(page.locator("#stop-at-end")).to_be_disabled()
+    expect(page.locator("#stop-at-end-hint")).to_have_text("(a model trained on many files)")

@@ -79,7 +79,7 @@ def test_several_files_and_directories(tmp_path):
     (tmp_path / "books" / "sub" / "b.txt").write_text("bbbb\n" * 100)
     (tmp_path / "books" / "skip.md").write_text("zzzz\n" * 100)
     meta = prepare([str(tmp_path / "books")], tmp_path / "o", glob="*.txt")
-    assert len(meta["sources"]) == 2
+    assert meta["files"] == meta["documents"] == 2 and len(meta["sources"]) == 1
     text = decoded(tmp_path / "o", "train") + decoded(tmp_path / "o", "val")
     assert text == "aaaa\n" * 100 + "bbbb\n" * 100
 

@@ -374,6 +374,7 @@ BAD = [
     (json.dumps({"stream": "yes"}).encode(), 422, "'stream' must be a boolean"),
     (json.dumps({"novelty": 1}).encode(), 422, "'novelty' must be a boolean"),
     (json.dumps({"novelty": True}).encode(), 422, "start the server with --novelty"),
+    (json.dumps({"stop_at_end": True}).encode(), 422, "no end-of-document mark"),
 ]
 
 

@@ -8,15 +8,18 @@ from contextlib import closing
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..core.bars import bar_terminal, progress_bar
 from ..core.checkpoint import config_of, load_model
 from ..core.device import resolve_device
-from ..core.errors import CharRNNError
+from ..core.errors import CharRNNError, DataError
 from ..core.escape import shown
 from ..core.precision import resolve_precision
 from ..core.runs import names_model
+from ..corpus.inputs import SNIFF_BYTES, looks_binary, walk
 from ..corpus.prepared import PreparedData
+from ..corpus.text import DecodeError
 from ..inference.score import (
     DYNAMIC_LR,
     Score,
@@ -70,14 +73,16 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     """Score text files with a trained model: nats/char, bits/char, perplexity.
 
     TARGET is a checkpoint, a run directory or a runs directory, as for `sample` (default:
-    the latest run). Each FILE is a text file, - for standard input, or a prepared
-    directory (one of its splits). The text goes through the model's own text options.
+    the latest run). Each FILE is a text file, - for standard input, a prepared
+    directory (one of its splits), or a directory of text files (a figure per file, and the
+    total). The text goes through the model's own text options.
 
     \b
       charrnn eval data.txt
       charrnn eval runs/latest a.txt b.txt --json
       charrnn eval data/corpus --split val      # the validation loss training reports
       charrnn eval notes.txt --dynamic
+      charrnn eval runs/headers include/ --json # each file, then the total
     """
     paths = list(paths)
     target = paths.pop(0) if len(paths) > 1 and names_model(paths[0]) else None
@@ -93,7 +98,13 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     model.recurrent_dtype = plan.cast
     if plan.why and not quiet:
         click.echo(f"--precision {precision}: {plan.why}", err=True)
-    texts = [_eval_text(p, options, vocab, split, unk == "skip") for p in paths]
+    texts = []
+    for p in paths:
+        if (p != "-" and Path(p).is_dir() and not (Path(p) / "meta.json").exists()
+                and not names_model(Path(p))):
+            texts += _directory_texts(p, options, vocab, unk == "skip", as_json or quiet)
+        else:
+            texts.append(_eval_text(p, options, vocab, split, unk == "skip"))
     context = t.eval_context if context is None else context
     static, dynamic_scores = [], []
     show = not quiet and bar_terminal(sys.stderr)
@@ -162,11 +173,54 @@ def _eval_text(path: str, options, vocab, split: str | None, skip_unknown: bool)
         name = split or ("test" if data.meta["splits"].get("test") else "val")
         return f"{p}:{name}", data.split(name), 0
     if path == "-":
-        return "<stdin>", *read_ids(sys.stdin.buffer, "<stdin>", options, vocab, skip_unknown)
+        ids, skipped = read_ids(sys.stdin.buffer, "<stdin>", options, vocab, skip_unknown)
+        return "<stdin>", _as_document(ids, vocab), skipped
     if not p.is_file():
         raise CharRNNError(f"not found: {p}" if not p.exists() else f"not a text file: {p}")
     try:
         with open(p, "rb") as raw:
-            return str(p), *read_ids(raw, str(p), options, vocab, skip_unknown)
+            ids, skipped = read_ids(raw, str(p), options, vocab, skip_unknown)
     except OSError as e:
         raise CharRNNError(f"cannot read {p}: {e.strerror}") from None
+    return str(p), _as_document(ids, vocab), skipped
+
+
+def _as_document(ids: np.ndarray, vocab) -> np.ndarray:
+    """A text as a model of documents reads one: after the end-of-document mark, as in
+    training (the mark is context, not scored)."""
+    if vocab.end is None:
+        return ids
+    return np.concatenate([np.array([vocab.end], dtype=ids.dtype), ids])
+
+
+def _directory_texts(root: str, options, vocab, skip_unknown: bool, quiet: bool) -> list:
+    """(name, ids, skipped) of each text file under `root`, as `prepare` would take them:
+    binary files, files that do not decode and files of fewer than 2 characters are left
+    out, and counted on stderr."""
+    texts, left_out = [], []
+    for entry, rel in walk(Path(root), "*"):
+        name = str(Path(root) / rel)
+        try:
+            with open(entry.path, "rb") as raw:
+                if looks_binary(raw.read(SNIFF_BYTES), options.encoding):
+                    left_out.append(name)
+                    continue
+                raw.seek(0)
+                ids, skipped = read_ids(raw, name, options, vocab, skip_unknown)
+        except (DecodeError, OSError):
+            left_out.append(name)
+            continue
+        except DataError as e:
+            if "nothing to score" not in str(e):
+                raise
+            left_out.append(name)
+            continue
+        texts.append((name, _as_document(ids, vocab), skipped))
+    if left_out and not quiet:
+        click.echo(f"{shown(root)}: {len(left_out):,} file(s) left out (binary, not "
+                   f"{options.encoding} text, or too short): "
+                   + ", ".join(shown(n) for n in left_out[:3])
+                   + (", ..." if len(left_out) > 3 else ""), err=True)
+    if not texts:
+        raise CharRNNError(f"{root} holds no text file to score")
+    return texts

@@ -37,17 +37,25 @@ from .common import (
               help="Reuse a vocabulary instead of building one (for fine-tuning): a "
                    "vocab.json, a checkpoint or a run directory.")
 @click.option("--unk", help="With --vocab: map characters outside it to this character.")
+@click.option("--split-on", type=click.Choice(["file", "line", "blankline"]), default="file",
+              show_default=True,
+              help="What a document is: each file, each line, or each paragraph (lines "
+                   "up to a blank line). The model learns where documents start and end.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a directory's files that are binary or not text in the encoding "
+                   "(by default they are skipped and counted).")
 @text_option_flags
 @user_errors
-def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, lower,
-            unidecode, keep_crlf):
+def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, split_on, strict,
+            encoding, lower, unidecode, keep_crlf):
     """Build the vocabulary and encoded train/val splits from text files.
 
     INPUTS are files, directories (searched recursively, see --glob) or - for standard input.
 
     \b
       charrnn prepare corpus.txt              # -> data/corpus/
-      charrnn prepare books/ --glob '*.txt' -o data/books
+      charrnn prepare books/ --glob '*.txt' -o data/books   # each file a document
+      charrnn prepare tweets.txt --split-on line          # each line a document
       cat *.txt | charrnn prepare - -o data/all
     """
     if unk is not None and vocab_file is None:
@@ -61,9 +69,26 @@ def prepare(inputs, out, val_frac, test_frac, glob, vocab_file, unk, encoding, l
     with terminate_as_exit():  # a SIGTERM still removes the spool of standard input
         meta = run_prepare(list(inputs), out, val_frac=val_frac, test_frac=test_frac,
                            options=options, glob=glob, vocab=vocab, unk=unk,
-                           progress=bar_terminal(sys.stderr), replace_vocab=False)
-    mb = sum(s["bytes"] for s in meta["sources"]) / 1e6
-    click.echo(f"prepared {len(meta['sources'])} file(s), {mb:,.1f} MB in {meta['seconds']:.1f}s "
-               f"-> {shown(out)}/")
-    for line in summary(meta, Vocab.load(Path(out) / "vocab.json")):
+                           progress=bar_terminal(sys.stderr), replace_vocab=False,
+                           split_on=split_on, strict=strict)
+    for line in report_lines(meta, out):
         click.echo(line)
+
+
+def report_lines(meta: dict, out) -> list[str]:
+    """What was read: files, megabytes, seconds, documents, and the files skipped."""
+    files = meta.get("files", len(meta["sources"]))
+    mb = meta.get("bytes", sum(s.get("bytes", 0) for s in meta["sources"])) / 1e6
+    lines = [f"prepared {files:,} file(s), {mb:,.1f} MB in {meta['seconds']:.1f}s "
+             f"-> {shown(out)}/"]
+    if "documents" in meta:
+        cut = ("whole documents" if meta["split_by"] == "documents"
+               else "cut by characters (too few documents to split whole)")
+        lines.append(f"documents: {meta['documents']:,} (each {meta['split_on']}); "
+                     f"validation: {cut}")
+    if meta.get("skipped"):
+        names = ", ".join(shown(n) for n in meta["skipped_shown"])
+        more = ", ..." if meta["skipped"] > len(meta["skipped_shown"]) else ""
+        lines.append(f"skipped {meta['skipped']:,} file(s) that are binary or not "
+                     f"{meta['options']['encoding']} text: {names}{more} (--strict refuses them)")
+    return lines + summary(meta, Vocab.load(Path(out) / "vocab.json"))

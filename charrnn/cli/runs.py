@@ -64,7 +64,10 @@ def _row(r: RunSummary) -> tuple[str, ...]:
     best = ("-" if r.best_val_loss is None
             else f"{r.best_val_loss:.4f} ({r.best_val_bpc:.3f})"
             + (f" @{_count(r.best_step)}" if r.best_step is not None else ""))
-    return ("*" if r.latest else "", shown(r.name), shown(r.corpus or "?"), shown(model),
+    corpus = shown(r.corpus or "?")
+    if r.documents and r.documents > 1:
+        corpus += f" ({_count(r.documents)} docs)"
+    return ("*" if r.latest else "", shown(r.name), corpus, shown(model),
             _count(r.steps), format_seconds(r.training_seconds), best,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.modified)))
 

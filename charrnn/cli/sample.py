@@ -46,6 +46,10 @@ from .common import (
 @click.option("--stop", "stops", multiple=True, metavar="STR",
               help="End each sample right after the first STR it generates (repeatable; "
                    "escapes such as \\n understood). --length stays the cap.")
+@click.option("--stop-at-end", is_flag=True,
+              help="End each sample where the model ends its document (models trained on "
+                   "a directory or with --split-on; without it a document's end shows as a "
+                   "line break).")
 @runs_option
 @click.option("--novelty", is_flag=True,
               help="After each sample, report on stderr how much of it is copied from the "
@@ -63,7 +67,7 @@ from .common import (
 @user_errors
 def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samples, device,
            threads,
-           unidecode, stops, runs_dir, novelty, max_copy, tries, data_dir, quiet):
+           unidecode, stops, stop_at_end, runs_dir, novelty, max_copy, tries, data_dir, quiet):
     """Generate text from a trained model, streamed as it comes.
 
     TARGET is a checkpoint file or a run directory (its best.pt, else last.pt); by default
@@ -74,6 +78,7 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
       charrnn sample runs/latest -p "ROMEO:" -n 2000 --seed 1
       charrnn sample model.pt --num-samples 8 --top-k 10 --stop '\\n\\n'
       charrnn sample -t 0.5 --novelty --max-copy 40
+      charrnn sample runs/headers --stop-at-end     # one whole document
     """
     check_settings(length, temperature, top_k, num_samples, seed)
     check_redraw(max_copy, tries)
@@ -95,7 +100,8 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
     if novelty or max_copy is not None:  # before sampling: a missing index is one line
         index = training_index(data_dir, state, progress=not quiet,
                                echo=None if quiet else lambda line: click.echo(line, err=True))
-    sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device))
+    sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device),
+                      stop_at_end=stop_at_end)
     announce = (lambda: None) if quiet else (lambda: click.echo(trained.line, err=True))
     if max_copy is not None:
         result = draw_novel(lambda k: sampler.texts(length, prime, k, stops),

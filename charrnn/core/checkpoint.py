@@ -96,7 +96,7 @@ def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab
         "model": model,
         "optimizer": optimizer,
         "config": config.to_dict(),
-        "vocab": {"chars": vocab.chars},
+        "vocab": vocab.to_dict(counts=False),
         "text_options": text_options.to_dict(),
         "data": {"root": str(Path(data_root).resolve())},
         **progress,

@@ -5,52 +5,52 @@
     from charrnn.corpus.prepare import prepare
     meta = prepare(["corpus.txt"], "data/corpus")
 
-The input is streamed in fixed-size chunks, twice: the first pass counts characters (the
-vocabulary) and checks the encoding, the second writes the ids. Peak memory is a few chunks,
-whatever the corpus size. Splits are contiguous: train is the beginning of the text, then
-validation, then (optionally) test, so validation is the last `val_frac` of the text when
-there is no test split, as in nanoGPT's shakespeare_char.
+The input is streamed in fixed-size chunks, twice (passes.py): the first pass counts
+characters (the vocabulary) and checks the encoding, the second writes the ids. Peak memory
+is a few chunks, whatever the corpus size. Splits are contiguous: train is the beginning of
+the text, then validation, then (optionally) test, so validation is the last `val_frac` of
+the text when there is no test split, as in nanoGPT's shakespeare_char.
+
+Several files, a directory, or --split-on make a corpus of documents (documents.py): each
+starts with the end-of-document mark (vocab.py), documents.npz records them, and the
+splits fall between documents where they can.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from ..core.bars import progress_bar
 from ..core.errors import CharRNNError, DataError
+from .documents import SPLIT_ON, TABLE
+from .inputs import Corpus, check_encoding
+from .passes import Counted, SplitWriter, count, encode, reread, spooled
 from .staging import SPLITS, staging
-from .text import CHUNK_BYTES, Source, TextOptions, code_point_chunks, find_sources
-from .vocab import MAX_CODE_POINT, Vocab
+from .text import CHUNK_BYTES, TextOptions
+from .vocab import Vocab
 
 FORMAT_VERSION = 1
-
-
-def _changed(source: Source) -> DataError:
-    return DataError(f"{source.name} changed while it was being prepared; nothing was "
-                     f"written: prepare it again once it is complete")
-
-
-# ----------------------------------------------------------------------------------------
-# the two passes
+ONE_SYMBOL = 0.99  # a corpus of which one character is this share is refused: no text
 
 
 def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
             test_frac: float = 0.0, options: TextOptions = TextOptions(), glob: str = "*",
             vocab: Vocab | None = None, unk: str | None = None, progress: bool = False,
-            chunk_bytes: int = CHUNK_BYTES, reuse=None, replace_vocab: bool = True) -> dict:
+            chunk_bytes: int = CHUNK_BYTES, reuse=None, replace_vocab: bool = True,
+            split_on: str = "file", strict: bool = False) -> dict:
     """Prepare `inputs` into `out_dir`; returns the metadata written to meta.json. With
     `vocab`, encode with that vocabulary (fine-tuning), a character outside it becoming
     `unk` if given, else an error; without `replace_vocab`, refuse to replace a preparation
-    of another vocabulary.
+    of another vocabulary. `split_on` "line" or "blankline" makes a document of each line
+    or paragraph; `strict` refuses a directory's files that are not text instead of
+    skipping them.
 
     The files are built in a private directory in `out_dir`, moved into place once complete,
     under a lock on `out_dir` (staging.py): preparers of the same output take turns, and a
@@ -58,38 +58,92 @@ def prepare(inputs: list[str], out_dir: str | Path, val_frac: float = 0.1,
     return the meta of a preparation another process has just made.
     """
     _check_fractions(val_frac, test_frac)
-    names, sources = find_sources(inputs, glob), []
+    if split_on not in SPLIT_ON:
+        raise DataError(f"--split-on must be one of {', '.join(SPLIT_ON)}, got {split_on!r}")
+    check_encoding(options.encoding)
+    corpus = Corpus(inputs, glob, Path(tempfile.gettempdir()))
+    # Many files: their text spooled in pass 1 for pass 2 (a temporary file, gone on close).
+    spool = tempfile.TemporaryFile(prefix=".charrnn-spool-") if corpus.many else None
     try:
-        sources += (Source(n, Path(tempfile.gettempdir())) for n in names)
-        bar = progress_bar(2 * sum(s.size for s in sources), progress, "prepare", unit="B")
-        started, identities = time.perf_counter(), [s.identity() for s in sources]
-        counts, digests = _count(sources, options, chunk_bytes, bar)
-        vocab, unk_id, given = _choose_vocab(counts, vocab, unk, sources)
-        sizes = split_sizes(int(counts.sum()), val_frac, test_frac)
+        bar = progress_bar(2 * corpus.bytes, progress, "prepare", unit="B")
+        started = time.perf_counter()
+        counted = count(corpus, options, split_on, strict, chunk_bytes, bar.update, spool)
+        _check_text(counted, corpus)
+        vocab, unk_id, given = _choose_vocab(counted.counts, vocab, unk, corpus)
+        documents = corpus.many or split_on != "file"
+        vocab, mark, starts = _with_mark(vocab, given, documents, counted)
+        total = counted.chars + (len(starts) if mark is not None else 0)
+        sizes, by = split_sizes(total, val_frac, test_frac, starts if documents else None)
         with staging(Path(out_dir)) as (stage, publish):
             if reuse is not None and (meta := reuse()) is not None:
                 return meta
             if not replace_vocab:
                 _check_same_vocab(Path(out_dir), vocab)
-            _encode(sources, stage, vocab.lookup_table(unk=unk_id), vocab.dtype, sizes,
-                    digests, options, chunk_bytes, bar)
-            _check_unchanged(sources, identities)
+            pieces = (spooled(spool, chunk_bytes, bar.update) if spool is not None
+                      else reread(corpus, counted, options, chunk_bytes, bar.update))
+            _encode(pieces, counted, stage, vocab, unk_id, mark, sizes, corpus.roots[0][0])
             bar.close()
-            meta = _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources,
-                         digests, time.perf_counter() - started)
+            if documents:
+                counted.table.save(stage / TABLE, starts, sizes)
+            meta = _meta(vocab, sizes, val_frac, test_frac, options, given, unk, corpus,
+                         counted, time.perf_counter() - started, split_on, by)
             _write_meta(stage, vocab, meta)
             publish()
         return meta
     finally:
-        for s in sources:
-            s.cleanup()
+        corpus.cleanup()
+        if spool is not None:
+            spool.close()
 
 
-def _check_unchanged(sources, identities) -> None:
-    """Refuse a source that changed (size, time) between the two passes."""
-    for source, identity in zip(sources, identities):
-        if source.identity() != identity:
-            raise _changed(source)
+def _with_mark(vocab: Vocab, given: bool, documents: bool, counted: Counted):
+    """(the vocabulary, the id of the end-of-document mark written before each document or
+    None, where each document starts in the encoded text). Documents of a corpus of many
+    get the mark; one text file stays as it always was, without. A given vocabulary without
+    the mark (a model trained on one file) keeps none."""
+    starts = counted.table.starts()
+    if not documents:
+        return vocab, None, starts
+    n = len(starts)
+    if not given:
+        vocab = vocab.with_end(n)
+    elif vocab.end is not None and vocab.counts is not None:
+        vocab.counts[vocab.end] = n
+    if vocab.end is None:
+        return vocab, None, starts
+    return vocab, vocab.end, starts + np.arange(n)  # each document after its own mark
+
+
+def _encode(pieces, counted, stage: Path, vocab: Vocab, unk_id: int, mark: int | None,
+            sizes: dict, name: str) -> None:
+    """Pass 2 into one file per split, in `stage`, each synced before it is published."""
+    files = {s: open(stage / f"{s}.bin", "wb") for s in SPLITS if sizes[s] > 0}
+    with contextlib.ExitStack() as stack:
+        for f in files.values():
+            stack.enter_context(f)
+        encode(pieces, counted, SplitWriter(files, sizes), vocab.lookup_table(unk=unk_id),
+               vocab.dtype, mark, name)
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _check_text(counted: Counted, corpus: Corpus) -> None:
+    """Refuse a corpus that is no text to learn from: nothing, only whitespace, one symbol."""
+    counts, n_chars = counted.counts, counted.chars
+    names = ", ".join(name for name, _, _ in corpus.roots)
+    if n_chars == 0:
+        skipped = f" ({counted.n_skipped} files skipped as not text)" if counted.n_skipped else ""
+        raise DataError(f"corpus is empty{skipped}: {names}")
+    points = np.flatnonzero(counts)
+    if all(chr(p).isspace() for p in points):
+        raise DataError(f"corpus holds only whitespace ({n_chars} characters): {names}")
+    top = int(points[np.argmax(counts[points])])
+    if counts[top] >= ONE_SYMBOL * n_chars:
+        share = ("only" if len(points) == 1
+                 else f"nearly all ({int(counts[top]):,} of {n_chars:,} characters)")
+        raise DataError(f"corpus is {share} {chr(top)!r}: there is nothing for a model to "
+                        f"learn; is it the file you meant? {names}")
 
 
 def _check_same_vocab(out_dir: Path, vocab: Vocab) -> None:
@@ -119,31 +173,7 @@ def _check_fractions(val_frac: float, test_frac: float) -> None:
             f"--val-frac + --test-frac must leave training text (got {val_frac} + {test_frac})")
 
 
-def _count(sources, options, chunk_bytes, bar) -> tuple[np.ndarray, list[str]]:
-    """Pass 1: the histogram of code points and each source's checksum; decodes every byte,
-    so an encoding error is found before anything is written."""
-    counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
-    digests = []
-    for source in sources:
-        digest = hashlib.sha256()
-        with source.open() as raw:
-            reader = _HashingReader(raw, digest)
-            for cps in code_point_chunks(reader, source.name, options, chunk_bytes, bar.update):
-                if cps.dtype == np.uint8:
-                    counts[:256] += np.bincount(cps, minlength=256)
-                else:
-                    counts += np.bincount(cps, minlength=MAX_CODE_POINT + 1)
-        digests.append(digest.hexdigest())
-    n_chars = int(counts.sum())
-    names = ", ".join(s.name for s in sources)
-    if n_chars == 0:
-        raise DataError(f"corpus is empty: {names}")
-    if all(chr(p).isspace() for p in np.flatnonzero(counts)):
-        raise DataError(f"corpus holds only whitespace ({n_chars} characters): {names}")
-    return counts, digests
-
-
-def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, sources
+def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, corpus
                   ) -> tuple[Vocab, int, bool]:
     """The vocabulary to encode with (the text's own, or the given one recounted), the id
     that unknown characters take (-1: none may occur), and whether it was given."""
@@ -162,66 +192,46 @@ def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, sour
             raise DataError(f"--unk {unk!r} is not in the given vocabulary")
         unk_id = vocab.index[unk]
     # Recount under the given vocabulary so counts line up with its ids.
-    recounted = Vocab(vocab.chars, [int(counts[ord(c)]) for c in vocab.chars])
+    recounted = Vocab(vocab.text_chars, [int(counts[ord(c)]) for c in vocab.text_chars],
+                      None if vocab.end is None else 0)
     if unk is not None:
         recounted.counts[unk_id] += sum(seen.counts[seen.index[c]] for c in missing)
     return recounted, unk_id, True
 
 
-def split_sizes(n_chars: int, val_frac: float, test_frac: float) -> dict[str, int]:
-    """Characters per split: train from the start, then val, then test."""
+def split_sizes(n_chars: int, val_frac: float, test_frac: float,
+                starts: np.ndarray | None = None) -> tuple[dict[str, int], str]:
+    """Characters per split: train from the start, then val, then test; and how they were
+    cut. With the documents' `starts`, each cut moves to the nearest document start, so
+    that no document is split, when that keeps every split within a factor of two of its
+    share ("documents"); else the cuts fall where the shares say ("characters")."""
     n_train = int(n_chars * (1 - val_frac - test_frac))
     n_val = int(n_chars * val_frac) if test_frac > 0 else n_chars - n_train
+    by = "characters"
+    if starts is not None and len(starts) > 1:
+        cuts = [_nearest(starts[1:], n_train), _nearest(starts[1:], n_train + n_val)]
+        if test_frac == 0:
+            cuts[1] = n_chars
+        shares = np.diff([0, *cuts, n_chars]) / n_chars
+        wanted = [1 - val_frac - test_frac, val_frac, test_frac]
+        if all(w / 2 <= s <= 2 * w for s, w in zip(shares, wanted) if w):
+            n_train, n_val, by = cuts[0], cuts[1] - cuts[0], "documents"
     sizes = {"train": n_train, "val": n_val, "test": n_chars - n_train - n_val}
     if n_train < 2 or n_val < 2:
         raise DataError(f"corpus too short to split: {n_chars} characters give {n_train} "
                         f"for training and {n_val} for validation; give more text")
-    return sizes
+    return sizes, by
 
 
-def _encode(sources, stage: Path, table: np.ndarray, dtype: np.dtype, sizes: dict,
-            digests: list[str], options, chunk_bytes, bar) -> None:
-    """Pass 2: the ids of every character into one file per split, in `stage`. A source
-    that reads differently from pass 1 (checksum, length, a character not counted) is
-    refused: the files would not match the vocabulary or the sizes."""
-    files = {s: open(stage / f"{s}.bin", "wb") for s in SPLITS if sizes[s] > 0}
-    with contextlib.ExitStack() as stack:
-        for f in files.values():
-            stack.enter_context(f)
-        order = iter(files)
-        split = next(order)
-        room = sizes[split]
-        for source, expected in zip(sources, digests):
-            digest = hashlib.sha256()
-            with source.open() as raw:
-                reader = _HashingReader(raw, digest)
-                for cps in code_point_chunks(reader, source.name, options, chunk_bytes, bar.update):
-                    ids = (table[:256] if cps.dtype == np.uint8 else table)[cps]
-                    if len(ids) and ids.min() < 0:
-                        raise _changed(source)  # a character pass 1 did not see
-                    ids = ids.astype(dtype)
-                    while len(ids):
-                        if split is None:
-                            raise _changed(source)  # longer than in pass 1
-                        take = ids[:room]
-                        files[split].write(take.tobytes())
-                        ids = ids[len(take):]
-                        room -= len(take)
-                        if room == 0:
-                            split = next(order, None)
-                            room = sizes[split] if split else 0
-            if digest.hexdigest() != expected:
-                raise _changed(source)
-        if split is not None:
-            raise _changed(sources[-1])  # shorter than in pass 1
-        for f in files.values():
-            f.flush()
-            os.fsync(f.fileno())
+def _nearest(starts: np.ndarray, at: int) -> int:
+    i = int(np.searchsorted(starts, at))
+    near = [int(starts[k]) for k in (i - 1, i) if 0 <= k < len(starts)]
+    return min(near, key=lambda s: abs(s - at))
 
 
-def _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources, digests,
-          seconds) -> dict:
-    return {
+def _meta(vocab, sizes, val_frac, test_frac, options, given, unk, corpus, counted, seconds,
+          split_on, by) -> dict:
+    meta = {
         "format_version": FORMAT_VERSION,
         "vocab_size": len(vocab),
         "dtype": vocab.dtype.name,
@@ -234,36 +244,39 @@ def _meta(vocab, sizes, val_frac, test_frac, options, given, unk, sources, diges
         # How the vocabulary came about: a reuse of it must be asked for the same way.
         "vocab_given": given,
         "unk": unk,
-        "sources": [
-            {"path": s.name if s.name == "-" else str(Path(s.name).resolve()),
-             "bytes": s.size, "mtime_ns": 0 if s.name == "-" else s.path.stat().st_mtime_ns,
-             "sha256": d}
-            for s, d in zip(sources, digests)
-        ],
+        "sources": [_source(corpus, i, d) for i, d in enumerate(counted.digests)],
         "seconds": round(seconds, 3),
     }
+    if corpus.many or split_on != "file":
+        meta.update({"documents": len(counted.table), "split_on": split_on, "split_by": by,
+                     "files": int(sum(counted.kept)), "bytes": corpus.bytes, "skipped": counted.n_skipped,
+                     "skipped_shown": counted.skipped})
+    return meta
 
 
-class _HashingReader:
-    """A file wrapper that feeds every block it reads into a hash."""
-    def __init__(self, raw: BinaryIO, digest):
-        self.raw, self.digest = raw, digest
-
-    def read(self, n: int) -> bytes:
-        block = self.raw.read(n)
-        self.digest.update(block)
-        return block
+def _source(corpus: Corpus, i: int, digest: str) -> dict:
+    name, path, is_dir = corpus.roots[i]
+    if name == "-":
+        return {"path": "-", "bytes": path.stat().st_size, "mtime_ns": 0, "sha256": digest}
+    if is_dir:
+        return {"path": str(path.resolve()), "directory": True, "glob": corpus.glob,
+                "sha256": digest}
+    st = path.stat()
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": digest}
 
 
 def summary(meta: dict, vocab: Vocab, rarest: int = 8) -> list[str]:
     """Human-readable lines describing a prepared dataset."""
     sizes = meta["splits"]
     lines = [
-        f"characters: {meta['chars']:,}  vocabulary: {meta['vocab_size']} ({meta['dtype']})",
+        f"characters: {meta['chars']:,}  vocabulary: {meta['vocab_size']} ({meta['dtype']})"
+        + (", with the end-of-document mark" if vocab.end is not None else ""),
         "splits: " + "  ".join(f"{s} {n:,}" for s, n in sizes.items() if n),
     ]
     if vocab.counts:
-        order = sorted(range(len(vocab)), key=lambda i: (vocab.counts[i], vocab.chars[i]))
+        n = len(vocab.text_chars)
+        order = sorted(range(n), key=lambda i: (vocab.counts[i], vocab.chars[i]))
         shown = ", ".join(f"{vocab.chars[i]!r}×{vocab.counts[i]}" for i in order[:rarest])
         lines.append(f"rarest: {shown}")
     return lines

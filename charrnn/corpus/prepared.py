@@ -17,6 +17,7 @@ import torch
 
 from ..core.device import available_memory
 from ..core.errors import DataError
+from .documents import Documents
 from .prepare import FORMAT_VERSION, SPLITS, prepare
 from .text import TextOptions
 from .vocab import Vocab
@@ -79,6 +80,16 @@ class PreparedData:
     @property
     def name(self) -> str:
         return self.root.name
+
+    def documents(self) -> Documents:
+        """The documents (documents.py): one for a corpus of one file or from before."""
+        if getattr(self, "_documents", None) is None:
+            self._documents = Documents.load(self.root, self.meta)
+        return self._documents
+
+    @property
+    def n_documents(self) -> int:
+        return int(self.meta.get("documents", 1))
 
     def split(self, name: str, mapped: bool | None = None) -> np.ndarray:
         """The encoded split, read into memory; memory-mapped when `mapped`, which by

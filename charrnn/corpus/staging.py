@@ -22,7 +22,7 @@ from ..core.files import DirectoryLock, fsync_dir, write_failure
 
 SPLITS = ("train", "val", "test")
 
-OUTPUTS = ("meta.json", "vocab.json") + tuple(f"{s}.bin" for s in SPLITS)
+OUTPUTS = ("meta.json", "vocab.json", "documents.npz") + tuple(f"{s}.bin" for s in SPLITS)
 
 
 STAGING_MARKER = ".charrnn-staging"  # in each staging directory: what may be cleaned up

@@ -18,7 +18,10 @@ W processes see exactly what one process with B rows sees.
 
 Each stream also starts from a blank state once every K chunks (train.reset_every), the
 streams taking turns (blank_starts), so that the model keeps working from the blank state
-that sampling and evaluation start from.
+that sampling and evaluation start from. In a corpus of many documents, a stream also
+starts blank at each chunk in which a document starts (document_starts): a document does
+not inherit the state of all the text before it, only of the chunk's few characters before
+its end-of-document mark, which the model learns to read as "a new document".
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class Streams:
     def __init__(self, array: np.ndarray, batch_size: int, seq_len: int,
                  device: torch.device | str = "cpu", row_start: int = 0,
                  row_stop: int | None = None, resident: bool | None = None,
-                 reset_every: int = 0):
+                 reset_every: int = 0, doc_starts: np.ndarray | None = None):
+        """`doc_starts`: where documents start in `array`, for document_starts."""
         self.device = torch.device(device)
         self.batch_size, self.seq_len = batch_size, seq_len
         n = len(array)
@@ -76,6 +80,8 @@ class Streams:
         row_stop = batch_size if row_stop is None else row_stop
         self.rows = row_stop - row_start
         self.keep = blank_starts(reset_every, row_start, row_stop, self.device)
+        self.doc_keep = document_starts(doc_starts, self.stream_len, seq_len,
+                                        self.steps_per_epoch, row_start, row_stop, self.device)
         L = self.stream_len
         # The rows plus one character: the target of each row's last character.
         part = array[row_start * L: row_stop * L + 1]
@@ -108,9 +114,14 @@ class Streams:
     def carry(self, hidden: Hidden, i: int) -> Hidden:
         """The state chunk i starts from, given the one chunk i-1 left: the streams whose
         turn it is (blank_starts) start blank."""
-        if self.keep is None:
+        keep = None  # (rows, 1): False where a stream starts blank
+        if self.keep is not None:
+            keep = self.keep[i % len(self.keep)]
+        if self.doc_keep is not None:
+            # A view of a tensor already on the device: no copy, no wait for the host.
+            keep = self.doc_keep[i] if keep is None else keep & self.doc_keep[i]
+        if keep is None:
             return hidden
-        keep = self.keep[i % len(self.keep)]  # (rows, 1): False where a stream starts blank
         return map_hidden(lambda h: torch.where(keep, h, 0.0), hidden)
 
     def _gather(self, i: int) -> torch.Tensor:
@@ -143,3 +154,21 @@ def blank_starts(reset_every: int, row_start: int, row_stop: int,
     rows = torch.arange(row_start, row_stop)[None, :]
     keep = (chunk + rows) % reset_every != 0
     return keep[:, :, None].to(device)
+
+
+def document_starts(doc_starts: np.ndarray | None, stream_len: int, seq_len: int,
+                    steps: int, row_start: int, row_stop: int,
+                    device: torch.device) -> torch.Tensor | None:
+    """Which streams keep their state at each chunk of the epoch, given where documents
+    start: (steps, rows, 1), False where a document starts inside chunk i of stream b.
+    Made once, on the device, so that a step reads it without a host sync. None for a
+    corpus of one document."""
+    if doc_starts is None or len(doc_starts) < 2:
+        return None
+    starts = np.asarray(doc_starts, dtype=np.int64)
+    row, col = starts // stream_len, starts % stream_len
+    chunk = col // seq_len
+    inside = (row >= row_start) & (row < row_stop) & (chunk < steps) & (chunk > 0)
+    keep = np.ones((steps, row_stop - row_start), dtype=bool)
+    keep[chunk[inside], row[inside] - row_start] = False
+    return torch.from_numpy(keep)[:, :, None].to(device)

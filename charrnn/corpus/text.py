@@ -26,6 +26,10 @@ from ..core.files import write_failure
 CHUNK_BYTES = 8 << 20
 
 
+class DecodeError(DataError):
+    """Bytes that are not text in the encoding asked for."""
+
+
 @dataclass(frozen=True)
 class TextOptions:
     """How raw bytes become the characters the model sees."""
@@ -65,30 +69,6 @@ class TextOptions:
 # finding and reading sources
 
 
-def find_sources(inputs: list[str], glob: str = "*") -> list[str]:
-    """Expand directories (recursively, matching `glob`) into a sorted list of files."""
-    if not inputs:
-        raise DataError("no corpus given: pass a text file, a directory or - for stdin")
-    found: list[str] = []
-    for name in inputs:
-        if name == "-":
-            found.append(name)
-            continue
-        path = Path(name)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob(glob) if p.is_file())
-            if not files:
-                raise DataError(f"no files matching {glob!r} under directory {path}")
-            found += [str(p) for p in files]
-        elif path.is_file():
-            found.append(str(path))
-        elif path.exists():
-            raise DataError(f"not a regular file: {path}")
-        else:
-            raise DataError(f"corpus not found: {path}")
-    return found
-
-
 def code_point_chunks(raw: BinaryIO, name: str, options: TextOptions,
                       chunk_bytes: int = CHUNK_BYTES, on_bytes=None) -> Iterator[np.ndarray]:
     """Yield the file's characters, through `options`, as arrays of code points (uint8
@@ -104,7 +84,27 @@ def code_point_chunks(raw: BinaryIO, name: str, options: TextOptions,
             held_cr, text = "\r", text[:-1]
         text = options.apply(text)
         if text:
-            yield _code_points(text)
+            yield code_points(text)
+
+
+def code_points_of(data: bytes, name: str, options: TextOptions) -> np.ndarray:
+    """A whole small file's characters at once, as code_point_chunks would give them
+    (joined): one decode call instead of an incremental decoder, for the many small files
+    of a directory."""
+    try:
+        text = data.decode(options.encoding)
+    except UnicodeDecodeError as e:
+        raise _decode_error(name, e.start, options.encoding, e.reason) from None
+    except LookupError:
+        raise DataError(f"unknown encoding {options.encoding!r}") from None
+    if text.startswith("\ufeff") and options.encoding.lower().replace("-", "") == "utf8":
+        text = text[1:]
+    return code_points(options.apply(text))
+
+
+def _decode_error(name: str, at: int, encoding: str, reason: str) -> DecodeError:
+    return DecodeError(f"{name}: bytes at offset {at} are not valid {encoding} ({reason}); "
+                       f"pass --encoding with the file's encoding (e.g. latin-1)")
 
 
 def _decoded(raw: BinaryIO, name: str, encoding: str, chunk_bytes: int,
@@ -124,10 +124,7 @@ def _decoded(raw: BinaryIO, name: str, encoding: str, chunk_bytes: int,
             text = decoder.decode(block, final=final)
         except UnicodeDecodeError as e:
             at = offset - pending + e.start
-            raise DataError(
-                f"{name}: bytes at offset {at} are not valid {encoding} "
-                f"({e.reason}); pass --encoding with the file's encoding (e.g. latin-1)"
-            ) from None
+            raise _decode_error(name, at, encoding, e.reason) from None
         offset += len(block)
         if on_bytes is not None:
             on_bytes(len(block))
@@ -139,7 +136,7 @@ def _decoded(raw: BinaryIO, name: str, encoding: str, chunk_bytes: int,
             return
 
 
-def _code_points(text: str) -> np.ndarray:
+def code_points(text: str) -> np.ndarray:
     # str.isascii() is O(1) in CPython: ASCII text goes straight from bytes to uint8.
     if text.isascii():
         return np.frombuffer(text.encode("ascii"), dtype=np.uint8)

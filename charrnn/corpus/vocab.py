@@ -6,6 +6,13 @@
 
 Code-point order is stable: the same set of characters always gives the same ids, whatever
 order they were seen in, so two corpora with one alphabet share one vocabulary.
+
+A corpus of many documents (documents.py) adds one id after the characters: the
+end-of-document mark, written before each document, which the model learns to predict
+where a document ends. It is stored as `vocab.end` and, in the list of characters, as END,
+a lone surrogate, which no decoded text can hold: it cannot collide with a user's character.
+vocab.json records it as {"end_of_document": {"id": ..., "count": ...}}; a vocabulary
+without it (one file, or from before) is as it always was.
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ from ..core.errors import DataError
 from ..core.files import atomic_write_text
 
 MAX_CODE_POINT = 0x10FFFF
+END = "\udfff"  # the end-of-document mark's place in `chars`: never a decoded character
 
 
 class Vocab:
-    def __init__(self, chars: list[str], counts: list[int] | None = None):
+    def __init__(self, chars: list[str], counts: list[int] | None = None,
+                 end_count: int | None = None):
+        """`chars` of the text; with `end_count`, the end-of-document mark after them,
+        counted that many times."""
         if not all(isinstance(c, str) and len(c) == 1 for c in chars):
             raise DataError("vocabulary entries must be single characters")
         if len(set(chars)) != len(chars):
@@ -39,7 +50,31 @@ class Vocab:
             raise DataError("vocabulary counts must be one non-negative integer per character")
         self.chars = list(chars)
         self.counts = list(counts) if counts is not None else None
+        self.end: int | None = None  # the mark's id
+        if end_count is not None:
+            self.end = len(self.chars)
+            self.chars.append(END)
+            if self.counts is not None:
+                self.counts.append(int(end_count))
         self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def with_end(self, end_count: int) -> "Vocab":
+        """This vocabulary with the end-of-document mark (itself if it has one)."""
+        if self.end is not None:
+            return self
+        return Vocab(self.chars, self.counts, end_count)
+
+    @property
+    def shown_chars(self) -> list[str]:
+        """The characters as a sample shows them: the mark as a line break."""
+        if self.end is None:
+            return self.chars
+        return self.text_chars + ["\n"]
+
+    @property
+    def text_chars(self) -> list[str]:
+        """The characters, without the mark."""
+        return self.chars[:self.end] if self.end is not None else self.chars
 
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
@@ -79,8 +114,10 @@ class Vocab:
             shown = ", ".join(repr(c) for c in self.missing(text)[:10])
             raise DataError(f"characters not in the vocabulary: {shown}") from None
 
-    def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in ids)
+    def decode(self, ids, end: str = "") -> str:
+        """The text of `ids`; the end-of-document mark becomes `end` (by default, nothing)."""
+        text = "".join(self.chars[i] for i in ids)
+        return text.replace(END, end) if self.end is not None else text
 
     def lookup_table(self, unk: int = -1) -> np.ndarray:
         """A code point -> id array over all of Unicode (ids as int32, `unk` elsewhere)."""
@@ -90,17 +127,30 @@ class Vocab:
 
     # -- files -----------------------------------------------------------------------------
 
-    def to_dict(self) -> dict:
-        out = {"chars": self.chars}
-        if self.counts is not None:
-            out["counts"] = self.counts
+    def to_dict(self, counts: bool = True) -> dict:
+        n = len(self.text_chars)
+        out = {"chars": self.text_chars}
+        if counts and self.counts is not None:
+            out["counts"] = self.counts[:n]
+        if self.end is not None:
+            out["end_of_document"] = {"id": self.end}
+            if counts and self.counts is not None:
+                out["end_of_document"]["count"] = self.counts[n]
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocab":
         if not isinstance(data, dict) or not isinstance(data.get("chars"), list):
             raise DataError("vocabulary must be a JSON object with a 'chars' list")
-        return cls(data["chars"], data.get("counts"))
+        end = data.get("end_of_document")
+        if end is None:
+            return cls(data["chars"], data.get("counts"))
+        if not isinstance(end, dict) or end.get("id") != len(data["chars"]):
+            raise DataError("'end_of_document' must be {\"id\": the id after the characters}")
+        count = end.get("count", 0)
+        if type(count) is not int or count < 0:
+            raise DataError("'end_of_document' count must be a non-negative integer")
+        return cls(data["chars"], data.get("counts"), count)
 
     def save(self, path: str | Path) -> None:
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=0)

@@ -52,7 +52,10 @@ def model_metadata(model: CharRNN, vocab: Vocab, options: TextOptions,
     return {
         "format": FORMAT,
         "version": VERSION,
-        "vocab": list(vocab.chars),
+        # A model of documents: its end-of-document mark shows as a line break (id in
+        # "end_of_document"), as in `charrnn sample`; JSON cannot carry the mark itself.
+        "vocab": list(vocab.shown_chars),
+        "end_of_document": vocab.end,
         "text_options": options.to_dict(),
         "model": {
             "cell": model.cell,

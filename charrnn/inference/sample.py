@@ -19,7 +19,7 @@ import torch
 from ..core.device import check_fits
 from ..core.errors import CharRNNError
 from ..core.model import FLOAT_BYTES, GATES, CharRNN
-from ..corpus.vocab import Vocab
+from ..corpus.vocab import END, Vocab
 from .stepper import ReferenceStepper, Stepper
 from .stops import StopStrings
 
@@ -106,8 +106,15 @@ class Sampler:
 
     def __init__(self, model: CharRNN, vocab: Vocab, temperature: float = 1.0, top_k: int = 0,
                  seed: int | None = None, device="cpu", reference: bool = False,
-                 cuda_graph: bool = True):
+                 cuda_graph: bool = True, stop_at_end: bool = False):
+        """`stop_at_end`: end each sample where the model ends its document (its
+        end-of-document mark, which a model trained on one text file does not have)."""
         check_settings(temperature=temperature, top_k=top_k, seed=seed)
+        if stop_at_end and vocab.end is None:
+            raise CharRNNError("--stop-at-end needs a model trained on a corpus of documents "
+                               "(a directory, or --split-on): this one has no end-of-document "
+                               "mark")
+        self.stop_at_end = stop_at_end
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = vocab
@@ -137,7 +144,10 @@ class Sampler:
         block = _block_size(B, len(self.vocab), length)
         flush_every = max(1, min(flush_every, block))
         loop = self._loop(prime, B, block)
-        stops = StopStrings(stop, B)
+        marked = self.vocab.end is not None
+        stops = StopStrings((*stop, END) if marked and self.stop_at_end else stop, B)
+        # The mark shows as a line break: the next document starts on a line of its own.
+        shown_end = "" if self.stop_at_end else "\n"
         chars = self.vocab.chars
         done = 0
         while done < length and not stops.all_ended:
@@ -148,7 +158,8 @@ class Sampler:
                 loop.next(i, first=done == 0 and i == 0)
                 if i + 1 - shown == flush_every or i + 1 == n:
                     rows = loop.record[shown:i + 1].t().tolist()
-                    yield stops.cut(["".join([chars[j] for j in row]) for row in rows])
+                    pieces = stops.cut(["".join([chars[j] for j in row]) for row in rows])
+                    yield [p.replace(END, shown_end) for p in pieces] if marked else pieces
                     shown = i + 1
                     if stops.all_ended:
                         return
@@ -174,7 +185,9 @@ class Sampler:
     def _prime(self, prime: str, B: int):
         """The logits (B, V) after the prime and the state it leaves: the prime through the
         fused kernel, a chunk at a time."""
-        if not prime:
+        if not prime and self.vocab.end is not None:
+            prime = END  # start where documents start: after the end-of-document mark
+        elif not prime:
             # Start where text often starts: after a newline, if the model knows one.
             prime = ("\n" if "\n" in self.vocab else self.vocab.chars[int(torch.randint(
                 len(self.vocab), (1,), generator=self.generator, device=self.device))])

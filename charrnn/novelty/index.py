@@ -98,6 +98,18 @@ class SuffixIndex:
 
     overlap = OVERLAP
 
+    documents = None  # the prepared directory's Documents, when it has many
+
+    def place_of(self, pos: int) -> tuple[str, int] | None:
+        """(the source file, its 1-based line) that holds character `pos`, for a text of
+        many documents; None for one text."""
+        docs = self.documents
+        if docs is None:
+            return None
+        i = docs.locate(pos)
+        start = int(docs.start[i])
+        return docs.name(i), int(docs.line[i]) + self.line_of(pos) - self.line_of(start)
+
     def line_of(self, pos: int) -> int:
         """The 1-based line of the text that holds character `pos`."""
         if self.newline_id is None:
@@ -177,6 +189,8 @@ def open_index(data: PreparedData, split: str = "train", progress: bool = False,
         index.mapped.insert(0, (split_file, len(text) * text.dtype.itemsize, path))
         index.options = data.options
         index.root = data.root
+        if split == "train" and data.n_documents > 1:  # train starts the text: same offsets
+            index.documents = data.documents()
         return index
     finally:
         lock.__exit__(None, None, None)

@@ -41,6 +41,7 @@ class NoveltyReport:
     # [start, end) stretches of the text inside copied spans of >= copied_min characters
     copied: list[tuple[int, int]] = field(default_factory=list)
     copied_min: int = SPANS[0]
+    source: tuple[str, int] | None = None  # (file, line) there, for a corpus of many files
 
     @property
     def verdict(self) -> str:
@@ -60,9 +61,10 @@ class NoveltyReport:
         out = [f"{escaped(label)}: {self.verdict}"]
         if self.longest:
             shown = self.span if len(self.span) <= SHOWN else self.span[:SHOWN] + "..."
+            where = (f"{escaped(self.source[0])}:{self.source[1]} in the training files"
+                     if self.source else f"line {self.line:,} of the training text")
             out.append(f"  longest copied span: {self.longest:,}{'+' if self.at_least else ''} "
-                       f"characters, line {self.line:,} of the training text (character "
-                       f"{self.offset:,}): {_quoted(shown)}")
+                       f"characters, {where} (character {self.offset:,}): {_quoted(shown)}")
         shares = ", ".join(f"{share:.1%} in spans of {n}+" for n, share in self.shares.items())
         out.append(f"  copied: {shares} characters ({self.chars:,} checked)")
         return out
@@ -72,7 +74,9 @@ class NoveltyReport:
                 "span": self.span, "start": self.start, "offset": self.offset,
                 "line": self.line, "shares": {str(n): s for n, s in self.shares.items()},
                 "verdict": self.verdict, "copied_spans": [list(c) for c in self.copied],
-                "copied_spans_min": self.copied_min}
+                "copied_spans_min": self.copied_min,
+                "source": None if self.source is None else {"path": self.source[0],
+                                                            "line": self.source[1]}}
 
 
 def _quoted(text: str) -> str:
@@ -121,7 +125,7 @@ def report_from(index: SuffixIndex, text: str, ms: np.ndarray, where: np.ndarray
     return NoveltyReport(n, longest, text[start:start + longest], start, offset,
                          index.line_of(offset), shares,
                          at_least=exact is not None and longest >= exact,
-                         copied=copied, copied_min=shortest)
+                         copied=copied, copied_min=shortest, source=index.place_of(offset))
 
 
 def copied_spans(ms: np.ndarray, min_chars: int = SPANS[0]) -> list[tuple[int, int]]:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..core.units import LN2
 from ..inference.sample import Picker, Sampler, _block_size, gumbel_
+from ..corpus.vocab import END
 from ..inference.stops import StopStrings
 from .loaded import LoadedModel
 from .validation import GenerateSettings
@@ -126,7 +127,9 @@ class GenerateJob(Job):
         model, vocab = self.loaded.model, self.loaded.vocab
         if self._prime_ids is None:
             prime = self.prime
-            if not prime:  # as Sampler._prime: start after a newline, or a random character
+            if not prime and vocab.end is not None:  # as Sampler._prime: after the mark
+                prime = vocab.chars[vocab.end]
+            elif not prime:  # as Sampler._prime: start after a newline, or a random character
                 prime = ("\n" if "\n" in vocab else vocab.chars[int(torch.randint(
                     len(vocab), (1,), generator=self.generator, device=self.device))])
             self._prime_ids = torch.tensor(vocab.encode(prime), device=self.device)
@@ -153,7 +156,9 @@ class GenerateJob(Job):
 
     def take(self, ids: list[int]) -> bool:
         """The ids drawn for the kept rows; returns whether the job has finished."""
-        chars = self.loaded.vocab.chars
+        vocab = self.loaded.vocab
+        # With stop_at_end, the mark itself ends a stream (a stop string) and is dropped.
+        chars = vocab.chars if self.settings.stop_at_end else vocab.shown_chars
         self.last_ids = ids
         self.made += 1
         self.k = (self.k + 1) % self.block
@@ -165,6 +170,8 @@ class GenerateJob(Job):
             for r, i in zip(self.kept, ids):
                 pieces[r] = chars[i]
             for r, piece in enumerate(self.stops.cut(pieces)):
+                if piece and vocab.end is not None:
+                    piece = piece.replace(END, "")
                 if piece:
                     self.pending[r].append(piece)
                     self.counts[r] += len(piece)
@@ -208,7 +215,7 @@ class GenerateJob(Job):
         payload = {"samples": samples, "seed": self.seed, "session": self.settings.session}
         state = None
         if hidden is not None and self.last_ids:
-            pending = self.loaded.vocab.chars[self.last_ids[0]]
+            pending = self.loaded.vocab.chars[self.last_ids[0]]  # re-encoded: the mark itself
             state = (hidden, pending, self.prime_read + self.made)
         self.post(("done", payload, state))
 
@@ -249,7 +256,7 @@ class ScoreJob(Job):
         nll = -logp.gather(1, targets[:, None])[:, 0]  # (T,) nats
         self.nats += float(nll.double().sum())
         top = torch.topk(logp, min(self.TOP, logp.shape[-1]), dim=-1)
-        chars = self.loaded.vocab.chars
+        chars = self.loaded.vocab.shown_chars
         for j, (bits, probs, idx) in enumerate(zip((nll / LN2).tolist(),
                                                    top.values.exp().tolist(),
                                                    top.indices.tolist())):

@@ -86,7 +86,9 @@ class LoadedModel:
         loss = self.best_val_loss
         return {"cell": m.cell, "hidden_size": m.hidden_size, "num_layers": m.num_layers,
                 "embed_dim": m.embed_dim, "vocab_size": len(self.vocab),
-                "vocab": "".join(self.vocab.chars),
+                "vocab": "".join(self.vocab.text_chars),
+                # A model of documents: generate takes stop_at_end.
+                "end_of_document": self.vocab.end is not None,
                 "parameters": sum(p.numel() for p in m.parameters()),
                 "step": self.step,
                 "best_val_loss": None if loss is None else {"nats": loss, "bits": loss / LN2},

@@ -19,6 +19,7 @@ import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from ..corpus.vocab import END
 from ..novelty.report import SPANS, novelty_report
 from .jobs import GenerateJob, Job, ScoreJob
 from .limits import Limits
@@ -89,6 +90,12 @@ class Service:
                            limits.max_prime)
         stops = [model_text(loaded.vocab, loaded.options, s, "stop", MAX_STOP_CHARS)
                  for s in settings.stop]
+        if settings.stop_at_end:
+            if loaded.vocab.end is None:
+                raise BadRequest(422, "'stop_at_end' needs a model trained on a corpus of "
+                                      "documents (a directory, or --split-on): this one has "
+                                      "no end-of-document mark")
+            stops.append(END)
         session = self._session_for(settings.session, loaded) if settings.session else None
         self._admit(settings.num_samples)
         job = GenerateJob(loaded, settings, prime, stops,

@@ -47,12 +47,13 @@ class GenerateSettings:
     session: str | None = None
     stream: bool = False
     novelty: bool = False  # add each sample's novelty report (a server started with --novelty)
+    stop_at_end: bool = False  # end where the model ends its document (a model of documents)
 
 
 GENERATE_FIELDS = {"prime": "string", "length": "integer", "temperature": "number",
                    "top_k": "integer", "stop": "list of strings", "seed": "integer",
                    "num_samples": "integer", "session": "string", "stream": "boolean",
-                   "novelty": "boolean"}
+                   "novelty": "boolean", "stop_at_end": "boolean"}
 SCORE_FIELDS = {"text": "string"}
 SESSION_FIELDS = {"session": "string"}
 CELLS_FIELDS = {"text": "string", "cell": "integer"}

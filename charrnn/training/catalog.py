@@ -11,6 +11,7 @@ damaged is still listed, with what could be read and a note saying what could no
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ class RunSummary:
     latest: bool = False
     corpus: str | None = None  # the prepared directory's name
     data: str | None = None  # its full path
+    documents: int | None = None  # its documents (1: one text), None if it is not there
     model: str | None = None  # e.g. "LSTM 2x256"
     vocab_size: int | None = None
     steps: int = 0
@@ -134,6 +136,7 @@ def _read_checkpoint(run_dir: Path, run: RunSummary) -> None:
             continue
         root = data_root_of(state)
         run.data, run.corpus = (str(root), root.name) if root else (None, None)
+        run.documents = _documents(root) if root else None
         run.model, run.vocab_size = describe_model(cfg.model), len(vocab)
         step = state.get("step")
         if isinstance(step, int) and 0 <= step <= MAX_STEP:
@@ -146,6 +149,16 @@ def _read_checkpoint(run_dir: Path, run: RunSummary) -> None:
             run.training_seconds = max(run.training_seconds, seconds)
         run.damaged = None  # one good checkpoint is enough to list the run
         return
+
+
+def _documents(root: Path) -> int | None:
+    """The document count its meta.json records (1 for one text); None if unreadable."""
+    try:
+        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+        count = meta.get("documents", 1) if isinstance(meta, dict) else None
+    except (OSError, ValueError):
+        return None
+    return count if type(count) is int and count >= 0 else None
 
 
 def _clip(text: str, width: int = 36) -> str:

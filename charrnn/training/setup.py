@@ -91,6 +91,11 @@ def startup_lines(trainer) -> list[str]:
                      f"{cfg.model.hidden_size} multiply-adds per gate per character; "
                      f"--embed-dim 128 is much cheaper")
     lines.append(validation_line(t, len(trainer.val), trainer.val_chars))
+    if trainer.data.n_documents > 1:
+        meta = trainer.data.meta
+        lines.append(f"documents: {meta['documents']:,} (each {meta.get('split_on', 'file')}), "
+                     f"each starting from a blank state; validation by "
+                     f"{meta.get('split_by', 'characters')}")
     if trainer.run_dir is not None:
         lines.append(f"run: {trainer.run_dir}")
     lines.append(limits_line(t))

@@ -133,7 +133,7 @@ class Trainer:
         row_start, row_stop = self.dist.rows(t.batch_size)
         self.streams = Streams(self.data.split("train"), t.batch_size, t.seq_len, self.device,
                                row_start, row_stop, resident=resident,
-                               reset_every=t.reset_every)
+                               reset_every=t.reset_every, doc_starts=self._doc_starts())
         self.steps_per_epoch = self.streams.steps_per_epoch
         self.val = self.data.split("val")
         self.val_chars = len(self.val)  # the split's, before any sample
@@ -209,6 +209,13 @@ class Trainer:
         step = 1.0 / steps_per_s if steps_per_s > 0 else 0.0
         final = self.validator.to_come(self.final_eval, self.speed)
         return step + final * (2 if eval_due else 1) + self.checkpointer.save_seconds
+
+    def _doc_starts(self):
+        """Where the training split's documents start (streams start blank there), or None
+        for a corpus of one document."""
+        if self.data.n_documents < 2:
+            return None
+        return self.data.documents().starts_in(0, self.data.meta["splits"]["train"])
 
     def schedule(self) -> float:
         """Set and return this step's learning rate."""

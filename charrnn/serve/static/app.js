@@ -50,6 +50,10 @@ async function loadModel() {
   $("novelty").disabled = !novelty;
   if (!novelty) $("novelty").checked = false;
   $("novelty-hint").textContent = novelty ? "" : "(start the server with --novelty)";
+  const documents = !!m.end_of_document;
+  $("stop-at-end").disabled = !documents;
+  if (!documents) $("stop-at-end").checked = false;
+  $("stop-at-end-hint").textContent = documents ? "" : "(a model trained on many files)";
 }
 
 // -- generate ----------------------------------------------------------------------------
@@ -69,6 +73,7 @@ function generateRequest() {
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   if ($("novelty").checked) body.novelty = true;
+  if ($("stop-at-end").checked) body.stop_at_end = true;
   return body;
 }
 
