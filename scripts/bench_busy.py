@@ -136,8 +136,8 @@ def threads(work: Path, corpus: Path, rounds: int):
             for name, env in settings.items():
                 with busy(loaded):
                     run = Run(["train", str(corpus), "-c", "cpu", "--max-steps", "60",
-                               "--set", "train.eval_chars=2000", "--runs", "runs-threads",
-                               "-q"], work, env)
+                               "--set", "train.eval_chars=2000", "--runs", "runs-threads"],
+                              work, env)
                     run.finish()
                 figures.setdefault((name, loaded), []).append(speed(run.text()))
     best_quiet = max(statistics.median(figures[(n, False)]) for n in settings)

@@ -51,6 +51,11 @@ class Budget:
     def start(self) -> None:
         """The clock runs from now, on top of the elapsed time recorded so far."""
         self._started, self._base = time.monotonic(), self.state.elapsed
+        self.lent = 0.0  # what spend_all added to the record beyond the time really spent
+
+    def spent_really(self) -> float:
+        """The training time really spent, across resumes (for the end-of-run line)."""
+        return self.state.elapsed - self.lent
 
     def tick(self) -> float:
         """Bring state.elapsed (training time across resumes) up to now."""
@@ -61,6 +66,7 @@ class Budget:
         """Record the time budget as spent: a resume with the same --max-time trains no
         more, even when its last evaluation ran faster than the one before."""
         self.tick()
+        self.lent += max(self.max_seconds - self.state.elapsed, 0.0)
         self._started, self._base = time.monotonic(), max(self.state.elapsed, self.max_seconds)
         self.tick()
 

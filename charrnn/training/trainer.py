@@ -181,7 +181,8 @@ class Trainer:
                     reason = self.after_step(stop, meter, progress)
             self._finish(reason, progress, final_eval)
         return TrainResult(self.run_dir, s.step, reason, s.best_val_loss, s.last_val_loss,
-                           stop.signal, s.best_step, s.elapsed, meter.average_speed())
+                           stop.signal, s.best_step, budget.spent_really(),
+                           meter.average_speed())
 
     def after_step(self, stop: StopRequests, meter: IntervalMeter, progress: Progress):
         """Evaluate and save when due, and why to stop after this step (None: go on). Each
