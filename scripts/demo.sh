@@ -16,8 +16,8 @@ echo
 echo "--- sample (temperature 0.7) ---"
 "$VENV/bin/charrnn" sample --temperature 0.7 --length 600
 echo
-# What to expect: the model above trained for DEMO_TIME only. On 2 CPU cores, 2 minutes give
-# text with the shape of its corpus (indentation, keywords, brackets) but few real words of
-# it; 10 minutes give much more (README, "What the demo shows").
+# What to expect: the model above trained for DEMO_TIME only. On 2 CPU cores a few minutes
+# give text with the shape of its corpus (indentation, brackets, comment openers) but few
+# real words of it; longer training gives much more (README, under the demo).
 echo "--- trained ${DEMO_TIME:-2m} (the last line of training says its steps and validation loss)."
 echo "--- For text closer to the corpus: DEMO_TIME=10m ./scripts/demo.sh${1:+ $1}"
