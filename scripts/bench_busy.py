@@ -125,7 +125,7 @@ def decisions(work: Path, corpus: Path):
         f"{len(configs)} / {len(plans)}")
 
 
-def threads(work: Path, corpus: Path, rounds: int):
+def threads(work: Path, corpus: Path, rounds: int, steps: int = 60):
     settings = {"default (1 thread, passive wait)": {},
                 "2 threads, passive wait": {"OMP_NUM_THREADS": "2"},
                 "2 threads, libgomp's spinning wait (before)": {"OMP_NUM_THREADS": "2",
@@ -135,7 +135,7 @@ def threads(work: Path, corpus: Path, rounds: int):
         for loaded in (False, True):
             for name, env in settings.items():
                 with busy(loaded):
-                    run = Run(["train", str(corpus), "-c", "cpu", "--max-steps", "60",
+                    run = Run(["train", str(corpus), "-c", "cpu", "--max-steps", str(steps),
                                "--set", "train.eval_chars=2000", "--runs", "runs-threads"],
                               work, env)
                     run.finish()
@@ -211,6 +211,7 @@ def main():
     ap.add_argument("--data", default="../shared/data", help="folder with tinyshakespeare.txt")
     ap.add_argument("--parts", default="decisions,threads,cadence,budget")
     ap.add_argument("--rounds", type=int, default=2, help="repeats of each thread setting")
+    ap.add_argument("--steps", type=int, default=60, help="training steps per thread setting")
     args = ap.parse_args()
     data = Path(args.data).resolve()
     shakespeare = data / "tinyshakespeare.txt"
@@ -226,7 +227,7 @@ def main():
         if "decisions" in parts:
             decisions(work, shakespeare)
         if "threads" in parts:
-            threads(work, shakespeare, args.rounds)
+            threads(work, shakespeare, args.rounds, args.steps)
         if "cadence" in parts:
             big = work / "big.txt"
             with open(big, "w", encoding="utf-8") as f:
