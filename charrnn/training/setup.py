@@ -4,15 +4,18 @@ another run (fine-tuning), the DDP / torch.compile wrapping, and the start-up li
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..core import distributed
 from ..core.checkpoint import load_weights
 from ..core.config import Config, ModelConfig
 from ..core.cpu import describe_threads
 from ..core.device import check_fits, describe
+from ..core.precision import FP32
 from ..core.distributed import Dist
 from ..core.errors import CheckpointError, DataError
 from ..core.model import (
@@ -145,3 +148,15 @@ def sizing_advice(params: int, chars: int, model: ModelConfig) -> str:
         return (line + "; the model is far smaller than the text: a larger --hidden-size or "
                 "more --num-layers should do better, given the time")
     return line + " (the same order of magnitude: a good fit)"
+
+
+def agree(dist: distributed.Dist, device: torch.device, plan):
+    """Under DDP, the same plan on every process: bf16 only if every process picked it
+    (one all-reduce on every process, whatever each one measured or could do)."""
+    if not dist.enabled:
+        return plan
+    mine = torch.tensor(1.0 if plan.cast is not None else 0.0, device=device)
+    everyone = distributed.all_reduce_sum(dist, mine).item()
+    if plan.cast is not None and everyone < dist.world_size:
+        return replace(FP32, why="auto: fp32, as not every process could use bf16")
+    return plan

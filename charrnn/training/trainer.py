@@ -22,8 +22,6 @@ the clock), the Validator (when to evaluate, and whether it improved), the Check
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,7 +31,7 @@ from ..core.checkpoint import load_init
 from ..core.config import Config
 from ..core.device import resolve_device
 from ..core.cpu import apply_threads
-from ..core.precision import FP32, autocast, cached_speedup, resolve_precision
+from ..core.precision import autocast, cached_speedup, resolve_precision
 from ..core.errors import DataError
 from ..core.model import CharRNN, cross_entropy, map_hidden, parameter_count
 from ..core.units import LN2
@@ -46,37 +44,18 @@ from .checkpointer import Checkpointer, collect, restore
 from .metrics import IntervalMeter, IntervalStats, MetricsLog
 from .optim import apply_gradients, learning_rate, make_optimizer
 from .plot import CurveRefresher
-from .progress import Progress, format_seconds
-from .setup import check_training_memory, init_weights, startup_lines, wrap_model
+from .progress import Progress
+from .result import TrainResult
+from .setup import (
+    agree,
+    check_training_memory,
+    init_weights,
+    startup_lines,
+    wrap_model,
+)
 from .state import TrainingState
 from .stopping import StopRequests
 from .validator import Validator, sample_chars
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path | None
-    step: int
-    reason: StopReason
-    best_val_loss: float  # inf when the run never evaluated
-    last_val_loss: float | None
-    signal: int | None = None
-    best_step: int | None = None
-    elapsed: float = 0.0  # training time of the whole run, across resumes (seconds)
-    chars_per_s: float = 0.0  # average training speed of this invocation
-
-    def summary(self) -> str:
-        """The end-of-run line."""
-        parts = [f"stopped at step {self.step} ({self.reason}) after "
-                 f"{format_seconds(self.elapsed)}"]
-        if math.isfinite(self.best_val_loss):
-            parts.append(f"best val loss {self.best_val_loss:.4f} nats/char "
-                         f"({self.best_val_loss / LN2:.4f} bpc) at step {self.best_step}")
-        else:
-            parts.append("not evaluated")
-        if self.chars_per_s:
-            parts.append(f"{self.chars_per_s:,.0f} chars/s")
-        return "; ".join(parts) + (f"; {self.run_dir}/" if self.run_dir else "")
 
 
 class Trainer:
@@ -356,15 +335,3 @@ class Trainer:
         if state is not None:  # the plan it ran in, which a resumed `auto` keeps
             state["precision"] = self.precision.name
         return state
-
-
-def agree(dist: distributed.Dist, device: torch.device, plan):
-    """Under DDP, the same plan on every process: bf16 only if every process picked it
-    (one all-reduce on every process, whatever each one measured or could do)."""
-    if not dist.enabled:
-        return plan
-    mine = torch.tensor(1.0 if plan.cast is not None else 0.0, device=device)
-    everyone = distributed.all_reduce_sum(dist, mine).item()
-    if plan.cast is not None and everyone < dist.world_size:
-        return replace(FP32, why="auto: fp32, as not every process could use bf16")
-    return plan
