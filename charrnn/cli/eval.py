@@ -84,44 +84,71 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
       charrnn eval notes.txt --dynamic
       charrnn eval runs/headers include/ --json # each file, then the total
     """
-    paths = list(paths)
-    target = paths.pop(0) if len(paths) > 1 and names_model(paths[0]) else None
-    if target is None and len(paths) == 1 and names_model(paths[0]):
-        raise CharRNNError(f"{paths[0]} is a model: give the text to score after it, e.g. "
-                           f"charrnn eval {paths[0]} FILE")
+    target, paths = _split_target(list(paths))
     lr = _check_numbers(batch_size, context, dynamic_lr)
     trained = load_model(target, runs_dir)
-    model, vocab, options = trained.model, trained.vocab, trained.options
-    t = config_of(trained.state).train
     dev = resolve_device(device)
-    plan = resolve_precision(precision, dev, model.cell)
-    model.recurrent_dtype = plan.cast
-    if plan.why and not quiet:
-        click.echo(f"--precision {precision}: {plan.why}", err=True)
-    texts = []
-    for p in paths:
-        if (p != "-" and Path(p).is_dir() and not (Path(p) / "meta.json").exists()
-                and not names_model(Path(p))):
-            texts += _directory_texts(p, options, vocab, unk == "skip", as_json or quiet)
-        else:
-            texts.append(_eval_text(p, options, vocab, split, unk == "skip"))
+    _set_precision(trained.model, precision, dev, quiet)
+    texts = _gather_texts(paths, trained.options, trained.vocab, split, unk == "skip",
+                          as_json or quiet)
+    t = config_of(trained.state).train
     context = t.eval_context if context is None else context
-    static, dynamic_scores = [], []
-    show = not quiet and bar_terminal(sys.stderr)
+    static, dynamic_scores = _score_texts(
+        trained.model, texts, t, dev, batch_size=batch_size, context=context,
+        lr=lr if dynamic else None, show=not quiet and bar_terminal(sys.stderr),
+        notes=not (as_json or quiet))
+    _report(trained.path, trained.line, static, dynamic_scores, lr, as_json)
+
+
+def _score_texts(model, texts: list, t, dev, *, batch_size: int | None, context: int,
+                 lr: float | None, show: bool, notes: bool) -> tuple[list, list | None]:
+    """(static scores, dynamic scores or None) of each text; dynamic evaluation runs when
+    `lr` is given. `t` is the run's train config (sequence length, default batch size)."""
+    static, dynamic = [], [] if lr is not None else None
     for name, ids, skipped in texts:
         with closing(progress_bar(len(ids) - 1, show, f"eval {shown(Path(name).name)}")) as bar:
             score = score_ids(model, ids, batch_size or t.eval_batch_size, t.seq_len, dev, name,
                               skipped, context, bar)
-        if batch_size and score.streams < batch_size and not (as_json or quiet):
+        if batch_size and score.streams < batch_size and notes:
             click.echo(f"{shown(name)}: {score.streams} stream(s), not {batch_size}: each stream is "
                        f"at least {context} characters (--context)", err=True)
         static.append(score)
-        if dynamic:
+        if dynamic is not None:
             with closing(progress_bar(len(ids) - 1, show, f"dynamic {Path(name).name}")) as bar:
-                dynamic_scores.append(dynamic_score(model, ids, t.seq_len, dev, lr, name,
-                                                    skipped, bar))
-    _report(trained.path, trained.line, static,
-            dynamic_scores if dynamic else None, lr, as_json)
+                dynamic.append(dynamic_score(model, ids, t.seq_len, dev, lr, name, skipped, bar))
+    return static, dynamic
+
+
+def _split_target(paths: list[str]) -> tuple[str | None, list[str]]:
+    """(the model named first, or None for the latest run; the texts to score)."""
+    target = paths.pop(0) if len(paths) > 1 and names_model(paths[0]) else None
+    if target is None and len(paths) == 1 and names_model(paths[0]):
+        raise CharRNNError(f"{paths[0]} is a model: give the text to score after it, e.g. "
+                           f"charrnn eval {paths[0]} FILE")
+    return target, paths
+
+
+def _set_precision(model, precision: str, dev, quiet: bool) -> None:
+    """Make the recurrent layers compute in `precision` where the device allows it, and say
+    on stderr when it does not."""
+    plan = resolve_precision(precision, dev, model.cell)
+    model.recurrent_dtype = plan.cast
+    if plan.why and not quiet:
+        click.echo(f"--precision {precision}: {plan.why}", err=True)
+
+
+def _gather_texts(paths: list[str], options, vocab, split: str | None, skip_unknown: bool,
+                  quiet: bool) -> list:
+    """(name, ids, skipped) of each text to score: a directory of text files gives one per
+    file, any other argument (a file, -, a prepared directory) one."""
+    texts = []
+    for p in paths:
+        if (p != "-" and Path(p).is_dir() and not (Path(p) / "meta.json").exists()
+                and not names_model(Path(p))):
+            texts += _directory_texts(p, options, vocab, skip_unknown, quiet)
+        else:
+            texts.append(_eval_text(p, options, vocab, split, skip_unknown))
+    return texts
 
 
 def _check_numbers(batch_size, context, dynamic_lr) -> float:

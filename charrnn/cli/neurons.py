@@ -61,27 +61,13 @@ def neurons(paths, features, top, html_path, show, unk, batch_size, device, thre
       charrnn neurons runs/latest page.html --feature 'tag=<[^>]*>' --json
       charrnn neurons code.c --html cells.html
     """
-    paths = list(paths)
-    target = paths.pop(0) if len(paths) == 2 and names_model(paths[0]) else None
-    if len(paths) != 1:
-        raise CharRNNError("give one text file, after the model if any: charrnn neurons "
-                           "[TARGET] FILE")
-    regexes = {}
-    for spec in features:
-        name, pattern = parse_feature(spec)
-        compile_feature(name, pattern)
-        if name in regexes:
-            raise CharRNNError(f"--feature {name} is given twice")
-        regexes[name] = pattern
+    target, path = _split_target(list(paths))
+    regexes = _feature_regexes(features)
     if html_path:  # refused before the pass, not after minutes of it
-        for out in (html_path, Path(html_path).with_suffix(".png")):
-            guard_output(out, reads=[paths[0]], what="--html")
-        if html_path == "-" or not html_path.endswith((".html", ".htm")):
-            raise CharRNNError(f"--html {html_path}: give a file name ending in .html (the PNG "
-                               f"goes beside it, .png)")
+        _check_html_path(html_path, path)
     trained = load_model(target, runs_dir)
     model, vocab = trained.model, trained.vocab
-    name, ids, skipped = _read(paths[0], trained.options, vocab, unk == "skip")
+    name, ids, skipped = _read(path, trained.options, vocab, unk == "skip")
     text = "".join(vocab.chars[i] for i in ids.tolist())  # what the model reads
     dev = resolve_device(device)
     show_bar = not quiet and bar_terminal(sys.stderr)
@@ -100,7 +86,39 @@ def neurons(paths, features, top, html_path, show, unk, batch_size, device, thre
                   quiet or as_json)
 
 
+def _split_target(paths: list[str]) -> tuple[str | None, str]:
+    """(the model named first, or None for the latest run; the one text FILE)."""
+    target = paths.pop(0) if len(paths) == 2 and names_model(paths[0]) else None
+    if len(paths) != 1:
+        raise CharRNNError("give one text file, after the model if any: charrnn neurons "
+                           "[TARGET] FILE")
+    return target, paths[0]
+
+
+def _feature_regexes(features: tuple[str, ...]) -> dict[str, str]:
+    """{name: pattern} of the --feature NAME=REGEX options, each compiled once to check it."""
+    regexes = {}
+    for spec in features:
+        name, pattern = parse_feature(spec)
+        compile_feature(name, pattern)
+        if name in regexes:
+            raise CharRNNError(f"--feature {name} is given twice")
+        regexes[name] = pattern
+    return regexes
+
+
+def _check_html_path(html_path: str, text_path: str) -> None:
+    """Refuse an --html page (or the PNG beside it) that would replace the text read or a
+    run's file, or that is not a .html file name."""
+    for out in (html_path, Path(html_path).with_suffix(".png")):
+        guard_output(out, reads=[text_path], what="--html")
+    if html_path == "-" or not html_path.endswith((".html", ".htm")):
+        raise CharRNNError(f"--html {html_path}: give a file name ending in .html (the PNG "
+                           f"goes beside it, .png)")
+
+
 def _pictures(path: Path, model, text, ids, scan, show, dev, name, model_line, quiet) -> None:
+    """Write the page of the top cells over the text, and the PNG of its panels beside it."""
     from ..neurons.page import write_page, write_png
     panels = write_page(path, model, text, ids, scan, show, dev, name, model_line)
     png = path.with_suffix(".png")

@@ -16,11 +16,11 @@ optimizer, the loss and the carried hidden state stay fp32. Autocast covers the 
 
 `auto` picks bf16 for the recurrent layers only where all three hold: the device has native
 bf16 units (else it is emulated and slower); the cell's bf16 step measures faster than its
-fp32 step here, at this model's shape (`speedup`, timed once per machine and shape and
-kept in the per-user cache, core/usercache.py; processors differ,
-e.g. oneDNN's bf16 GRU is slower than fp32 on a Xeon with AMX and faster on an AMD EPYC with
-avx512_bf16); and the cell is one whose bf16 training was measured within 0.01 nats/char of
-fp32 at equal steps (docs/benchmarks.md, row 13). Everywhere else it picks fp32, and says why.
+fp32 step here, at this model's shape (`speedup`, timed once per machine and shape and kept
+in the per-user cache, core/usercache.py; processors differ, e.g. oneDNN's bf16 GRU is slower
+than fp32 on a Xeon with AMX and faster on an AMD EPYC with avx512_bf16); and the cell is one
+whose bf16 training was measured within 0.01 nats/char of fp32 at equal steps
+(docs/benchmarks.md, row 13). Everywhere else it picks fp32, and says why.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ def resolve_precision(precision: str, device: torch.device, cell: str = "lstm",
                       speedup: Callable[[], float] | None = None, hidden_size: int = 256,
                       started: str | None = None) -> Precision:
     """The precision plan for `precision` on `device`, or a ConfigError saying why not.
-    `speedup`: fp32 time / bf16 time of this model's training step, a Speedup or a float
-    (for `auto` on a CPU with native bf16; not called elsewhere). `started`: the plan a resumed run started
-    with, which `auto` keeps where it can, so that a resumed run computes as it began."""
+    `speedup`: fp32 time / bf16 time of this model's training step, a Speedup or a float (for
+    `auto` on a CPU with native bf16; not called elsewhere). `started`: the plan a resumed
+    run started with, which `auto` keeps where it can, so a resumed run computes as it began."""
     if precision == "fp32":
         return FP32
     if precision == "auto":
@@ -135,8 +135,7 @@ def _auto(device: torch.device, cell: str, speedup, hidden_size: int,
         return Precision("bf16", torch.bfloat16, torch.bfloat16, torch.bfloat16, False,
                          "auto: bf16, as when this run started")
     found = speedup() if speedup is not None else Speedup(0.0)
-    if not isinstance(found, Speedup):
-        found = Speedup(float(found))
+    found = found if isinstance(found, Speedup) else Speedup(float(found))
     if not found.reliable:
         return fp32("the bf16 timing was upset twice (a busy machine?); --precision bf16 "
                     "chooses bf16")
@@ -261,8 +260,7 @@ def measure_speedup(rnn: nn.RNNBase, batch_size: int, seq_len: int,
     3 rounds when the warm-up took over 2 s: the ratio is what is wanted, and a large
     model's whole step would make start-up take a minute."""
     batch_size, seq_len = min(batch_size, 32), min(seq_len, 64)
-    # Its own generator and the global one restored: the run's random numbers are the same
-    # whatever was measured.
+    # Its own generator, and the global one restored: a run's random numbers never depend on it.
     x = torch.randn(batch_size, seq_len, rnn.input_size, device=device,
                     generator=torch.Generator(device).manual_seed(0))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -280,8 +278,7 @@ def _time_pairs(rnn: nn.RNNBase, x: torch.Tensor, rounds: int) -> list[float]:
         return time.perf_counter() - started
 
     warm = timed(torch.float32) + timed(torch.bfloat16)  # kernels and allocator warm up
-    if warm > 2.0:
-        rounds = 3
+    rounds = 3 if warm > 2.0 else rounds
     ratios = []
     for i in range(rounds):
         order = (torch.float32, torch.bfloat16) if i % 2 == 0 else (torch.bfloat16, torch.float32)

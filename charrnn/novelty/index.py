@@ -157,7 +157,6 @@ def open_index(data: PreparedData, split: str = "train", progress: bool = False,
     when it is built, why a cached one is not used, and when another process holds the
     directory's lock; past `lock_wait` seconds of that, one error). The split is
     memory-mapped, and so are the index's arrays."""
-    folder = data.root / INDEX_DIR
     say = echo or (lambda line: None)
     try:
         lock = DirectoryLock(data.root, "prepared directory", wait=True, timeout=lock_wait,
@@ -166,27 +165,13 @@ def open_index(data: PreparedData, split: str = "train", progress: bool = False,
         raise DataError(f"cannot use the novelty index of {shown(data.root)}: {e}") from None
     try:
         text, split_file = _map_split(data, split)
-        path = data.root / f"{split}.bin"
-        identity = _identity(split_file)
-        expected = expected_header(len(text), text.dtype, data.vocab.index.get("\n"), split)
-        info, problem = _cached(folder, split_file, identity, expected)
-        index = None if info is None else _open(folder, info, text, data.vocab, False, 0.0)
-        problem = problem or (index is not None and spot_problem(index)) or None
-        if problem:
-            say(f"novelty: the cached index in {shown(folder)} is damaged ({problem}); "
-                f"building it again")
-            index = None
+        split_of = (split, split_file, _identity(split_file),
+                    expected_header(len(text), text.dtype, data.vocab.index.get("\n"), split))
+        index = _cached_index(data, text, split_of, say)
         if index is None:
-            if echo:
-                echo(f"novelty: indexing the {split} split of {shown(data.root)} "
-                     f"({len(text):,} characters), once")
-            started = time.perf_counter()
-            info = build_cache(folder, path, text, split_file, identity, expected, progress)
-            index = _open(folder, info, text, data.vocab, True, time.perf_counter() - started)
-            if index is None:
-                raise DataError(f"the novelty index just built in {shown(folder)} cannot be "
-                                f"read back; is something else writing there?")
-        index.mapped.insert(0, (split_file, len(text) * text.dtype.itemsize, path))
+            index = _build_index(data, text, split_of, progress, say)
+        index.mapped.insert(0, (split_file, len(text) * text.dtype.itemsize,
+                                data.root / f"{split}.bin"))
         index.options = data.options
         index.root = data.root
         if split == "train" and data.n_documents > 1:  # train starts the text: same offsets
@@ -194,6 +179,39 @@ def open_index(data: PreparedData, split: str = "train", progress: bool = False,
         return index
     finally:
         lock.__exit__(None, None, None)
+
+
+def _cached_index(data: PreparedData, text: np.ndarray, split_of: tuple,
+                  say) -> SuffixIndex | None:
+    """The cached index of the split (`split_of`: its name, open file, identity and expected
+    header), or None when there is none to use; `say` is told why a damaged one is not."""
+    folder = data.root / INDEX_DIR
+    _, split_file, identity, expected = split_of
+    info, problem = _cached(folder, split_file, identity, expected)
+    index = None if info is None else _open(folder, info, text, data.vocab, False, 0.0)
+    problem = problem or (index is not None and spot_problem(index)) or None
+    if problem:
+        say(f"novelty: the cached index in {shown(folder)} is damaged ({problem}); "
+            f"building it again")
+        return None
+    return index
+
+
+def _build_index(data: PreparedData, text: np.ndarray, split_of: tuple, progress: bool,
+                 say) -> SuffixIndex:
+    """Build the split's index into the cache, and map it back."""
+    folder = data.root / INDEX_DIR
+    split, split_file, identity, expected = split_of
+    say(f"novelty: indexing the {split} split of {shown(data.root)} "
+        f"({len(text):,} characters), once")
+    started = time.perf_counter()
+    info = build_cache(folder, data.root / f"{split}.bin", text, split_file, identity,
+                       expected, progress)
+    index = _open(folder, info, text, data.vocab, True, time.perf_counter() - started)
+    if index is None:
+        raise DataError(f"the novelty index just built in {shown(folder)} cannot be "
+                        f"read back; is something else writing there?")
+    return index
 
 
 def _map_split(data: PreparedData, split: str) -> tuple[np.ndarray, object]:

@@ -81,50 +81,67 @@ class _Lanes:
         return len(self.i)
 
     def step(self, best, where) -> None:
-        ix = self.index
+        """Advance every lane by one step: extend its match by a character (or a run of
+        them), or record the match and move on (_finish). The three kinds of lane are taken
+        in this order, since each can turn a lane into the next kind within the step."""
         fail = np.zeros(self.size, dtype=bool)
         one = np.flatnonzero(self.hi - self.lo == 1)
-        if one.size:  # one suffix left: compare EXTEND characters along it at once
-            d = self.d[one]
-            k = np.arange(EXTEND)
-            pos = (ix.sa[self.lo[one]] + d)[:, None] + k
-            theirs = _chars(ix.text, pos, self.end[one][:, None])
-            ours = self.s[(self.i[one] + d)[:, None] + k]
-            same = theirs == ours
-            run = np.where(same.all(axis=1), EXTEND, same.argmin(axis=1))
-            self.d[one] += run
-            fail[one] = run < EXTEND
+        if one.size:
+            self._extend_single(one, fail)
         fresh = np.flatnonzero((self.d == 0) & (self.hi - self.lo > 1))
-        if fresh.size:  # depth 0, the whole block: each character's interval is known
-            c = self.s[self.i[fresh]]
-            ranks = _first_ranks(ix)
-            known = (c >= 0) & (c < ranks.shape[1] - 1)
-            row, col = self.block[fresh], np.where(known, c, 0)
-            sub_lo = np.where(known, ranks[row, col], 0)
-            sub_hi = np.where(known, ranks[row, col + 1], 0)
-            found = sub_lo < sub_hi
-            self.lo[fresh] = np.where(found, sub_lo, self.lo[fresh])
-            self.hi[fresh] = np.where(found, sub_hi, self.hi[fresh])
-            self.d[fresh] += found
-            fail[fresh] = ~found
+        if fresh.size:
+            self._start(fresh, fail)
         many = np.flatnonzero((self.d > 0) & (self.hi - self.lo > 1))
         many = many[~np.isin(many, fresh)] if fresh.size else many
-        if many.size:  # the sub-interval that continues with the next character
-            d = self.d[many]
-            c = self.s[self.i[many] + d]
-            lo, hi = self.lo[many], self.hi[many]
-            sub_lo, sub_hi = _lower_bounds(ix, np.concatenate([lo, lo]),
-                                           np.concatenate([hi, hi]), np.concatenate([d, d]),
-                                           np.concatenate([c, c + 1]),
-                                           np.concatenate([self.end[many]] * 2)).reshape(2, -1)
-            found = sub_lo < sub_hi
-            self.lo[many] = np.where(found, sub_lo, lo)
-            self.hi[many] = np.where(found, sub_hi, hi)
-            self.d[many] += found
-            fail[many] = ~found
+        if many.size:
+            self._narrow(many, fail)
         done = np.flatnonzero(fail)
         if done.size:
             self._finish(done, best, where)
+
+    def _extend_single(self, one, fail) -> None:
+        """Lanes `one` have one suffix left: compare EXTEND characters along it at once."""
+        d = self.d[one]
+        k = np.arange(EXTEND)
+        pos = (self.index.sa[self.lo[one]] + d)[:, None] + k
+        theirs = _chars(self.index.text, pos, self.end[one][:, None])
+        ours = self.s[(self.i[one] + d)[:, None] + k]
+        same = theirs == ours
+        run = np.where(same.all(axis=1), EXTEND, same.argmin(axis=1))
+        self.d[one] += run
+        fail[one] = run < EXTEND
+
+    def _start(self, fresh, fail) -> None:
+        """Lanes `fresh` are at depth 0 over the whole block: each character's interval is
+        known (_first_ranks)."""
+        c = self.s[self.i[fresh]]
+        ranks = _first_ranks(self.index)
+        known = (c >= 0) & (c < ranks.shape[1] - 1)
+        row, col = self.block[fresh], np.where(known, c, 0)
+        sub_lo = np.where(known, ranks[row, col], 0)
+        sub_hi = np.where(known, ranks[row, col + 1], 0)
+        self._narrow_to(fresh, sub_lo, sub_hi, fail)
+
+    def _narrow(self, many, fail) -> None:
+        """Lanes `many` hold several suffixes: the sub-interval that continues with the next
+        character, its two bounds found in one search."""
+        d = self.d[many]
+        c = self.s[self.i[many] + d]
+        lo, hi = self.lo[many], self.hi[many]
+        sub_lo, sub_hi = _lower_bounds(self.index, np.concatenate([lo, lo]),
+                                       np.concatenate([hi, hi]), np.concatenate([d, d]),
+                                       np.concatenate([c, c + 1]),
+                                       np.concatenate([self.end[many]] * 2)).reshape(2, -1)
+        self._narrow_to(many, sub_lo, sub_hi, fail)
+
+    def _narrow_to(self, lanes, sub_lo, sub_hi, fail) -> None:
+        """Lanes whose sub-interval is not empty take it and go one character deeper; the
+        others keep their interval and fail."""
+        found = sub_lo < sub_hi
+        self.lo[lanes] = np.where(found, sub_lo, self.lo[lanes])
+        self.hi[lanes] = np.where(found, sub_hi, self.hi[lanes])
+        self.d[lanes] += found
+        fail[lanes] = ~found
 
     def _finish(self, f, best, where) -> None:
         """Lanes `f` cannot extend: record their match, move on one position, and start
