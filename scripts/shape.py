@@ -25,7 +25,8 @@ WATCHED_CLASS = "Trainer"
 
 
 def measured_nodes(tree: ast.Module):
-    """(qualified name, node) for each top-level def/class and each def/class in a top-level class."""
+    """(qualified name, node) of each top-level def/class and each def/class in a top-level
+    class."""
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             yield node.name, node
@@ -41,7 +42,7 @@ def shape(package: Path) -> dict[str, list[tuple[int, str]]]:
     found: dict[str, list[tuple[int, str]]] = {"modules": [], "functions": [], "classes": [],
                                                "watched": []}
     for path in sorted(package.rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
+        rel = path.relative_to(package.parent).as_posix()
         source = path.read_text(encoding="utf-8")
         lines = len(source.splitlines())
         if lines > MODULE_LINES:
