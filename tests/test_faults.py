@@ -7,6 +7,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,10 +33,25 @@ CHARRNN = [sys.executable, "-m", "charrnn"]
 
 
 
-@pytest.fixture
-def trained(corpus, workdir):
-    r = run("train", corpus, *TINY, "--name", "good")
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A tiny run trained once for the module: corpus.txt, data/corpus/ and runs/good/."""
+    root = tmp_path_factory.mktemp("trained")
+    (root / "corpus.txt").write_text(make_text(20_000), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        r = run("train", "corpus.txt", *TINY, "--name", "good")
     assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.fixture
+def trained(trained_once, corpus, workdir):
+    """runs/good in this test's own directory, a copy of the module's run that the test may
+    damage, beside corpus.txt prepared here as training it would have (its checkpoints still
+    name the module's prepared data, the same text, which no test changes)."""
+    open_corpus(corpus)
+    shutil.copytree(trained_once / "runs", workdir / "runs", symlinks=True)
     return workdir / "runs" / "good"
 
 
@@ -529,10 +545,9 @@ def test_plot_to_stdout(two_runs_for_plot, workdir):
 
 
 @pytest.fixture
-def two_runs_for_plot(corpus, workdir):
-    r = run("train", corpus, *TINY, "--name", "p")
-    assert r.exit_code == 0, r.output
-    return workdir / "runs" / "p"
+def two_runs_for_plot(trained):
+    """A run to plot: the module's trained one, copied."""
+    return trained
 
 
 @pytest.mark.parametrize("foreign", ["test.bin", "notes.txt", ".staging-mine/keep.txt"])
@@ -694,8 +709,6 @@ def test_two_models_to_eval_get_a_message_about_models(trained, workdir):
 
 
 def test_latest_pointing_at_a_deleted_run_names_it(trained, workdir):
-    import shutil
-
     other = run("train", workdir / "corpus.txt", *TINY, "--name", "other")
     assert other.exit_code == 0
     shutil.rmtree(workdir / "runs" / "other")  # latest -> other, now gone
