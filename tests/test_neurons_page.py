@@ -3,23 +3,13 @@ driven by Playwright (never a downloaded browser). It renders the coloured text 
 panel per top cell, a cell can be picked from the list or by its panel, it fetches
 nothing, and it fits a desktop (1280 px) and a phone (390 px) screen, each screenshotted."""
 
-import os
-import shutil
-
 import pytest
+from browser import playwright_or_skip
 from conftest import run
 from test_neurons import TEXT, model_file  # noqa: F401 (a fixture)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never a download
-if not os.path.exists(CHROMIUM):
-    pytest.skip("no browser: chromium is not installed (apt-get install chromium)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-expect = sync_api.expect
-
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"]
+pytest_plugins = ["browser"]
+expect = playwright_or_skip().expect
 
 
 @pytest.fixture
@@ -30,16 +20,6 @@ def page_file(model_file, tmp_path):  # noqa: F811 (the fixture imported above)
     r = run("neurons", model_file, text, "--html", out, "--show", 800, "--top", 2)
     assert r.exit_code == 0, r.output
     return out
-
-
-@pytest.fixture
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.mark.parametrize("width", [1280, 390])
@@ -73,3 +53,4 @@ def test_page_renders_and_a_cell_can_be_picked(page_file, browser, tmp_path, wid
     page.screenshot(path=str(shot), full_page=False)
     assert shot.read_bytes()[:4] == b"\x89PNG"
     assert problems == []
+    page.close()

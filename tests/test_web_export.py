@@ -13,7 +13,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -34,10 +33,7 @@ from charrnn.export.web import MANIFEST
 from conftest import assert_clean_error, make_text, run, snapshot
 from test_export import TEXT, random_checkpoint
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never a download
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"]
+pytest_plugins = ["browser"]  # the `browser` fixture
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "charrnn-test" / "npm"
 PRIME = "The lazy "
 SCORED = "The quick brown fox jumps over the lazy dog.\nA dog sat there.\n"
@@ -179,19 +175,6 @@ class StaticServer:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("no browser: chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")
