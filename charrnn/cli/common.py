@@ -24,7 +24,7 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except CharRNNError as e:  # names from disk in it are shown escaped (escape.py)
+        except CharRNNError as e:  # names from disk in it are shown escaped (core/escape.py)
             raise click.ClickException(shown(e)) from None
         except BrokenPipeError:
             # The reader went away (| head): a normal end. Point stdout at /dev/null so the
