@@ -100,7 +100,7 @@ def test_unknown_prime_characters_are_listed():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"temperature": -1}, "temperature"), ({"top_k": -2}, "top-k"),
+    ({"temperature": -1}, "temperature"), ({"top_k": -2}, "top_k"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(CharRNNError, match=message):
@@ -242,5 +242,5 @@ def test_generation_ends_when_every_stream_has_stopped():
 
 @pytest.mark.parametrize("temperature", [float("nan"), float("inf"), 1e-300, -1])
 def test_temperatures_that_cannot_work_are_refused(temperature):
-    with pytest.raises(CharRNNError, match="--temperature must be 0"):
+    with pytest.raises(CharRNNError, match="temperature must be 0"):
         Sampler(random_model("lstm"), VOCAB, temperature=temperature)
