@@ -206,7 +206,7 @@ class Batch:
             if r.member.take(ids[r.offset:r.offset + len(r.kept)], r.kept):
                 finished.append(r.member)
                 self.dirty = True
-            elif len(self.placed) > 1 and any(r.member.generation.ended[s] for s in r.kept):
+            elif len(self.placed) > 1 and r.member.generation.ended_any(r.kept):
                 self.dirty = True
         return finished
 

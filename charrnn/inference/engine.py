@@ -142,6 +142,11 @@ class Generation:
         """Per stream: whether it has generated a stop string."""
         return self.pieces.stops.ended
 
+    def ended_any(self, kept: list[int]) -> bool:
+        """Whether one of the streams `kept` has stopped (cheap without stop strings)."""
+        ended = self.pieces.stops.ended
+        return bool(self.pieces.stops.stops) and any(ended[s] for s in kept)
+
     @property
     def done(self) -> bool:
         return self.made >= self.length or self.pieces.stops.all_ended
