@@ -4,7 +4,7 @@
     while not gen.priming.chunk(): pass        # the prime, a chunk per call
     ...                                         # a step gives logits (B, V) for the B rows
     gen.picker(logits, gen.noise.next(), ids)   # one character per stream
-    pieces = gen.take(ids.tolist())             # each stream's new text, cut at its stops
+    pieces = gen.take(ids.tolist(), list(range(B)))  # each stream's new text, cut at stops
 
 A Generation holds what decides a request's text: its settings (checked here), its
 generator, the first-character rule, the prime read in PRIME_CHUNK pieces with B rows at
@@ -150,6 +150,11 @@ class Generation:
     @property
     def done(self) -> bool:
         return self.made >= self.length or self.pieces.stops.all_ended
+
+    def take_rows(self, rows: list[list[int]]) -> list[str]:
+        """Several characters of each of the B streams (a row each); their new text."""
+        self.made += len(rows[0])
+        return self.pieces.of_rows(rows)
 
     def take(self, ids: list[int], kept: list[int]) -> list[str]:
         """The character drawn for each kept stream; each of the B streams' new text."""

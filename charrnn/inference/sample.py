@@ -22,7 +22,7 @@ from ..core.device import check_fits
 from ..core.model import FLOAT_BYTES, GATES, CharRNN
 from ..corpus.vocab import Vocab
 from .draws import Noise, Picker, block_size, gumbel_, pick  # noqa: F401  (the public names)
-from .engine import PRIME_CHUNK, Generation
+from .engine import PRIME_CHUNK, Generation, Priming
 from .settings import (  # noqa: F401  (the public names)
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
@@ -93,9 +93,7 @@ class Sampler:
         for i in range(n):
             loop.next(i, first=first and i == 0)
             if i + 1 - shown == flush_every or i + 1 == n:
-                rows = loop.record[shown:i + 1].t().tolist()
-                gen.made += i + 1 - shown
-                yield gen.pieces.of_rows(rows)
+                yield gen.take_rows(loop.record[shown:i + 1].t().tolist())
                 shown = i + 1
                 if gen.done:
                     return
@@ -117,6 +115,12 @@ class Sampler:
         loop.stepper.load(hidden)
         loop.stepper.logits.copy_(logits)
         return loop
+
+    def _prime(self, prime: str, B: int):
+        """The logits (B, V) after `prime` (or the first-character rule's start) and the
+        state it leaves, read as a generation reads it."""
+        return Priming(self.model, self.vocab, prime, B, self.generator,
+                       chunk=self.PRIME_CHUNK).read()
 
     def texts(self, length: int, prime: str = "", num_samples: int = 1, stop=(),
               bar=None) -> list[str]:
