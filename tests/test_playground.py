@@ -72,7 +72,9 @@ def test_generate_streams_text_that_grows_and_finishes(page):
     page.fill("#length", "30000")
     page.fill("#seed", "7")
     page.click("#generate")
-    expect(page.locator("#gen-status")).to_have_text(re.compile(r"^done: length"))
+    # 30,000 characters: on a busy machine that takes longer than expect's 5 s default
+    expect(page.locator("#gen-status")).to_have_text(re.compile(r"^done: length"),
+                                                     timeout=120_000)
     assert page.text_content("#output .prime") == "the "
     assert len(page.text_content("#output .generated")) == 30000
     lengths = page.evaluate("window.lengths")
