@@ -301,3 +301,26 @@ def test_novelty_errors(trained, workdir, monkeypatch):
     monkeypatch.setitem(sys.modules, "pydivsufsort", None)
     assert_clean_error(run("novelty", "s.txt", "--data", "elsewhere"),
                        "pip install -e '.[novelty]'", "pip install pydivsufsort")
+
+
+def test_redraw_goes_through_the_sampler_and_a_seed_gives_the_same_samples():
+    import torch
+
+    from charrnn.core.model import CharRNN
+    from charrnn.corpus.vocab import Vocab
+    from charrnn.inference.sample import Sampler
+    from charrnn.novelty.redraw import redraw
+
+    vocab = Vocab(list("ab\n"))
+    torch.manual_seed(0)
+    model = CharRNN(len(vocab), 8, 1, "gru").eval()
+    judge = lambda text: fake_report(text.count("a"))  # noqa: E731  "copies" = its a's
+
+    def run():
+        return redraw(Sampler(model, vocab, seed=3), 12, "b", (), judge, 3, max_copy=2, tries=4)
+
+    first, again = run(), run()
+    assert first.texts == again.texts and len(first.texts) == 3
+    alone = Sampler(model, vocab, seed=3).texts(12, "b", 3)  # the first draw, as the sampler's
+    for text, drawn in zip(first.texts, alone):
+        assert text.count("a") <= drawn.count("a")  # a redraw is kept only when it copies less

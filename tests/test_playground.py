@@ -37,6 +37,12 @@ def page(browser, server):
     page.close()
 
 
+def test_the_default_length_is_the_servers(page, server):
+    default = server.client.get("/v1/model").json()["defaults"]["length"]
+    assert default == 500
+    expect(page.locator("#length")).to_have_value(str(default))  # once the model is read
+
+
 def test_generate_streams_text_that_grows_and_finishes(page):
     # Waits go through locators: the page's Content-Security-Policy forbids the eval that
     # wait_for_function would need.
@@ -62,6 +68,28 @@ def test_generate_streams_text_that_grows_and_finishes(page):
     assert len(set(lengths)) > 2 and lengths == sorted(lengths)  # it grew, piece by piece
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert page.problems == []
+
+
+STOP_LINES = ["\\n\\n", "a\\tb", "\\x41\\101\\7", "\\u00e9\\U0001F600", "\\\\ \\' \\\"",
+              "\\a\\b\\f\\v\\r", "plain é", "\\q", "end\\", "\\x4", "\\U00110000"]
+
+
+def test_stop_strings_are_unescaped_as_the_command_line_does(page):
+    from charrnn.cli.common import unescape
+    from charrnn.core.errors import CharRNNError
+
+    for line in STOP_LINES:
+        try:
+            want = unescape(line, "--stop")
+        except CharRNNError:
+            want = None
+        got = page.evaluate("""line => {
+            try { return unescapeStop(line); } catch (e) { return null; }
+        }""", line)
+        assert got == want, line
+    assert "not understood here" in page.evaluate("""() => {
+        try { unescapeStop("\\\\N{BULLET}"); } catch (e) { return e.message; }
+    }""")
 
 
 def test_stop_ends_a_generation(page, server):

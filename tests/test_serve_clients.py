@@ -481,3 +481,13 @@ def test_a_short_read_goes_within_two_turns_and_a_long_one_is_never_starved():
     for _ in range(300):
         worker._turn([Reading(1)])
     assert sum(job.read for job in long) - before == 150
+
+
+def test_a_request_ended_by_shutdown_fails_with_a_503_error():
+    from charrnn.serve.jobs import Job
+    worker = Worker(deliver=None, loop=None)
+    job = Job(types.SimpleNamespace(generation=1), worker.outbox)
+    worker._end_all([job])
+    [(which, (kind, error))] = worker.outbox.take()
+    assert which is job and kind == "error" and job.finished
+    assert error.status == 503 and "shutting down" in str(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from unidecode import unidecode as to_ascii
 from ..core.bars import bar_terminal, progress_bar
 from ..core.checkpoint import load_model
 from ..core.device import resolve_device
-from ..core.errors import CharRNNError
+from ..core.errors import CharRNNError, SettingError
 from ..inference.sample import Sampler, check_prime, check_settings
-from ..novelty.redraw import check_redraw, draw_novel
+from ..inference.settings import DEFAULT_LENGTH
+from ..novelty.redraw import check_redraw, redraw
 from ..novelty.report import novelty_report
 from ..novelty.source import training_index
 from .common import (
@@ -29,7 +31,7 @@ from .common import (
 @click.argument("target", required=False)
 @click.option("-t", "--temperature", default=1.0, show_default=True, type=float,
               help="Lower is more conservative; 0 always takes the likeliest character.")
-@click.option("-n", "--length", default=500, show_default=True, type=int,
+@click.option("-n", "--length", default=DEFAULT_LENGTH, show_default=True, type=int,
               help="Characters to generate.")
 @click.option("-p", "--prime", default="", help="Text to start from (printed first).")
 @click.option("--prime-file", type=click.Path(dir_okay=False),
@@ -80,15 +82,53 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
       charrnn sample -t 0.5 --novelty --max-copy 40
       charrnn sample runs/headers --stop-at-end     # one whole document
     """
-    check_settings(length, temperature, top_k, num_samples, seed)
-    check_redraw(max_copy, tries)
+    with flag_names():
+        check_settings(length, temperature, top_k, num_samples, seed)
+        check_redraw(max_copy, tries)
+        stops = _unescaped(stops)
+        prime = _read_prime(prime_file) if prime_file else prime
+        trained = load_model(target, runs_dir)
+        prime, stops = _model_texts(trained, prime, stops, unidecode)
+        index = None
+        if novelty or max_copy is not None:  # before sampling: a missing index is one line
+            index = training_index(data_dir, trained.state, progress=not quiet, echo=None if quiet
+                                   else lambda line: click.echo(line, err=True))
+        sampler = Sampler(trained.model, trained.vocab, temperature, top_k, seed,
+                          resolve_device(device), stop_at_end=stop_at_end)
+        announce = (lambda: None) if quiet else (lambda: click.echo(trained.line, err=True))
+        if max_copy is not None:
+            _redrawn(sampler, length, prime, stops, index, num_samples, max_copy, tries,
+                     announce, novelty)
+            return
+        texts = _write(sampler, length, prime, num_samples, stops, announce, not quiet,
+                       show_each=not novelty)
+        if novelty:
+            _print(prime, texts, [novelty_report(index, text) for text in texts],
+                   printed=num_samples == 1)
+
+
+FLAGS = {"prime": "the prime", "length": "--length"}  # else --name-of-the-setting
+
+
+@contextlib.contextmanager
+def flag_names():
+    """The engine's errors under the flags of this command: top_k as --top-k."""
+    try:
+        yield
+    except SettingError as e:
+        raise e.named(FLAGS.get(e.field, "--" + e.field.replace("_", "-"))) from None
+
+
+def _unescaped(stops) -> list[str]:
     if "" in stops:
         raise CharRNNError("--stop '' is empty: give the text to stop after, e.g. --stop '\\n'")
-    stops = [unescape(s, "--stop") for s in stops]
-    if prime_file:
-        prime = _read_prime(prime_file)
-    trained = load_model(target, runs_dir)
-    model, vocab, options, state = trained.model, trained.vocab, trained.options, trained.state
+    return [unescape(s, "--stop") for s in stops]
+
+
+def _model_texts(trained, prime: str, stops: list[str], unidecode: bool):
+    """The prime and the stop strings as the model reads them (its text options), checked
+    against its vocabulary."""
+    options, vocab = trained.options, trained.vocab
     prime = to_ascii(options.apply(prime)) if unidecode else options.apply(prime)
     check_prime(vocab, prime, transliterated=unidecode)
     stops = [options.apply(s) for s in stops]
@@ -96,27 +136,18 @@ def sample(target, temperature, length, prime, prime_file, top_k, seed, num_samp
         if vocab.missing(s):
             raise CharRNNError(f"--stop {s!r} can never be generated: the model does not know "
                                + ", ".join(repr(c) for c in vocab.missing(s)))
-    index = None
-    if novelty or max_copy is not None:  # before sampling: a missing index is one line
-        index = training_index(data_dir, state, progress=not quiet,
-                               echo=None if quiet else lambda line: click.echo(line, err=True))
-    sampler = Sampler(model, vocab, temperature, top_k, seed, resolve_device(device),
-                      stop_at_end=stop_at_end)
-    announce = (lambda: None) if quiet else (lambda: click.echo(trained.line, err=True))
-    if max_copy is not None:
-        result = draw_novel(lambda k: sampler.texts(length, prime, k, stops),
-                            lambda text: novelty_report(index, text), num_samples, max_copy,
-                            tries)
-        announce()
-        for note in result.notes(many=num_samples > 1):
-            click.echo(note, err=True)
-        _print(prime, result.texts, result.reports if novelty else None)
-        return
-    texts = _write(sampler, length, prime, num_samples, stops, announce, not quiet,
-                   show_each=not novelty)
-    if novelty:
-        _print(prime, texts, [novelty_report(index, text) for text in texts],
-               printed=num_samples == 1)
+    return prime, stops
+
+
+def _redrawn(sampler: Sampler, length: int, prime: str, stops, index, num_samples: int,
+             max_copy: int, tries: int, announce, novelty: bool) -> None:
+    """--max-copy: the samples redrawn until each copies at most max_copy, then printed."""
+    result = redraw(sampler, length, prime, stops, lambda text: novelty_report(index, text),
+                    num_samples, max_copy, tries)
+    announce()
+    for note in result.notes(many=num_samples > 1):
+        click.echo(note, err=True)
+    _print(prime, result.texts, result.reports if novelty else None)
 
 
 def _print(prime: str, texts: list[str], reports=None, printed: bool = False):

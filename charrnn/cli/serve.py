@@ -96,14 +96,7 @@ def serve(target, host, port, api_key, allowed_hosts, cors, watch, novelty, data
       CHARRNN_API_KEY=secret charrnn serve --host 0.0.0.0
       charrnn serve --novelty       # then '{"novelty": true}' marks text copied from training
     """
-    try:
-        from ..serve.loaded import LoadedModel
-        from ..serve.server import run
-    except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] in SERVE_MODULES:
-            raise CharRNNError("charrnn serve needs starlette and uvicorn: "
-                               + install_hint("serve")) from None
-        raise
+    LoadedModel, run = _server_modules()
     if data_dir is not None and not novelty:
         raise CharRNNError("--data names the training text for the novelty check: add "
                            "--novelty, or leave --data out")
@@ -123,6 +116,19 @@ def serve(target, host, port, api_key, allowed_hosts, cors, watch, novelty, data
     run(loaded, host, port, limits, api_key, cors, (target, runs_dir) if watch else None,
         echo=lambda line: click.echo(line),
         warn=lambda line: click.echo(line, err=True), novelty=index, hosts=allowed_hosts)
+
+
+def _server_modules():
+    """(LoadedModel, run), or one line naming the install command without the extra."""
+    try:
+        from ..serve.loaded import LoadedModel
+        from ..serve.server import run
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in SERVE_MODULES:
+            raise CharRNNError("charrnn serve needs starlette and uvicorn: "
+                               + install_hint("serve")) from None
+        raise
+    return LoadedModel, run
 
 
 def _checked_key(api_key: str | None) -> str | None:

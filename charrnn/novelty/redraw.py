@@ -1,8 +1,11 @@
 """Sampling that refuses copies: redraw each sample whose longest copied span is too long.
 
-    result = draw_novel(lambda k: sampler.texts(500, "", k), lambda t: novelty_report(index, t),
-                        num_samples=4, max_copy=40, tries=10)
+    result = redraw(sampler, 500, "", (), lambda t: novelty_report(index, t),
+                    num_samples=4, max_copy=40, tries=10)
     result.texts, result.reports, result.notes()
+
+`redraw` draws through the generation engine (a Sampler, inference/sample.py); `draw_novel`
+is its loop over any `draw(k)`.
 
 The first draw gives every sample; each later round redraws, as one batch, the samples
 still over `max_copy`, until all pass or each has had `tries` draws. A redraw replaces a
@@ -13,11 +16,15 @@ same final samples every time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..core.errors import CharRNNError
+from ..core.errors import SettingError
 from .report import NoveltyReport
+
+if TYPE_CHECKING:
+    from ..inference.sample import Sampler
 
 
 @dataclass
@@ -51,9 +58,18 @@ class Redrawn:
 
 def check_redraw(max_copy: int | None, tries: int) -> None:
     if max_copy is not None and max_copy < 0:
-        raise CharRNNError(f"--max-copy must be >= 0, got {max_copy}")
+        raise SettingError("max_copy", f"must be >= 0, got {max_copy}")
     if tries < 1:
-        raise CharRNNError(f"--tries must be >= 1, got {tries}")
+        raise SettingError("tries", f"must be >= 1, got {tries}")
+
+
+def redraw(sampler: Sampler, length: int, prime: str, stops: Sequence[str],
+           judge: Callable[[str], NoveltyReport], num_samples: int, max_copy: int,
+           tries: int = 10) -> Redrawn:
+    """draw_novel with the sampler's draws: each round one batch of the samples still over
+    `max_copy`, from the sampler's one generator in turn."""
+    return draw_novel(lambda k: sampler.texts(length, prime, k, stops), judge, num_samples,
+                      max_copy, tries)
 
 
 def draw_novel(draw: Callable[[int], list[str]], judge: Callable[[str], NoveltyReport],

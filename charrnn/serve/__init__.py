@@ -8,11 +8,12 @@ One module per concept:
     limits.py      the limits in force and the safety of the address
     validation.py  a request's JSON, checked field by field into settings
     loaded.py      a loaded model, and the watcher that reloads a replaced best.pt
-    jobs.py        one request on the worker: its generator, noise, streams and events
-    batch.py       the running streams of one model as the rows of one batched step
-    worker.py      the thread that owns the models and advances every stream together
+    jobs.py        one request on the worker: its generation (inference/engine.py), its events
+    worker.py      the thread that owns the models and advances every stream together, the
+                   streams of each model as the rows of one batched step (inference/batch.py)
     sessions.py    the bounded store of hidden states that continue between requests
     service.py     what the routes share: admitting requests, counting streams, sessions
+    judge.py       the novelty reports of served samples, on a thread of their own
     app.py         the HTTP routes (Starlette), server-sent events, errors as JSON
     hosts.py       which Host headers are answered: the bound addresses and --allowed-host
     connections.py deadlines for a request to arrive, and the cap on connections

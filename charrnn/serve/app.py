@@ -46,13 +46,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..core.errors import CharRNNError, SettingError
+from ..inference.settings import DEFAULT_LENGTH
+from .bodies import read_body
 from .hosts import HostCheck, Hosts
+from .jobs import InternalError
 from .service import Service
 from .validation import (
     SESSION_FIELDS,
     BadRequest,
     cells_request,
     check_session_name,
+    field_error,
     fields,
     generate_settings,
     parse_json,
@@ -71,28 +76,68 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=None,
               hosts: Hosts | None = None) -> Starlette:
-    files = {name: (resources.files(__package__) / "static" / name).read_bytes()
-             for name in ("index.html", *STATIC)}
+    handlers = {CharRNNError: _refusal, InternalError: _refusal, ClientGone: _gone,
+                ClientDisconnect: _gone, HTTPException: _http_error, 500: _server_error}
+    return Starlette(routes=Api(service).routes(), exception_handlers=handlers,
+                     middleware=_middleware(api_key, cors, hosts), lifespan=lifespan)
 
-    async def page(request: Request) -> Response:
-        return Response(files["index.html"], media_type="text/html", headers=PAGE_HEADERS)
 
-    async def static(request: Request) -> Response:
+def _middleware(api_key: str | None, cors, hosts: Hosts | None) -> list:
+    middleware = []
+    if hosts is not None:  # outermost: a rebinding page gets nothing, not even a preflight
+        middleware.append(Middleware(HostCheck, hosts=hosts, refuse=_error))
+    if cors:  # outermost, so that a preflight request is answered before the key check
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors),
+                                     allow_methods=["GET", "POST", "DELETE"],
+                                     allow_headers=["Authorization", "Content-Type"]))
+    if api_key:
+        middleware.append(Middleware(KeyCheck, key=api_key))
+    return middleware
+
+
+class Api:
+    """The routes' handlers, over one Service."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.files = {name: (resources.files(__package__) / "static" / name).read_bytes()
+                      for name in ("index.html", *STATIC)}
+        self.cells_turn = asyncio.Lock()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.page), Route("/static/{name}", self.static),
+            Route("/healthz", self.health), Route("/v1/model", self.model),
+            Route("/v1/generate", self.generate, methods=["POST"]),
+            Route("/v1/score", self.score, methods=["POST"]),
+            Route("/v1/cells", self.cells, methods=["POST"]),
+            Route("/v1/sessions", self.create_session, methods=["POST"]),
+            Route("/v1/sessions/{name:path}", self.session, methods=["GET", "DELETE"]),
+        ]
+
+    async def page(self, request: Request) -> Response:
+        return Response(self.files["index.html"], media_type="text/html",
+                        headers=PAGE_HEADERS)
+
+    async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in STATIC:
             raise BadRequest(404, f"no such file: /static/{name}")
-        return Response(files[name], media_type=STATIC[name], headers=PAGE_HEADERS)
+        return Response(self.files[name], media_type=STATIC[name], headers=PAGE_HEADERS)
 
-    async def health(request: Request) -> Response:
-        return JSONResponse(service.health())
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(self.service.health())
 
-    async def model(request: Request) -> Response:
+    async def model(self, request: Request) -> Response:
+        service = self.service
         return JSONResponse({**service.loaded.info(), "limits": service.limits.to_dict(),
+                             "defaults": {"length": DEFAULT_LENGTH},
                              "novelty": service.novelty_info()})
 
-    async def generate(request: Request) -> Response:
-        data = parse_json(await read_body(request, service))
-        settings = generate_settings(data, service.limits)
+    async def generate(self, request: Request) -> Response:
+        service = self.service
+        settings = generate_settings(parse_json(await read_body(request, service)),
+                                     service.limits)
         job = service.generate(settings)
         if settings.stream:
             return StreamingResponse(_events(job, service), media_type="text/event-stream",
@@ -104,90 +149,36 @@ def build_app(service: Service, api_key: str | None = None, cors=(), lifespan=No
             service.release(job)
         return JSONResponse({**payload, "prime": job.prime[len(job.prime) - job.prime_read:]})
 
-    async def score(request: Request) -> Response:
-        text = score_text(parse_json(await read_body(request, service)))
-        job = service.score(text)
+    async def score(self, request: Request) -> Response:
+        text = score_text(parse_json(await read_body(request, self.service)))
+        job = self.service.score(text)
         try:
             return JSONResponse(await _final(job, request))
         finally:
-            service.release(job)
+            self.service.release(job)
 
-    cells_turn = asyncio.Lock()
+    async def cells(self, request: Request) -> Response:
+        text, cell = cells_request(parse_json(await read_body(request, self.service)))
+        async with self.cells_turn:  # one at a time, off the event loop: it runs the model
+            return JSONResponse(await run_in_threadpool(self.service.cells, text, cell))
 
-    async def cells(request: Request) -> Response:
-        text, cell = cells_request(parse_json(await read_body(request, service)))
-        async with cells_turn:  # one at a time, off the event loop: it runs the model
-            return JSONResponse(await run_in_threadpool(service.cells, text, cell))
-
-    async def create_session(request: Request) -> Response:
-        body = await read_body(request, service)
+    async def create_session(self, request: Request) -> Response:
+        body = await read_body(request, self.service)
         data = fields(parse_json(body), SESSION_FIELDS) if body.strip() else {}
         name = check_session_name(data.get("session", secrets.token_urlsafe(12)))
-        session = service.create_session(name)
+        session = self.service.create_session(name)
         return JSONResponse(session.info(), status_code=201)
 
-    async def session(request: Request) -> Response:
+    async def session(self, request: Request) -> Response:
         name = request.path_params["name"]
         if request.method == "DELETE":
-            service.delete_session(name)
+            self.service.delete_session(name)
             return JSONResponse({"deleted": name})
-        return JSONResponse(service.session_info(name))
-
-    routes = [
-        Route("/", page), Route("/static/{name}", static), Route("/healthz", health),
-        Route("/v1/model", model), Route("/v1/generate", generate, methods=["POST"]),
-        Route("/v1/score", score, methods=["POST"]),
-        Route("/v1/cells", cells, methods=["POST"]),
-        Route("/v1/sessions", create_session, methods=["POST"]),
-        Route("/v1/sessions/{name:path}", session, methods=["GET", "DELETE"]),
-    ]
-    middleware = []
-    if hosts is not None:  # outermost: a rebinding page gets nothing, not even a preflight
-        middleware.append(Middleware(HostCheck, hosts=hosts, refuse=_error))
-    if cors:  # outermost, so that a preflight request is answered before the key check
-        middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors),
-                                     allow_methods=["GET", "POST", "DELETE"],
-                                     allow_headers=["Authorization", "Content-Type"]))
-    if api_key:
-        middleware.append(Middleware(KeyCheck, key=api_key))
-    handlers = {BadRequest: _refusal, ClientGone: _gone, ClientDisconnect: _gone,
-                HTTPException: _http_error, 500: _server_error}
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
-                     lifespan=lifespan)
+        return JSONResponse(self.service.session_info(name))
 
 
 # -------------------------------------------------------------------------------------
-# reading requests, answering them
-
-
-CLOSE = {"Connection": "close"}  # a refused body is not read to its end: the connection ends
-
-
-async def read_body(request: Request, service: Service) -> bytes:
-    """The body of a POST: JSON only, refused with 413 as soon as it is known to pass
-    --max-body, and with 503 while the bodies being read together would pass
-    --max-buffered."""
-    kind = request.headers.get("content-type", "")
-    if kind.split(";")[0].strip().lower() != "application/json":
-        raise BadRequest(415, f"the body must be JSON, sent with 'Content-Type: "
-                              f"application/json' (got {shown(kind) if kind else 'none'})",
-                         CLOSE)
-    cap = service.limits.max_body
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise BadRequest(413, f"the body has {int(declared):,} bytes, over this server's "
-                              f"limit of {cap:,} (--max-body)", CLOSE)
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            service.hold_body(len(chunk))  # 503 when the bodies being read are at their cap
-            body += chunk
-            if len(body) > cap:
-                raise BadRequest(413, f"the body is over this server's limit of {cap:,} "
-                                      f"bytes (--max-body)", CLOSE)
-    finally:
-        service.free_body(len(body))
-    return bytes(body)
+# answering requests
 
 
 async def _events(job, service: Service):
@@ -199,7 +190,7 @@ async def _events(job, service: Service):
             elif event[0] == "done":
                 data = event[1]
             else:
-                data = {"error": event[1]}
+                data = {"error": str(event[1])}
             yield f"event: {event[0]}\ndata: {json.dumps(data)}\n\n".encode()
     finally:
         service.release(job)  # the client may have gone: the worker drops the job
@@ -219,7 +210,7 @@ async def _final(job, request: Request) -> dict:
         raise ClientGone()
     event = final.result()
     if event[0] == "error":
-        raise BadRequest(503 if "shutting down" in event[1] else 500, event[1])
+        raise event[1]  # it carries its status
     return event[1]
 
 
@@ -262,8 +253,12 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def _refusal(request: Request, exc: BadRequest) -> Response:
-    return _error(exc.status, exc.message, exc.headers)
+async def _refusal(request: Request, exc: Exception) -> Response:
+    """A refusal or failure that carries its status; the engine's errors under the API's
+    names of their settings."""
+    if isinstance(exc, SettingError):
+        exc = field_error(exc)
+    return _error(exc.status, str(exc), getattr(exc, "headers", None))
 
 
 async def _gone(request: Request, exc: Exception) -> Response:

@@ -1,20 +1,18 @@
-"""One request on the worker: its own generator and noise, its streams' text, its events.
+"""One request on the worker: its generation, its streams' text, its events.
 
-A GenerateJob reproduces `charrnn sample` (inference/sample.py) draw for draw: its own
-torch.Generator seeded with the request's seed; the prime (or "\\n", or one random character
-drawn first) through the fused kernel in Sampler.PRIME_CHUNK pieces, B rows at once; then
-Gumbel noise for `_block_size(B, V, length)` characters at a time, (block, B, V), drawn at
-the start of each block whether or not the block is used to its end; and the same Picker on
-the row of noise of each character. Which other requests share the batch changes none of
-this, only which rows of the step the request's streams occupy (and so how the batched
-matrix product rounds in the last bits: a request alone is bit for bit `charrnn sample`).
+A GenerateJob runs the same Generation as `charrnn sample` (inference/engine.py): the
+request's own generator seeded with its seed, the same first-character rule, priming, noise
+blocks, Picker and stop strings. The worker packs its streams with other requests' into one
+Stepper (inference/batch.py); which requests share the batch changes only which rows its
+streams occupy (and so how the batched matrix product rounds in the last bits: a request
+alone is bit for bit `charrnn sample`).
 
-The worker drives a job (worker.py, batch.py); the HTTP side reads its events:
+The worker drives a job; the HTTP side reads its events:
 
-    job.prime_chunk()     until True: the prime through the model, a chunk per call
-    job.noise_now()       each step: this character's noise for the rows still running
-    job.take(ids)         each step: the ids drawn for those rows; True when the job is done
-    job.inbox, job.wakeup the events ("text", index, text) and ("done", payload, state)
+    job.generation.priming.chunk()   until True: the prime through the model, a chunk per call
+    job.take(ids, kept)              each step, from the batch: True when the job is done
+    job.inbox, job.wakeup            the events ("text", index, text), ("done", payload,
+                                     state) and ("error", error), `error` carrying its status
 """
 
 from __future__ import annotations
@@ -28,32 +26,57 @@ import torch
 import torch.nn.functional as F
 
 from ..core.units import LN2
-from ..inference.sample import Picker, Sampler, _block_size, gumbel_
-from ..corpus.vocab import END
-from ..inference.stops import StopStrings
+from ..inference.engine import Generation
 from .loaded import LoadedModel
+from .sessions import Session
 from .validation import GenerateSettings
 
 # A streaming event goes out with the first character, then when at least `flush_every`
 # seconds have passed since the last: 40 events a second still read as a stream, and each
 # event costs the event loop (and the GIL it shares with the worker) the same however long.
-# With many streams the worker spaces them out (Batch.layout) so that all of them together
-# send about EVENTS_PER_SECOND.
+# With many streams the worker spaces them out (GenerateJob.pace) so that all of them
+# together send about EVENTS_PER_SECOND.
 FLUSH_SECONDS = 0.025
 EVENTS_PER_SECOND = 1000
 
 
+class InternalError(Exception):
+    """A request failed on the server's side (a bug, out of memory): the log says more."""
+
+    status = 500
+
+
+class Outbox:
+    """The worker's events of a turn, handed to the event loop together (Worker._flush)."""
+
+    def __init__(self):
+        self.events: list = []
+
+    def put(self, job: "Job", event: tuple) -> None:
+        self.events.append((job, event))
+
+    def take(self) -> list:
+        events, self.events = self.events, []
+        return events
+
+
 class Job:
     """What the worker and the HTTP side share. `cancelled` is written by the HTTP side (a
-    client went away), `finished` by the worker; events cross over through `post`, which
-    the worker delivers once per step on the event loop (Worker.flush)."""
+    client went away), `finished` by the worker; events cross over through the outbox,
+    which the worker delivers once per turn on the event loop. `rows`: the streams it
+    counts against --max-streams."""
 
-    def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
+    def __init__(self, loaded: LoadedModel, outbox: Outbox, rows: int = 1,
+                 session: Session | None = None):
+        self.loaded, self.outbox, self.rows, self.session = loaded, outbox, rows, session
         self.cancelled = self.finished = False
-        self.post = None  # set by the worker: (job, event) into its outbox
+        self.released = False  # freed by the service (Service.release), once
         self.inbox: collections.deque = collections.deque()  # event-loop side
         self.wakeup: asyncio.Event | None = None
+
+    def post(self, event: tuple) -> None:
+        """On the worker: an event for the event loop."""
+        self.outbox.put(self, event)
 
     def receive(self, event) -> None:
         """On the event loop: an event from the worker."""
@@ -73,117 +96,61 @@ class Job:
             await self.wakeup.wait()
             self.wakeup.clear()
 
-    def fail(self, message: str) -> None:
+    def release(self) -> bool:
+        """Mark the request freed; False if it already was."""
+        first, self.released = not self.released, True
+        return first
+
+    def fail(self, error: Exception) -> None:
         self.finished = True
-        self.post(("error", message))
+        self.post(("error", error))
 
 
 class GenerateJob(Job):
-    def __init__(self, loaded: LoadedModel, settings: GenerateSettings, prime: str,
-                 stops: list[str], hidden=None, pending: str = ""):
-        super().__init__(loaded)
+    def __init__(self, loaded: LoadedModel, outbox: Outbox, settings: GenerateSettings,
+                 prime: str, stops: list[str], session: Session | None = None):
+        super().__init__(loaded, outbox, settings.num_samples, session)
         self.settings = settings
-        self.B = B = settings.num_samples
-        self.length = settings.length
-        self.device, V = loaded.device, len(loaded.vocab)
+        B = settings.num_samples
         # A seed the server picks fits in 53 bits, so that JavaScript reads it back exactly.
         self.seed = settings.seed if settings.seed is not None else secrets.randbits(53)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.seed)
-        self.picker = Picker(V, settings.temperature, settings.top_k)
-        self.key = (settings.temperature, self.picker.top_k)  # rows drawn together share it
-        self.block = _block_size(B, V, self.length)
-        self.noise = (torch.zeros(self.block, B, V, device=self.device)
-                      if settings.temperature > 0 else None)
-        # Views made once: indexing a tensor on every step costs as much as a small op.
-        self.noise_rows = self.noise.unbind(0) if self.noise is not None else ()
-        self.k = 0  # the position in the block of noise
-        self.made = 0  # characters drawn per stream so far
-        self.stops = StopStrings(stops, B)
+        generator = torch.Generator(device=loaded.device)
+        generator.manual_seed(self.seed)
+        # The prime: a session's pending character first (its state has not read it yet).
+        pending, hidden = (session.pending, session.hidden) if session else ("", None)
+        self.prime, self.prime_read = pending + prime, len(prime)
+        self.generation = Generation(loaded.model, loaded.vocab, B, settings.length,
+                                     settings.temperature, settings.top_k, generator,
+                                     self.prime, stops, settings.stop_at_end, hidden)
         self.streaming = settings.stream
         self.flush_every = FLUSH_SECONDS
+        self.flushed_time = 0.0
         self.pending = [[] for _ in range(B)]  # text not yet sent, per stream
         # The whole text, for a whole answer, or for the novelty check after a stream.
         self.keep_text = not settings.stream or settings.novelty
         self.texts = [[] for _ in range(B)]
         self.counts = [0] * B
         self.last_ids: list[int] = []
-        self.flushed_time = 0.0
-        # The prime: a session's pending character first (its state has not read it yet).
-        self.prime, self.hidden = pending + prime, hidden
-        self.prime_read = len(prime)
-        self._prime_ids = None
-        self._prime_at = 0
-        self.logits = None  # (B, V) after the prime, for the first draw
-        # Rows of the batch: which streams are in it (shrinks as streams stop, batch.py).
-        self.kept = list(range(B))
-        self.kept_index = None  # the same as a tensor, when not every stream is kept
-        self.offset = 0
 
-    # -- the prime --------------------------------------------------------------------
+    def pace(self, running: int) -> None:
+        """`running` requests share the worker: space the events so that all of them
+        together send about EVENTS_PER_SECOND."""
+        self.flush_every = max(FLUSH_SECONDS, running / EVENTS_PER_SECOND)
 
-    def prime_chunk(self) -> bool:
-        """One chunk of the prime through the fused kernel; True when the prime is read."""
-        model, vocab = self.loaded.model, self.loaded.vocab
-        if self._prime_ids is None:
-            prime = self.prime
-            if not prime and vocab.end is not None:  # as Sampler._prime: after the mark
-                prime = vocab.chars[vocab.end]
-            elif not prime:  # as Sampler._prime: start after a newline, or a random character
-                prime = ("\n" if "\n" in vocab else vocab.chars[int(torch.randint(
-                    len(vocab), (1,), generator=self.generator, device=self.device))])
-            self._prime_ids = torch.tensor(vocab.encode(prime), device=self.device)
-        ids, start = self._prime_ids, self._prime_at
-        chunk = ids[start:start + Sampler.PRIME_CHUNK]
-        logits, self.hidden = model(chunk[None, :].expand(self.B, -1), self.hidden)
-        self._prime_at = start + Sampler.PRIME_CHUNK
-        if self._prime_at < len(ids):
-            return False
-        self.logits = logits[:, -1]
-        return True
-
-    # -- each step --------------------------------------------------------------------
-
-    def noise_now(self) -> torch.Tensor | None:
-        """This character's Gumbel noise for the kept rows, (rows, V); a new block of noise
-        from this job's generator at the start of each block."""
-        if self.noise is None:
-            return None
-        if self.k == 0:
-            gumbel_(self.noise, self.generator)
-        row = self.noise_rows[self.k]
-        return row if self.kept_index is None else row.index_select(0, self.kept_index)
-
-    def take(self, ids: list[int]) -> bool:
-        """The ids drawn for the kept rows; returns whether the job has finished."""
-        vocab = self.loaded.vocab
-        # With stop_at_end, the mark itself ends a stream (a stop string) and is dropped.
-        chars = vocab.chars if self.settings.stop_at_end else vocab.shown_chars
+    def take(self, ids: list[int], kept: list[int]) -> bool:
+        """The ids drawn for the kept streams; returns whether the job has finished."""
+        gen = self.generation
+        pieces = gen.take(ids, kept)
         self.last_ids = ids
-        self.made += 1
-        self.k = (self.k + 1) % self.block
-        if self.B == 1 and not self.stops.stops:  # the common case, kept lean: once a step
-            self.pending[0].append(chars[ids[0]])
-            self.counts[0] += 1
-        else:
-            pieces = [""] * self.B
-            for r, i in zip(self.kept, ids):
-                pieces[r] = chars[i]
-            for r, piece in enumerate(self.stops.cut(pieces)):
-                if piece and vocab.end is not None:
-                    piece = piece.replace(END, "")
-                if piece:
-                    self.pending[r].append(piece)
-                    self.counts[r] += len(piece)
-        done = self.made >= self.length or self.stops.all_ended
+        for r, piece in enumerate(pieces):
+            if piece:
+                self.pending[r].append(piece)
+                self.counts[r] += len(piece)
+        done = gen.done
         if done or self.streaming and (
-                self.made == 1 or time.monotonic() - self.flushed_time >= self.flush_every):
+                gen.made == 1 or time.monotonic() - self.flushed_time >= self.flush_every):
             self.flush()
         return done
-
-    def ended_rows(self) -> bool:
-        """Whether a kept row has stopped (it can leave the batch)."""
-        return bool(self.stops.stops) and any(self.stops.ended[r] for r in self.kept)
 
     def flush(self) -> None:
         for r, parts in enumerate(self.pending):
@@ -205,9 +172,10 @@ class GenerateJob(Job):
         (before the last character drawn, which the next request reads first)."""
         self.flush()
         self.finished = True
+        ended = self.generation.ended
         samples = []
-        for r in range(self.B):
-            why = "stop" if self.stops.ended[r] else reason or "length"
+        for r in range(self.generation.B):
+            why = "stop" if ended[r] else reason or "length"
             sample = {"index": r, "finish_reason": why, "chars": self.counts[r]}
             if not self.streaming:
                 sample["text"] = self.text_of(r)
@@ -216,7 +184,7 @@ class GenerateJob(Job):
         state = None
         if hidden is not None and self.last_ids:
             pending = self.loaded.vocab.chars[self.last_ids[0]]  # re-encoded: the mark itself
-            state = (hidden, pending, self.prime_read + self.made)
+            state = (hidden, pending, self.prime_read + self.generation.made)
         self.post(("done", payload, state))
 
 
@@ -230,8 +198,8 @@ class ScoreJob(Job):
     MIN_CHUNK = 16  # and at least: below that, the cost of a call outweighs its characters
     TOP = 5
 
-    def __init__(self, loaded: LoadedModel, text: str):
-        super().__init__(loaded)
+    def __init__(self, loaded: LoadedModel, outbox: Outbox, text: str):
+        super().__init__(loaded, outbox)
         self.text = text
         self.ids = torch.tensor(loaded.vocab.encode(text), device=loaded.device)
         self.at, self.hidden, self.nats = 0, None, 0.0

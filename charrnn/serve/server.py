@@ -105,6 +105,28 @@ def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
     sock = bind(host, port)
     service = Service(loaded, limits, echo=echo, novelty=novelty)
     service.gate = gate = Gate(limits, connection_cap(limits.max_connections))
+    app = build_app(service, api_key=api_key, cors=cors,
+                    lifespan=_lifespan(service, loaded, watch, warn),
+                    hosts=allowed_hosts(host, sock.getsockname()[0], hosts))
+    # uvicorn's own limits where it has them: the idle time between requests and the size
+    # of a request's headers. Its limit_concurrency is not used: it answers 503 to every
+    # request once stalled connections fill it; the Gate closes the stalled ones instead.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=GRACE, server_header=False,
+                            http=gate.protocol(), timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=BACKLOG)
+    logs.install()
+    _announce(echo, sock, loaded, limits, gate, novelty, watch)
+    try:
+        Server(config, service).run(sockets=[sock])
+    finally:
+        sock.close()
+    echo("stopped")
+
+
+def _lifespan(service: Service, loaded: LoadedModel, watch: tuple | None, warn):
+    """The app's life: the worker, the watcher (--watch) and the session sweeper started,
+    and stopped at the end."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -127,16 +149,12 @@ def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
             service.close()
             service.stop()
 
-    app = build_app(service, api_key=api_key, cors=cors, lifespan=lifespan,
-                    hosts=allowed_hosts(host, sock.getsockname()[0], hosts))
-    # uvicorn's own limits where it has them: the idle time between requests and the size
-    # of a request's headers. Its limit_concurrency is not used: it answers 503 to every
-    # request once stalled connections fill it; the Gate closes the stalled ones instead.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=GRACE, server_header=False,
-                            http=gate.protocol(), timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                            h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=BACKLOG)
-    logs.install()
+    return lifespan
+
+
+def _announce(echo, sock: socket.socket, loaded: LoadedModel, limits: Limits, gate: Gate,
+              novelty, watch: tuple | None) -> None:
+    """The start-up lines: the address, the model, the limits, what is watched."""
     echo(f"serving on {address_of(sock)} (the playground; the API is under /v1)")
     for line in loaded.lines():
         echo(line)
@@ -149,11 +167,6 @@ def run(loaded: LoadedModel, host: str = "127.0.0.1", port: int = 8000,
         where = watch[0] or f"{watch[1]}/latest"
         echo(f"watching {where} for a new checkpoint (--watch): requests in flight finish on "
              f"the model they started with")
-    try:
-        Server(config, service).run(sockets=[sock])
-    finally:
-        sock.close()
-    echo("stopped")
 
 
 async def _sweep(service: Service) -> None:

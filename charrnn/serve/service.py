@@ -8,43 +8,39 @@
 
 Everything here runs on the event loop (one thread), so the counts and the session store
 need no lock; the model is only ever touched by the worker. With a novelty index (serve
---novelty), a request's final event waits for its samples' novelty reports, which one
-thread of their own computes: neither the event loop nor the worker, which steps every
-other stream, waits on them.
+--novelty), a request's final event waits for its samples' novelty reports (judge.py).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
-from ..corpus.vocab import END
-from ..novelty.report import SPANS, novelty_report
+from ..core.model import FLOAT_BYTES
 from .jobs import GenerateJob, Job, ScoreJob
+from .judge import Judge
 from .limits import Limits
 from .loaded import LoadedModel
 from .sessions import BusySession, Session, SessionStore, StoreFull
-from .validation import MAX_CELLS_TEXT, MAX_STOP_CHARS, BadRequest, GenerateSettings, model_text, shown
+from .validation import (
+    MAX_CELLS_TEXT,
+    MAX_STOP_CHARS,
+    BadRequest,
+    GenerateSettings,
+    model_text,
+    shown,
+)
 from .worker import Worker
 
-log = logging.getLogger("charrnn.serve")
 RETRY_AFTER = "1"  # seconds: streams of a few hundred characters end within about that
 
 
 class Service:
     def __init__(self, loaded: LoadedModel, limits: Limits, echo=None, novelty=None):
         self.loaded, self.limits = loaded, limits
-        # The training text's suffix index (novelty/index.py), opened once at start-up. A
-        # model reloaded by --watch keeps it: it is the text the server was started with.
-        self.novelty = novelty
-        # One thread: reports take turns, so that many at once cannot crowd out the worker
-        # (they share the GIL with it), and their memory stays one report's.
-        self.judge = (ThreadPoolExecutor(1, thread_name_prefix="charrnn-novelty")
-                      if novelty is not None else None)
+        self.judge = Judge(novelty) if novelty is not None else None  # serve --novelty
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         self.sessions = SessionStore(limits.max_sessions, limits.session_ttl,
-                                     4 * loaded.state_floats)
+                                     FLOAT_BYTES * loaded.state_floats)
         self.streams = 0  # running streams: every sample of every request, and each score
         self.closing = False
         self.worker: Worker | None = None
@@ -70,12 +66,12 @@ class Service:
         if self.worker is not None:
             self.worker.stop()
         if self.judge is not None:
-            self.judge.shutdown(wait=False, cancel_futures=True)
+            self.judge.stop()
 
     def replace_model(self, loaded: LoadedModel) -> None:
         """A new model for new requests (--watch); running ones finish on theirs."""
         self.loaded = loaded
-        self.sessions.state_bytes = 4 * loaded.state_floats
+        self.sessions.state_bytes = FLOAT_BYTES * loaded.state_floats
         for line in loaded.lines():
             self.echo(line.replace("model: ", "reloaded model: ", 1))
 
@@ -83,25 +79,16 @@ class Service:
 
     def generate(self, settings: GenerateSettings) -> GenerateJob:
         loaded, limits = self.loaded, self.limits
-        if settings.novelty and self.novelty is None:
+        if settings.novelty and self.judge is None:
             raise BadRequest(422, "'novelty' needs the training text's index, which this "
                                   "server has not opened: start the server with --novelty")
         prime = model_text(loaded.vocab, loaded.options, settings.prime, "prime",
                            limits.max_prime)
         stops = [model_text(loaded.vocab, loaded.options, s, "stop", MAX_STOP_CHARS)
                  for s in settings.stop]
-        if settings.stop_at_end:
-            if loaded.vocab.end is None:
-                raise BadRequest(422, "'stop_at_end' needs a model trained on a corpus of "
-                                      "documents (a directory, or --split-on): this one has "
-                                      "no end-of-document mark")
-            stops.append(END)
         session = self._session_for(settings.session, loaded) if settings.session else None
         self._admit(settings.num_samples)
-        job = GenerateJob(loaded, settings, prime, stops,
-                          hidden=session.hidden if session else None,
-                          pending=session.pending if session else "")
-        job.rows, job.session = settings.num_samples, session
+        job = GenerateJob(loaded, self.worker.outbox, settings, prime, stops, session)
         if session is not None:
             session.busy = True
         self._start(job, "generate")
@@ -114,8 +101,7 @@ class Service:
             raise BadRequest(422, "'text' needs at least 2 characters: each one is scored "
                                   "from the ones before it")
         self._admit(1)
-        job = ScoreJob(loaded, text)
-        job.rows, job.session = 1, None
+        job = ScoreJob(loaded, self.worker.outbox, text)
         self._start(job, "score")
         return job
 
@@ -159,16 +145,14 @@ class Service:
         self.buffered -= n
 
     def _start(self, job: Job, kind: str) -> None:
-        job.released = False
         self.streams += job.rows
         self.counts[kind] += 1
         self.worker.submit(job)
 
     def release(self, job: Job) -> None:
         """The request is over (answered, or its client gone): free what it held, once."""
-        if job.released:
+        if not job.release():
             return
-        job.released = True
         if not job.finished:
             job.cancelled = True  # the worker drops it at its next turn
             self.worker.cancelled()
@@ -183,43 +167,11 @@ class Service:
             if job.cancelled:
                 continue
             if event[0] == "done" and event[2] is not None and job.session is not None:
-                hidden, pending, chars = event[2]
-                session = job.session
-                session.hidden, session.pending = hidden, pending
-                session.chars += chars
-                session.requests += 1
-            if (event[0] == "done" and isinstance(job, GenerateJob)
-                    and job.settings.novelty):
-                self._judge(job, event)
+                _continue(job.session, *event[2])
+            if event[0] == "done" and isinstance(job, GenerateJob) and job.settings.novelty:
+                self.judge.final(job, event, self.loop)
             else:
                 job.receive(event)
-
-    def _judge(self, job: GenerateJob, event) -> None:
-        """The final event of a novelty request, once the judge thread has added each
-        sample's report to it; a failure there fails the request, not the server."""
-        texts = [job.text_of(r) for r in range(job.B)]
-        index = self.novelty
-        future = self.loop.run_in_executor(
-            self.judge, lambda: [novelty_report(index, text).to_dict() for text in texts])
-
-        def judged(future) -> None:  # on the event loop
-            if job.cancelled:
-                return
-            if future.cancelled():  # the server stopped first
-                job.receive(("error", "the server is shutting down"))
-                return
-            error = future.exception()
-            if error is not None:
-                log.error("internal error while checking novelty",
-                          exc_info=(type(error), error, error.__traceback__))
-                job.receive(("error", "internal error while checking novelty; see the log"))
-                return
-            payload = event[1]
-            for sample, report in zip(payload["samples"], future.result()):
-                sample["novelty"] = report
-            job.receive(("done", payload, *event[2:]))
-
-        future.add_done_callback(judged)
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -277,6 +229,11 @@ class Service:
 
     def novelty_info(self) -> dict | None:
         """What GET /v1/model says of the novelty check: None when the server has none."""
-        if self.novelty is None:
-            return None
-        return {"training_chars": self.novelty.n, "copied_spans_min": SPANS[0]}
+        return self.judge.info() if self.judge is not None else None
+
+
+def _continue(session: Session, hidden, pending: str, chars: int) -> None:
+    """A session after a request on it: its new state, and what that state has read."""
+    session.hidden, session.pending = hidden, pending
+    session.chars += chars
+    session.requests += 1

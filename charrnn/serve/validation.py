@@ -4,9 +4,11 @@
     settings = generate_settings(data, limits)       # BadRequest(422) naming the field
     prime = model_text(loaded, settings.prime, "prime", limits.max_prime)
 
-A bad request never reaches the model: types, ranges and limits are checked here, and the
-characters of a prime, a stop string or a text against the model's vocabulary (after the
-model's own text options, as `charrnn sample` and `charrnn eval` apply them).
+A bad request never reaches the model: types and the server's limits are checked here,
+the ranges of the sampling settings and the characters of a prime, a stop string or a text
+by the engine's own checks (inference/settings.py, after the model's own text options, as
+`charrnn sample` and `charrnn eval` apply them). The engine names a setting as the API does
+(`top_k`); its SettingError is answered as `'top_k' ...` with its status (app.py).
 """
 
 from __future__ import annotations
@@ -15,24 +17,29 @@ import json
 import math
 from dataclasses import dataclass
 
+from ..core.errors import CharRNNError, SettingError
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
-from ..inference.sample import MAX_TEMPERATURE, MIN_TEMPERATURE
+from ..inference.settings import DEFAULT_LENGTH, check_known, check_settings
 from .limits import Limits
 
 MAX_STOPS = 16  # stop strings per request: each is searched for in every new piece
 MAX_STOP_CHARS = 200
 MAX_SESSION_NAME = 200
 MAX_SHOWN = 60  # characters of a client's string that an error message quotes back
-DEFAULT_LENGTH = 500  # as `charrnn sample`
 
 
-class BadRequest(Exception):
+class BadRequest(CharRNNError):
     """A request the server refuses: the HTTP status and what is wrong, in one sentence."""
 
     def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+def field_error(error: SettingError) -> SettingError:
+    """The engine's error under the API's name of its setting: 'top_k'."""
+    return error.named(repr(error.field))
 
 
 @dataclass(frozen=True)
@@ -112,16 +119,7 @@ def generate_settings(data: dict, limits: Limits) -> GenerateSettings:
     if s.length > limits.max_length:
         raise BadRequest(422, f"'length' {s.length:,} is over this server's limit of "
                               f"{limits.max_length:,} characters (--max-length)")
-    if not (s.temperature == 0 or MIN_TEMPERATURE <= s.temperature <= MAX_TEMPERATURE):
-        raise BadRequest(422, f"'temperature' must be 0 (always the likeliest character) or "
-                              f"between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, "
-                              f"got {s.temperature}")
-    if s.top_k < 0:
-        raise BadRequest(422, f"'top_k' must be at least 1 (or 0 for all), got {s.top_k}")
-    if s.seed is not None and not 0 <= s.seed < 2**64:
-        raise BadRequest(422, f"'seed' must be in [0, 2^64), got {s.seed}")
-    if s.num_samples < 1:
-        raise BadRequest(422, f"'num_samples' must be at least 1, got {s.num_samples}")
+    check_settings(s.length, s.temperature, s.top_k, s.num_samples, s.seed)
     if s.num_samples > limits.max_samples:
         raise BadRequest(422, f"'num_samples' {s.num_samples:,} is over this server's limit "
                               f"of {limits.max_samples:,} (--max-samples)")
@@ -169,12 +167,7 @@ def model_text(vocab: Vocab, options: TextOptions, text: str, field: str, cap: i
         flag = "--max-prime" if field == "prime" else "--max-text"
         raise BadRequest(422, f"{field!r} has {len(text):,} characters, over this server's "
                               f"limit of {cap:,} ({flag})")
-    missing = vocab.missing(text)
-    if missing:
-        shown = ", ".join(repr(c) for c in missing[:20])
-        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise BadRequest(422, f"{field!r} has characters the model does not know: "
-                              f"{shown}{more}")
+    check_known(vocab, text, field)
     return text
 
 

@@ -13,8 +13,8 @@ events of the turn go to the event loop in one call. One chunk a turn, whoever i
 long scores cannot starve the streams (each of their steps waits for one chunk at most),
 and the streams cannot starve the scores (a chunk goes with every step). A text to score is
 read in chunks that take about as long as the streams' step (READ_SECONDS_MIN at least),
-or READ_SECONDS_IDLE when no stream runs; a prime in Sampler.PRIME_CHUNK pieces, as
-`charrnn sample` reads it, so that its text stays the same bit for bit. Which request
+or READ_SECONDS_IDLE when no stream runs; a prime in the engine's PRIME_CHUNK pieces, as
+`charrnn sample` reads it (inference/engine.py), so that its text stays the same bit for bit. Which request
 reads: on even turns the one that has read the fewest chunks, so that a short prime or text
 is done within a turn or two however many long ones are queued; on odd turns, of those that
 have begun, the one that has waited longest, so that long ones go on at every other turn at
@@ -29,15 +29,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import torch
 
-from .batch import Batch
-from .jobs import GenerateJob, Job, ScoreJob
+from ..core.errors import Unavailable
+from ..inference.batch import Batch
+from .jobs import GenerateJob, InternalError, Job, Outbox, ScoreJob
 
 log = logging.getLogger("charrnn.serve")
 READ_SECONDS_MIN = 0.002  # a turn's reading while streams run, when their step takes less
 READ_SECONDS_IDLE = 0.05  # and when none runs: what a short request waits behind a long one
+
+
+@dataclass(eq=False)
+class Reader:
+    """A request that is reading (a prime, a text to score): the worker's record of it."""
+    job: Job
+    read_at: int  # the turn of its last chunk (or of its arrival)
+    chunks: int = 0
 
 
 class Worker(threading.Thread):
@@ -46,10 +56,10 @@ class Worker(threading.Thread):
         self.deliver, self.loop = deliver, loop
         self.cond = threading.Condition()
         self.inbox: list[Job] = []
-        self.reading: list[Job] = []  # primes and texts to score, a chunk a turn (see above)
+        self.reading: list[Reader] = []  # primes and texts to score, a chunk a turn (above)
         self.batches: dict[int, Batch] = {}  # by LoadedModel.generation
         self.newest = 0  # the newest model generation seen: older batches go when empty
-        self.outbox: list = []
+        self.outbox = Outbox()  # each job posts its events here
         self.closing = self.stopping = self.ended = False
         self.cancels = False  # set from the event loop: some job was cancelled
         self.steps = 0  # batched steps taken
@@ -60,7 +70,6 @@ class Worker(threading.Thread):
     # -- from the event loop ----------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        job.post = lambda event, job=job: self.outbox.append((job, event))
         with self.cond:
             self.inbox.append(job)
             self.cond.notify()
@@ -111,10 +120,9 @@ class Worker(threading.Thread):
 
     def _turn(self, new: list[Job]) -> None:
         for job in new:
-            job.chunks, job.read_at = 0, self.turns
-            self.reading.append(job)
+            self.reading.append(Reader(job, self.turns))
             self.newest = max(self.newest, job.loaded.generation)
-        self.reading = [job for job in self.reading if not job.cancelled]
+        self.reading = [r for r in self.reading if not r.job.cancelled]
         if self.reading:
             self._read(self._next_reader())
         self.turns += 1
@@ -127,10 +135,10 @@ class Worker(threading.Thread):
                 stepped = self._advance(batch) or stepped
             except Exception:  # a bug or out of memory: fail this batch, keep serving
                 self._report()
-                for job in batch.jobs + batch.incoming:
+                for job in batch.clear():
                     if not job.finished:
-                        job.fail("internal error while generating; see the server's log")
-                batch.jobs, batch.incoming, batch.stepper, batch.groups = [], [], None, []
+                        job.fail(InternalError("internal error while generating; see the "
+                                               "server's log"))
             if not batch and generation < self.newest:
                 del self.batches[generation]  # a replaced model, now unused (--watch)
         self.step_seconds = time.perf_counter() - started if stepped else 0.0
@@ -139,7 +147,9 @@ class Worker(threading.Thread):
         """One character for every stream of `batch`; False when it has none."""
         if batch.dirty:
             batch.layout()
-        if not batch.jobs:
+            for job in batch.members:
+                job.pace(len(batch.placed))
+        if not batch.placed:
             return False
         for job in batch.draw():
             # A session keeps the state from before the last character drawn: the next
@@ -149,35 +159,37 @@ class Worker(threading.Thread):
         self.steps += 1
         return True
 
-    def _next_reader(self) -> Job:
+    def _next_reader(self) -> Reader:
         """Fewest chunks read on even turns; on odd ones, of those that have begun, the
         one that has waited longest (see above). min keeps the first of equals, so ties
         go by arrival."""
-        begun = [job for job in self.reading if job.chunks] if self.turns % 2 else None
+        begun = [r for r in self.reading if r.chunks] if self.turns % 2 else None
         if begun:
-            return min(begun, key=lambda job: job.read_at)
-        return min(self.reading, key=lambda job: job.chunks)
+            return min(begun, key=lambda r: r.read_at)
+        return min(self.reading, key=lambda r: r.chunks)
 
-    def _read(self, job: Job) -> None:
-        """One chunk of `job`'s prime or text; a primed GenerateJob joins its batch."""
-        job.chunks += 1
+    def _read(self, reader: Reader) -> None:
+        """One chunk of a prime or a text; a GenerateJob that has read its prime joins its
+        batch."""
+        job = reader.job
+        reader.chunks += 1
         self.chunks += 1
-        job.read_at = self.turns
+        reader.read_at = self.turns
         if isinstance(job, ScoreJob):
             seconds = (max(READ_SECONDS_MIN, self.step_seconds) if self.step_seconds
                        else READ_SECONDS_IDLE)
             work = lambda: job.advance(job.chunk_for(seconds))  # noqa: E731
         else:
-            work = job.prime_chunk
+            work = job.generation.priming.chunk
         if self._guarded(job, work):
-            self.reading.remove(job)
+            self.reading.remove(reader)
             if isinstance(job, GenerateJob) and not job.finished:
                 self._batch_of(job).join(job)
 
     def _batch_of(self, job: GenerateJob) -> Batch:
         batch = self.batches.get(job.loaded.generation)
         if batch is None:
-            batch = self.batches[job.loaded.generation] = Batch(job.loaded)
+            batch = self.batches[job.loaded.generation] = Batch(job.loaded.model)
         return batch
 
     def _guarded(self, job: Job, work) -> bool:
@@ -186,26 +198,26 @@ class Worker(threading.Thread):
             return work()
         except Exception:  # a bug or out of memory: this request fails, the others go on
             self._report()
-            job.fail("internal error; see the server's log")
+            job.fail(InternalError("internal error; see the server's log"))
             return True
 
     def _end_all(self, new: list[Job]) -> None:
-        jobs = new + self.reading
+        jobs = new + [r.job for r in self.reading]
         for batch in self.batches.values():
-            jobs += batch.jobs + batch.incoming
+            jobs += batch.members
         for job in jobs:
             if job.finished or job.cancelled:
                 continue
             if isinstance(job, GenerateJob):
                 job.finish(reason="shutdown")
             else:
-                job.fail("the server is shutting down")
+                job.fail(Unavailable("the server is shutting down"))
         self.reading, self.batches = [], {}
 
     def _flush(self) -> None:
-        if not self.outbox:
+        events = self.outbox.take()
+        if not events:
             return
-        events, self.outbox = self.outbox, []
         try:
             self.loop.call_soon_threadsafe(self.deliver, events)
         except RuntimeError:  # the event loop has closed: nobody is listening any more

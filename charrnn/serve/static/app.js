@@ -46,6 +46,7 @@ async function loadModel() {
   $("model").textContent = `${m.num_layers}×${m.hidden_size} ${m.cell.toUpperCase()}, ` +
     `${m.vocab_size} characters${loss}${step}`;
   $("length").max = m.limits.max_length;
+  if ($("length").value === "") $("length").value = m.defaults.length;
   const novelty = !!m.novelty;
   $("novelty").disabled = !novelty;
   if (!novelty) $("novelty").checked = false;
@@ -58,8 +59,24 @@ async function loadModel() {
 
 // -- generate ----------------------------------------------------------------------------
 
+// The escapes `charrnn sample --stop` understands (Python's string escapes), so that a stop
+// string typed here is the one the command line reads. \N{name} needs Unicode's names, which
+// a browser does not have: it is refused with the way out, as a bad escape is.
+const SIMPLE_ESCAPES = {
+  "\\": "\\", "'": "'", '"': '"', a: "\x07", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t", v: "\v",
+};
+const ESCAPE = /\\(?:([\\'"abfnrtv])|([0-7]{1,3})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(N\{[^}]+\})|(.?))/gs;
+
 function unescapeStop(line) {
-  return line.replace(/\\(n|t|r|\\)/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c]);
+  return line.replace(ESCAPE, (escape, simple, octal, x, u, U, named, bad) => {
+    if (simple) return SIMPLE_ESCAPES[simple];
+    if (octal) return String.fromCodePoint(parseInt(octal, 8));
+    const code = x || u || U;
+    if (code && parseInt(code, 16) <= 0x10ffff) return String.fromCodePoint(parseInt(code, 16));
+    if (named) throw new Error(`stop '${line}': \\${named} is not understood here; write the ` +
+                               "character itself, or \\u and its code");
+    throw new Error(`stop '${line}': bad escape at '${escape}'; write \\\\ for a backslash`);
+  });
 }
 
 function generateRequest() {
@@ -67,7 +84,7 @@ function generateRequest() {
     prime: $("prime").value,
     temperature: Number($("temperature").value),
     top_k: Number($("top-k").value) || 0,
-    length: Number($("length").value) || 500,
+    length: Number($("length").value) || undefined,  // none: the server's default
     stop: $("stops").value.split("\n").filter((s) => s !== "").map(unescapeStop),
     stream: true,
   };
@@ -95,7 +112,12 @@ function* sseEvents(buffer) {
 async function generate() {
   if (running) return;
   const output = $("output"), generated = output.querySelector(".generated");
-  const body = generateRequest();
+  let body;
+  try {
+    body = generateRequest();
+  } catch (e) {
+    return setStatus("gen-status", e.message, true);
+  }
   output.querySelector(".prime").textContent = body.prime;
   generated.textContent = "";
   $("novelty-summary").hidden = true;
