@@ -64,9 +64,9 @@ def test_batched_reading_prepares_what_reading_each_file_alone_does(
         monkeypatch.setattr(batched, "BATCH_BYTES", 300)
         monkeypatch.setattr(batched, "SMALL_BYTES", 100)
     taken = []
-    count_run = batched.SmallFiles._count
-    monkeypatch.setattr(batched.SmallFiles, "_count",
-                        lambda self, lo, hi, *a: taken.append(hi - lo) or count_run(self, lo, hi, *a))
+    count_plain = batched._count_plain
+    monkeypatch.setattr(batched, "_count_plain",
+                        lambda b, lo, hi, *a: taken.append(hi - lo) or count_plain(b, lo, hi, *a))
     inputs = [str(tmp_path / "src"), str(tmp_path / "single.txt")]
     fast, alone = prepare_both(tmp_path, monkeypatch, inputs, options=options,
                                chunk_bytes=4096)

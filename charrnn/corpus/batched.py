@@ -1,11 +1,10 @@
 """Pass 1 over a directory's small files, many at a time (passes.py holds the pass).
 
-    small = SmallFiles(corpus, options, counting)
-    for j, item in enumerate(corpus.files()):
-        if not small.add(j, item):      # not a small file of a directory: read it alone
-            small.flush()
-            counting.file(j, item)
-    small.flush()
+    for batch in batches(corpus, enumerate(corpus.files())):
+        if isinstance(batch, Batch):
+            count_batch(batch, counting, options)
+        else:                           # not a small file of a directory: read it alone
+            counting.file(*batch)
 
 Most small files of a directory are plain ASCII: their bytes are their code points in any
 encoding that agrees with ASCII, and no decoder is needed. The files are read into one
@@ -15,12 +14,17 @@ becomes \\n). Runs of such files are counted together: one bincount, one write t
 spool, their documents recorded as arrays; a checksum each, as a file alone gets. Any
 other file goes through `Counting.file`, the path of a file alone, with the bytes
 already read, so that both give the same preparation.
+
+The files are read in this thread: reading the next batch in another while one is
+counted gained nothing measurable on 2 shared cores (the opening and reading system calls
+release the GIL, but the counting holds it).
 """
 from __future__ import annotations
 
 import codecs
 import hashlib
 from array import array
+from typing import Iterator
 
 import numpy as np
 
@@ -51,26 +55,25 @@ def byte_counts(data: np.ndarray) -> np.ndarray:
     return counts
 
 
-class SmallFiles:
-    """A batch of a directory's small files, read into one buffer, then counted."""
+class Batch:
+    """Small files of one directory, read one after another into one buffer."""
 
-    def __init__(self, corpus, options, counting, capacity: int = BATCH_BYTES):
-        self.corpus, self.options, self.counting = corpus, options, counting
-        self.buf = bytearray(max(capacity, SMALL_BYTES + 1))
+    def __init__(self, capacity: int = 0):
+        self.buf = bytearray(max(capacity or BATCH_BYTES, SMALL_BYTES + 1))
         self.view = memoryview(self.buf)
-        self.ends = array("q")  # where each file held ends in the buffer
-        self.held: list = []    # (j, item) of the files held: one batch's worth
+        self.ends = array("q")  # where each file ends in the buffer
+        self.held: list = []    # (j, item) of each file
         self.used = 0           # bytes of the buffer they fill
 
-    def add(self, j: int, item) -> bool:
-        """Read file j into the batch; False if it is not a small file of a directory."""
-        if not item.in_dir:
-            return False
-        if self.held and (len(self.buf) - self.used <= SMALL_BYTES
-                          or len(self.held) >= BATCH_FILES
-                          or item.root != self.held[0][1].root):
-            self.flush()
-        n = self.corpus.read_into(j, item, self.view[self.used:])
+    def full_for(self, item) -> bool:
+        """Whether `item` belongs to the next batch: too little room, or another root."""
+        return bool(self.held) and (len(self.buf) - self.used <= SMALL_BYTES
+                                    or len(self.held) >= BATCH_FILES
+                                    or item.root != self.held[0][1].root)
+
+    def read(self, corpus, j: int, item) -> bool:
+        """Read file j in; False if it does not fit (a large file: read alone)."""
+        n = corpus.read_into(j, item, self.view[self.used:])
         if n is None:
             return False
         self.used += n
@@ -78,49 +81,69 @@ class SmallFiles:
         self.held.append((j, item))
         return True
 
-    def flush(self) -> None:
-        """Count the files held, in order: runs of plain ASCII together, others alone."""
-        if not self.held:
-            return
-        ends = np.frombuffer(self.ends, dtype=np.int64)
-        starts = np.concatenate([[0], ends[:-1]])
-        data = np.frombuffer(self.buf, dtype=np.uint8, count=int(ends[-1]))
-        counts = byte_counts(data)
-        plain = self._plain(data, ends, counts)
-        cuts = np.flatnonzero(np.diff(plain)) + 1  # runs of plain files, and of others
-        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(plain)]):
-            if plain[lo]:
-                whole = hi - lo == len(plain)
-                self._count(lo, hi, starts, ends, counts if whole else None)
+
+def batches(corpus, files) -> Iterator:
+    """The (j, item) of `files` in order, a directory's small files gathered in Batches."""
+    batch = Batch()
+    for j, item in files:
+        if item.in_dir:
+            if batch.full_for(item):
+                yield batch
+                batch = Batch()
+            if batch.read(corpus, j, item):
                 continue
-            for k in range(lo, hi):
-                j, item = self.held[k]
-                self.counting.file(j, item, bytes(self.view[starts[k]:ends[k]]))
-        self.ends, self.held, self.used = array("q"), [], 0
+        if batch.held:
+            yield batch
+            batch = Batch()
+        yield j, item
+    if batch.held:
+        yield batch
 
-    def _plain(self, data: np.ndarray, ends: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Per file held, whether it is plain ASCII text: no byte to look at closer."""
-        crlf = not self.options.keep_crlf
-        if not (counts[0] or counts[128:].any() or crlf and counts[13]):
-            return np.ones(len(ends), dtype=bool)
-        odd = (data == 0) | (data >= 128)
-        if crlf:
-            odd |= data == 13
-        plain = np.ones(len(ends), dtype=bool)
-        plain[np.searchsorted(ends, np.flatnonzero(odd), side="right")] = False
-        return plain
 
-    def _count(self, lo: int, hi: int, starts, ends, counts) -> None:
-        """Files lo..hi of the batch, plain ASCII text, together."""
-        a, b = int(starts[lo]), int(ends[hi - 1])
-        text = np.frombuffer(self.buf, dtype=np.uint8, count=b - a, offset=a)
-        view, sha256 = self.view, hashlib.sha256
-        digests = [sha256(view[s:e]).digest()
-                   for s, e in zip(starts[lo:hi].tolist(), ends[lo:hi].tolist())]
-        if self.options.lower:
-            text = LOWER[text]
-            counts = None
-        if counts is None:
-            counts = byte_counts(text)
-        self.counting.plain(self.held[lo:hi], digests, ends[lo:hi] - starts[lo:hi], text,
-                            counts)
+def count_batch(batch: Batch, counting, options) -> None:
+    """Count the batch's files, in order: runs of plain ASCII together, others alone
+    (Counting.file, with the bytes read)."""
+    ends = np.frombuffer(batch.ends, dtype=np.int64)
+    starts = np.concatenate([[0], ends[:-1]])
+    data = np.frombuffer(batch.buf, dtype=np.uint8, count=int(ends[-1]))
+    counts = byte_counts(data)
+    plain = _plain(data, ends, counts, options)
+    cuts = np.flatnonzero(np.diff(plain)) + 1  # runs of plain files, and of others
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(plain)]):
+        if plain[lo]:
+            whole = hi - lo == len(plain)
+            _count_plain(batch, lo, hi, starts, ends, counts if whole else None, counting,
+                         options)
+            continue
+        for k in range(lo, hi):
+            j, item = batch.held[k]
+            counting.file(j, item, bytes(batch.view[starts[k]:ends[k]]))
+
+
+def _plain(data: np.ndarray, ends: np.ndarray, counts: np.ndarray, options) -> np.ndarray:
+    """Per file, whether it is plain ASCII text: no byte to look at closer."""
+    crlf = not options.keep_crlf
+    if not (counts[0] or counts[128:].any() or crlf and counts[13]):
+        return np.ones(len(ends), dtype=bool)
+    odd = (data == 0) | (data >= 128)
+    if crlf:
+        odd |= data == 13
+    plain = np.ones(len(ends), dtype=bool)
+    plain[np.searchsorted(ends, np.flatnonzero(odd), side="right")] = False
+    return plain
+
+
+def _count_plain(batch: Batch, lo: int, hi: int, starts, ends, counts, counting,
+                 options) -> None:
+    """Files lo..hi of the batch, plain ASCII text, together."""
+    a, b = int(starts[lo]), int(ends[hi - 1])
+    text = np.frombuffer(batch.buf, dtype=np.uint8, count=b - a, offset=a)
+    view, sha256 = batch.view, hashlib.sha256
+    digests = [sha256(view[s:e]).digest()
+               for s, e in zip(starts[lo:hi].tolist(), ends[lo:hi].tolist())]
+    if options.lower:
+        text = LOWER[text]
+        counts = None
+    if counts is None:
+        counts = byte_counts(text)
+    counting.plain(batch.held[lo:hi], digests, ends[lo:hi] - starts[lo:hi], text, counts)

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..core.errors import DataError
-from .batched import SmallFiles, batchable
+from .batched import Batch, batchable, batches, count_batch
 from .documents import LineStarts, TableBuilder
 from .inputs import BinaryFile, Corpus, SniffingReader, binary_file, looks_binary
 from .text import CHUNK_BYTES, DecodeError, code_point_chunks, code_points_of
@@ -96,16 +96,16 @@ def count(corpus: Corpus, options, split_on: str = "file", strict: bool = False,
     also written there, UTF-8 after the text options, for pass 2 to read in large chunks
     (writing.spooled). `batched` False reads every file alone, the reference."""
     counting = Counting(corpus, options, split_on, strict, chunk_bytes, on_bytes, spool)
-    small = (SmallFiles(corpus, options, counting) if batched and spool is not None
-             and batchable(options, split_on) else None)
-    for j, item in enumerate(corpus.files()):
-        if small is not None and small.add(j, item):
-            continue
-        if small is not None:
-            small.flush()  # the files before it first: documents stay in order
-        counting.file(j, item)
-    if small is not None:
-        small.flush()
+    files = enumerate(corpus.files())
+    if not (batched and spool is not None and batchable(options, split_on)):
+        for j, item in files:
+            counting.file(j, item)
+        return counting.result()
+    for batch in batches(corpus, files):
+        if isinstance(batch, Batch):
+            count_batch(batch, counting, options)
+        else:  # not a small file of a directory: read alone
+            counting.file(*batch)
     return counting.result()
 
 
