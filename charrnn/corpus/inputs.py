@@ -194,11 +194,11 @@ class Corpus:
             size = st.st_size
             if size >= len(buf):
                 return None
+            # One byte more than its size: a file that grew since fstat reads longer. A
+            # regular file's read is short only at its end, so `size` bytes are all of it.
             n = os.readv(fd, [buf[:size + 1]])
-            if n < size:  # a short read: on to the end
+            if n < size:  # short all the same (some file systems): on to the end
                 n += _read_all(fd, buf[n:size + 1])
-            if n == size:  # the end of the file, unless it grew
-                n += os.readv(fd, [buf[n:n + 1]])
         finally:
             os.close(fd)
         if n != size:
