@@ -87,6 +87,17 @@ class TableBuilder:
         self.line.append(line)
         self.source.append(source)
 
+    def add_files(self, rels: list[str], text_starts: np.ndarray) -> None:
+        """Whole files, a document each, their first lines at 1: in bulk."""
+        first, n = self.n_paths, len(rels)
+        if n:
+            self.paths += os.fsencode("\0".join(rels)) + b"\0"  # one call, not one a file
+        self.n_paths += n
+        self.text_start.frombytes(text_starts.astype(np.int64).tobytes())
+        self.line.frombytes(np.ones(n, dtype=np.int64).tobytes())
+        self.source.frombytes(np.arange(first, first + n, dtype=f"i{self.source.itemsize}")
+                              .tobytes())
+
     def __len__(self) -> int:
         return len(self.text_start)
 
