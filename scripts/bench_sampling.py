@@ -69,9 +69,12 @@ def sampling_rows(row, data, quick, device, tmp: Path):
     n = 300 if quick else 1000
     counts = sorted({cpu_budget().default_threads(), torch.get_num_threads()})
     sampler = kernel_rows(row, model, vocab, label, device, n, 4 if quick else 10)
-    if device.type == "cpu":  # the issue's model (2x512 GRU), then this row's model
-        torch.manual_seed(0)
-        gru = CharRNN(len(vocab), 512, 2, "gru").eval()
+    torch.manual_seed(0)
+    gru = CharRNN(len(vocab), 512, 2, "gru").eval()  # the model docs/benchmarks.md compares
+    if device.type == "cpu" and not have_onnxruntime():
+        row("", "against onnxruntime", "skipped: onnxruntime not installed "
+            "(pip install -e '.[export]')")
+    elif device.type == "cpu":
         onnx_rows(row, gru, vocab, "2x512 GRU", counts, 400 if quick else 1000,
                   3 if quick else 7)
         onnx_rows(row, model, vocab, label, counts, 300 if quick else 1000, 3 if quick else 5)
@@ -124,10 +127,6 @@ def kernel_rows(row, model, vocab, label, device, n, rounds) -> float:
 def onnx_rows(row, model, vocab, label, counts, n, rounds) -> None:
     """charrnn's sample loop against onnxruntime's on the same model exported, at each
     thread count (charrnn sample's default and bench.py's), each side alike."""
-    if not have_onnxruntime():
-        row("", f"{label}: against onnxruntime", "skipped: onnxruntime not installed "
-            "(pip install -e '.[export]')")
-        return
     onnx = OnnxSide(model, vocab)
     before = torch.get_num_threads()
     wait = os.environ.get("OMP_WAIT_POLICY", "libgomp's default").lower()

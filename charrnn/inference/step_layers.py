@@ -1,7 +1,7 @@
 """The layers of the written-out step (stepper.py): each cell's arithmetic as a fixed list of
 kernel calls on tensors allocated once.
 
-    products = Products("fp32", batch_size=1)
+    products = Products("fp32")
     ops, table = gru_layer(weights, io, products)       # ops: zero-argument calls
     for op in ops: op()                                 # one step of this layer
 
@@ -52,11 +52,10 @@ class Products:
     fp32. It pays where the CPU has bf16 units (avx512_bf16, AMX); elsewhere it is emulated.
     """
 
-    def __init__(self, precision: str, batch_size: int):
+    def __init__(self, precision: str):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-        self.batch_size = batch_size
 
     def weight(self, w: torch.Tensor) -> torch.Tensor:
         """(out, in) as nn.Linear stores it -> (in, out) contiguous, in this precision."""
@@ -85,8 +84,7 @@ def gru_layer(w: dict, io: LayerIO, products: Products, inputs=None):
     r and z need only the sum of their input and hidden products: for a later layer,
     whose input x sits right before h in memory, that is one product of [x, h] with the
     two weights stacked. The new gate keeps its hidden product apart (r scales it)."""
-    H = io.h.shape[1]
-    B = io.h.shape[0]
+    B, H = io.h.shape
     kw = {"dtype": io.h.dtype, "device": io.h.device}
     rz, gin, hn, n = (torch.empty(B, size, **kw) for size in (2 * H, H, H, H))
     r, z = rz[:, :H], rz[:, H:]
@@ -113,7 +111,7 @@ def lstm_layer(w: dict, io: LayerIO, products: Products, inputs=None):
     """The LSTM step, gates reordered (i, f, g, o) -> (i, f, o, g) so that one sigmoid
     covers 3H. Layer 0 adds W_hh h onto the looked-up table row in place; a later layer
     computes [x, h] @ [W_ih; W_hh]^T as one product. Returns (calls, input table or None)."""
-    H, B = io.h.shape[1], io.h.shape[0]
+    B, H = io.h.shape
     order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
                        torch.arange(2 * H, 3 * H)]).to(io.h.device)
     w_ih, w_hh = w["w_ih"][order], w["w_hh"][order]

@@ -58,7 +58,7 @@ class Stepper:
         self.H, self.num_layers, self.batch_size = H, L, B
         weight = model.head.weight
         kw = {"device": weight.device, "dtype": weight.dtype}
-        products = Products(precision, B)
+        products = Products(precision)
         with torch.no_grad():
             # The h of every layer side by side, so that [h_{l-1}, h_l] -- layer l's input at
             # this step next to its own state from the last one -- is one contiguous slice.
