@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-import charrnn.inference.stepper as stepper_module
 from charrnn.core.errors import CharRNNError
 from charrnn.core.model import CharRNN, hidden_tensors
 from charrnn.corpus.vocab import Vocab
@@ -113,20 +112,6 @@ def test_streams_in_pieces():
     assert [len(p[0]) for p in pieces] == [4, 4, 2]
 
 
-def test_wide_single_stream_step_equals_nn_module():
-    # Wide enough that one stream's products take the oneDNN path where it is available.
-    torch.manual_seed(0)
-    model = CharRNN(V, 192, 2, "lstm").eval()
-    fast, ref = Stepper(model, 1), ReferenceStepper(model, 1)
-    assert fast.layers[0]["w_hh"].numel() >= stepper_module._ONEDNN_MIN
-    with torch.no_grad():
-        for _ in range(5):
-            ids = torch.randint(V, (1,))
-            fast.ids.copy_(ids)
-            ref.ids.copy_(ids)
-            torch.testing.assert_close(fast.step(), ref.step(), rtol=1e-4, atol=1e-5)
-
-
 def test_draws_follow_the_softmax_of_logits_over_temperature():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     gen = torch.Generator().manual_seed(0)
@@ -194,13 +179,6 @@ def test_models_the_fast_step_does_not_cover_take_the_plain_call(rnn):
 def test_the_usual_models_take_the_fast_step():
     for cell in ("lstm", "gru", "rnn"):
         assert Stepper.supports(random_model(cell, embed_dim=4 if cell == "gru" else 0))
-
-
-def test_the_onednn_self_check_leaves_the_global_random_state_alone():
-    stepper_module._onednn_checked = None
-    before = torch.get_rng_state()
-    stepper_module._onednn_matvec_works()
-    assert torch.equal(before, torch.get_rng_state())
 
 
 def test_a_long_prime_goes_through_in_chunks_with_the_same_result(monkeypatch):

@@ -7,10 +7,16 @@
 Calling nn.LSTM once per character pays its whole setup for a tiny (B, 1) input. `Stepper`
 computes the same step as per-layer matrix products on the same weights: the one-hot (or
 embedded) input of layer 0 is a row of a precomputed table input @ W_ih^T + biases, and the
-gates are a handful of in-place element-wise ops on buffers allocated once. It gives the
-logits of nn.LSTM/nn.GRU/nn.RNN to float rounding. `ReferenceStepper` is the plain
-per-character model call with the same interface: checked against, and used for models the
-written-out step does not cover.
+gates are a handful of in-place element-wise ops on buffers allocated once. The whole step
+is a fixed list of prepared kernel calls (step_layers.py). It gives the logits of
+nn.LSTM/nn.GRU/nn.RNN to float rounding. `ReferenceStepper` is the plain per-character model
+call with the same interface: checked against, and used for models the written-out step
+does not cover.
+
+`Stepper(model, B, precision="bf16")` keeps the weights in bf16 and multiplies in bf16,
+with the state, the gates and the logits in fp32: for batches on a CPU with bf16 units
+(avx512_bf16, AMX; `core.precision.native_bf16`). Its logits differ from fp32 by the
+rounding of the weights (about 1e-2 relative); elsewhere bf16 is emulated and slower.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.model import GATES, CharRNN, hidden_tensors
+from .step_layers import LAYERS, LayerIO, Products
 
 
 class Stepper:
@@ -26,8 +33,8 @@ class Stepper:
 
     The state lives inside: `load(hidden)` sets it from an nn.RNN-style hidden, `step()` reads
     the ids in `self.ids` (B,) and writes the logits into `self.logits` (B, V), and `hidden()`
-    gives the state back in nn.RNN form. The element-wise ops write into fixed tensors, so
-    the same sequence of kernels can be captured as a CUDA graph.
+    gives the state back in nn.RNN form. Every kernel writes into fixed tensors, so the same
+    sequence of kernels can be captured as a CUDA graph.
     """
 
     @staticmethod
@@ -42,113 +49,56 @@ class Stepper:
                 and getattr(rnn, "nonlinearity", "tanh") == "tanh"
                 and type(head) is nn.Linear and head.bias is not None)
 
-    def __init__(self, model: CharRNN, batch_size: int = 1):
+    def __init__(self, model: CharRNN, batch_size: int = 1, precision: str = "fp32"):
+        """`precision`: "fp32", or "bf16" for bf16 weights and products (module docstring)."""
         if not self.supports(model):
             raise ValueError("Stepper does not support this model; use ReferenceStepper")
-        self.cell = model.cell
-        rnn, H, L = model.rnn, model.hidden_size, model.num_layers
-        B, V = batch_size, model.vocab_size
+        self.cell, self.precision = model.cell, precision
+        H, L, B, V = model.hidden_size, model.num_layers, batch_size, model.vocab_size
         self.H, self.num_layers, self.batch_size = H, L, B
         weight = model.head.weight
         kw = {"device": weight.device, "dtype": weight.dtype}
-        G = GATES[self.cell]
+        products = Products(precision)
         with torch.no_grad():
-            inputs = (model.embedding.weight if model.embedding is not None
-                      else model.one_hot)  # (V, input_size)
             # The h of every layer side by side, so that [h_{l-1}, h_l] -- layer l's input at
             # this step next to its own state from the last one -- is one contiguous slice.
             self.hcat = torch.zeros(B, L * H, **kw)
             self.c = torch.zeros(L, B, H, **kw) if self.cell == "lstm" else None
             self.ids = torch.zeros(B, dtype=torch.long, device=weight.device)
             self.logits = torch.zeros(B, V, **kw)
-            g = self._gates = torch.empty(B, G * H, **kw)
-            t = self._tmp = torch.empty(B, 3 * H if self.cell == "gru" else H, **kw)
-            self.layers = [self._layer(rnn, layer, inputs) for layer in range(L)]
-            self.head_w = model.head.weight.contiguous()
-            self.head_b = model.head.bias.clone()
-            self.onednn = B == 1 and weight.device.type == "cpu" and _onednn_matvec_works()
-        # Views made once: slicing on every step costs as much as the small ops themselves.
-        if self.cell == "lstm":
-            self._ifo, self._cand = g[:, :3 * H], g[:, 3 * H:]
-            self._i, self._f, self._o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H]
-        elif self.cell == "gru":
-            self._rz, self._r, self._z, self._n = g[:, :2 * H], g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
-            self._h_rz, self._h_n = t[:, :2 * H], t[:, 2 * H:]
-        self._last = self.layers[-1]["h"]
+            self._inputs = torch.empty(B, GATES[self.cell] * H, **kw)  # layer 0's table rows
+            self._ops = []
+            for layer in range(L):
+                ops, table = self._layer(model, layer, products)
+                self._ops += ops
+                if layer == 0:
+                    self._table = table  # (V, G*H)
+            self._ops += products(self.logits, model.head.bias.clone(),
+                                  self.hcat[:, (L - 1) * H:], products.weight(weight))
 
-    def _layer(self, rnn, layer: int, inputs: torch.Tensor) -> dict:
-        """The weights of one layer, arranged for `step`, and views of its state."""
-        H = self.H
-        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{layer}") for name in
-                                  ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-        if self.cell == "lstm":
-            # Reorder gates (i, f, g, o) -> (i, f, o, g): one sigmoid covers 3H.
-            order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
-                               torch.arange(2 * H, 3 * H)]).to(w_ih.device)
-            w_ih, w_hh, b_ih, b_hh = w_ih[order], w_hh[order], b_ih[order], b_hh[order]
-        # The GRU's new gate uses r * (W_hn h + b_hn): its hidden bias stays apart.
-        bias_in = b_ih if self.cell == "gru" else b_ih + b_hh
-        entry = {"h": self.hcat[:, layer * H:(layer + 1) * H]}
-        if layer == 0:
-            # The one-hot (or embedded) input only selects a row of this table.
-            entry["table"] = torch.addmm(bias_in, inputs, w_ih.t())  # (V, G*H)
-        if self.cell == "gru":
-            entry.update(w_hh=w_hh.contiguous(), b_hh=b_hh.clone())
-            if layer > 0:
-                entry.update(w_ih=w_ih.contiguous(), b_ih=b_ih.clone(),
-                             h_prev=self.hcat[:, (layer - 1) * H:layer * H])
-        elif layer == 0:
-            entry["w_hh"] = w_hh.contiguous()
-        else:
-            # Input and recurrent products in one: [x, h] @ [W_ih; W_hh]^T.
-            entry["w_cat"] = torch.cat([w_ih, w_hh], dim=1).contiguous()
-            entry["bias"] = bias_in.clone()
-            entry["xh"] = self.hcat[:, (layer - 1) * H:(layer + 1) * H]
-        if self.c is not None:
-            entry["c"] = self.c[layer]
-        return entry
-
-    def _affine(self, out, bias, weight, x):
-        """out = bias + x @ weight^T; weight (out, in) as nn.Linear stores it, x and out (B, .)."""
-        if self.batch_size > 1:
-            torch.addmm(bias, x, weight.t(), out=out)
-        elif self.onednn and weight.numel() >= _ONEDNN_MIN:
-            out.copy_(_onednn_linear(x, weight, bias, "none", [], ""))
-        else:
-            # One stream: a matrix-vector product over the rows in memory order is markedly
-            # faster on CPU than a (1, in) x (in, out) matrix product.
-            torch.addmv(bias, weight, x[0], out=out[0])
+    def _layer(self, model: CharRNN, layer: int, products: Products):
+        """The calls of one layer's step, and layer 0's input table."""
+        H, rnn = self.H, model.rnn
+        weights = {short: getattr(rnn, f"{long}_l{layer}").detach() for short, long in
+                   (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"),
+                    ("b_hh", "bias_hh"))}
+        io = LayerIO(h=self.hcat[:, layer * H:(layer + 1) * H],
+                     inputs=self._inputs if layer == 0 else None,
+                     x=self.hcat[:, (layer - 1) * H:layer * H] if layer else None,
+                     xh=self.hcat[:, (layer - 1) * H:(layer + 1) * H] if layer else None,
+                     c=self.c[layer] if self.c is not None else None)
+        inputs = None
+        if layer == 0:  # the one-hot (or embedded) input, (V, input_size)
+            inputs = (model.embedding.weight if model.embedding is not None
+                      else model.one_hot).detach()
+        return LAYERS[self.cell](weights, io, products, inputs)
 
     def step(self) -> torch.Tensor:
         """Advance every stream by the ids in `self.ids`; returns `self.logits`."""
-        g, t = self._gates, self._tmp
-        for layer, e in enumerate(self.layers):
-            if layer == 0:
-                torch.index_select(e["table"], 0, self.ids, out=g)
-            if self.cell == "lstm":
-                if layer == 0:
-                    self._affine(g, g[0] if self.batch_size == 1 else g, e["w_hh"], e["h"])
-                else:
-                    self._affine(g, e["bias"], e["w_cat"], e["xh"])
-                self._ifo.sigmoid_()
-                self._cand.tanh_()
-                e["c"].mul_(self._f).addcmul_(self._i, self._cand)
-                torch.tanh(e["c"], out=t)
-                torch.mul(self._o, t, out=e["h"])
-            elif self.cell == "gru":
-                if layer > 0:
-                    self._affine(g, e["b_ih"], e["w_ih"], e["h_prev"])
-                self._affine(t, e["b_hh"], e["w_hh"], e["h"])
-                self._rz.add_(self._h_rz).sigmoid_()
-                self._n.addcmul_(self._r, self._h_n).tanh_()
-                e["h"].sub_(self._n).mul_(self._z).add_(self._n)  # (1 - z) * n + z * h
-            else:
-                if layer == 0:
-                    self._affine(g, g[0] if self.batch_size == 1 else g, e["w_hh"], e["h"])
-                else:
-                    self._affine(g, e["bias"], e["w_cat"], e["xh"])
-                torch.tanh(g, out=e["h"])
-        self._affine(self.logits, self.head_b, self.head_w, self._last)
+        # `ids` is read here, not bound into a call: the sampler may hand over a new tensor.
+        torch.index_select(self._table, 0, self.ids, out=self._inputs)
+        for op in self._ops:
+            op()
         return self.logits
 
     def load(self, hidden) -> None:
@@ -162,29 +112,6 @@ class Stepper:
     def hidden(self):
         h = self.hcat.view(self.batch_size, self.num_layers, self.H).transpose(0, 1).contiguous()
         return (h, self.c.clone()) if self.c is not None else h
-
-
-# One stream on CPU: oneDNN's matrix-vector product uses every core and wide vectors, where
-# the BLAS one runs on one core; for the 4H x H blocks of a 512-wide LSTM it is about twice as
-# fast. Its fixed cost per call is ~15 us, so small products (the head) stay with BLAS.
-_ONEDNN_MIN = 1 << 17
-_onednn_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-_onednn_checked: bool | None = None
-
-
-def _onednn_matvec_works() -> bool:
-    """The oneDNN linear op is internal to PyTorch: use it only where it exists and agrees
-    with the BLAS product."""
-    global _onednn_checked
-    if _onednn_checked is None:
-        try:
-            gen = torch.Generator().manual_seed(0)  # leaves the global random state alone
-            w, x, b = (torch.randn(*shape, generator=gen) for shape in ((64, 32), (1, 32), (64,)))
-            _onednn_checked = bool(torch.backends.mkldnn.is_available() and torch.allclose(
-                _onednn_linear(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()), atol=1e-4))
-        except Exception:  # a build without it
-            _onednn_checked = False
-    return _onednn_checked
 
 
 class ReferenceStepper:
