@@ -26,13 +26,15 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from charrnn.core.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.model import CharRNN, describe_model
+from charrnn.core.runs import find_checkpoint
 from charrnn.corpus.text import TextOptions
 from charrnn.corpus.vocab import Vocab
 from charrnn.export import export_onnx
 from charrnn.export.verify import session_for
 from charrnn.inference.sample import Sampler
+from charrnn.inference.trained import model_from_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_sample.py"
 # 65 characters: the size of tiny Shakespeare's vocabulary.

@@ -10,15 +10,12 @@ from pathlib import Path
 import torch
 from bench_quality import quiet
 
-from charrnn.core.checkpoint import (
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from charrnn.core.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.core.config_files import load_config
 from charrnn.core.model import CharRNN
 from charrnn.inference.sample import Sampler, sample_text
 from charrnn.inference.stepper import ReferenceStepper, Stepper
+from charrnn.inference.trained import model_from_checkpoint
 from charrnn.training.trainer import Trainer
 
 

@@ -11,7 +11,6 @@ import click
 import numpy as np
 
 from ..core.bars import bar_terminal, progress_bar
-from ..core.checkpoint import config_of, load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError, DataError
 from ..core.escape import shown
@@ -28,6 +27,7 @@ from ..inference.score import (
     score_ids,
     total,
 )
+from ..inference.trained import load_model
 from .common import (
     AliasedOption,
     device_option,
@@ -92,7 +92,7 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     lr = _check_numbers(batch_size, context, dynamic_lr)
     trained = load_model(target, runs_dir)
     model, vocab, options = trained.model, trained.vocab, trained.options
-    t = config_of(trained.state).train
+    t = trained.header.config.train
     dev = resolve_device(device)
     plan = resolve_precision(precision, dev, model.cell)
     model.recurrent_dtype = plan.cast

@@ -9,10 +9,10 @@ import click
 from unidecode import unidecode as to_ascii
 
 from ..core.bars import bar_terminal, progress_bar
-from ..core.checkpoint import load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..inference.sample import Sampler, check_prime, check_settings
+from ..inference.trained import load_model
 from ..novelty.redraw import check_redraw, draw_novel
 from ..novelty.report import novelty_report
 from ..novelty.source import training_index

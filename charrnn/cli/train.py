@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..core.bars import bar_terminal
-from ..core.checkpoint import config_of, text_options_of, vocab_of
+from ..core.checkpoint import config_of
 from ..core.config import flags
 from ..core.config_files import load_config, nest, parse_set
 from ..core.device import resolve_device
@@ -15,6 +15,7 @@ from ..core.errors import CharRNNError
 from ..core.presets import choose_preset
 from ..core.runs import check_run_name
 from ..corpus.prepared import open_corpus
+from ..inference.trained import text_options_of, vocab_of
 from ..training.finetune import fine_tuning
 from ..training.run import last_checkpoint, resume
 from ..training.run import train as run_train
