@@ -34,7 +34,7 @@ from .inputs import Corpus, check_encoding
 from .passes import Counted, SplitWriter, count, encode, reread, spooled
 from .staging import SPLITS, staging
 from .text import CHUNK_BYTES, TextOptions
-from .vocab import Vocab
+from .vocab import Vocab, unknown_characters
 
 FORMAT_VERSION = 1
 ONE_SYMBOL = 0.99  # a corpus of which one character is this share is refused: no text
@@ -182,10 +182,8 @@ def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, corp
         return seen, -1, False
     missing = [c for c in seen.chars if c not in vocab]
     if missing and unk is None:
-        shown = ", ".join(repr(c) for c in missing[:10])
-        raise DataError(f"{len(missing)} character{'s are' if len(missing) > 1 else ' is'} "
-                        f"not in the given vocabulary "
-                        f"({shown}); pass --unk CHAR to map them to one character")
+        raise DataError(unknown_characters("the text", missing, "the given vocabulary")
+                        + "; pass --unk CHAR to map them to one character")
     unk_id = -1
     if unk is not None:
         if unk not in vocab:

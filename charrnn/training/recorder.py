@@ -1,8 +1,8 @@
 """What a run shows and leaves behind: the progress bar and lines, metrics.jsonl, the
 checkpoints (best.pt, last.pt, step-N.pt) and curves.png.
 
-    with Recorder(run_dir, cfg.train, is_main, echo, show=True, start_step=0,
-                  stop_step=1000) as rec:
+    with Recorder(run_dir, cfg.train, is_main, echo, startup_lines(trainer), show=True,
+                  start_step=0, stop_step=1000) as rec:
         rec.interval(state, stats, lr, epoch, left)      # a log interval
         rec.validated(state, loss, improved, checkpoint) # an evaluation, then the saves
         rec.interrupted(step, checkpoint)                # Ctrl-C: last.pt
@@ -28,14 +28,17 @@ from .state import TrainingState
 
 
 class Recorder:
-    def __init__(self, run_dir: Path | None, cfg: TrainConfig, is_main: bool, echo, *,
-                 show: bool, start_step: int, stop_step: int | None):
-        """`show`: the progress bar (or lines), from `start_step` to `stop_step`."""
+    def __init__(self, run_dir: Path | None, cfg: TrainConfig, is_main: bool, echo,
+                 lines: list[str], *, show: bool, start_step: int, stop_step: int | None):
+        """`lines`: the start-up lines, echoed by the main process; `show`: then the
+        progress bar (or lines), from `start_step` to `stop_step`."""
         writes = run_dir if is_main else None
         self.metrics = MetricsLog(writes / "metrics.jsonl" if writes else None)
-        # Before the bar starts: the refresher imports matplotlib, a second or two.
+        # Before the start-up lines: the refresher imports matplotlib, a second or two.
         self.curves = CurveRefresher(writes)
         self.checkpointer = Checkpointer(run_dir, cfg, is_main)
+        for line in lines if is_main else []:
+            echo(line)
         self.progress = Progress(show, start_step, stop_step, echo)
         self.write = self.curves.warn = self.progress.write
         self._stack = contextlib.ExitStack()

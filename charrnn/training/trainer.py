@@ -109,11 +109,8 @@ class Trainer:
     def run(self, final_eval: bool = True) -> TrainResult:
         """Train until a limit or a signal; evaluate and save at the end (if `final_eval`)."""
         t, s, budget = self.cfg.train, self.state, self.budget
-        if self.dist.is_main:
-            for line in startup_lines(self):
-                self.echo(line)
-        rec = Recorder(self.run_dir, t, self.dist.is_main, self.echo, show=self.progress_enabled,
-                       start_step=s.step, stop_step=budget.stop_step)
+        rec = Recorder(self.run_dir, t, self.dist.is_main, self.echo, startup_lines(self),
+                       show=self.progress_enabled, start_step=s.step, stop_step=budget.stop_step)
         with StopRequests(self.dist) as stop, rec:
             # The clock starts here, after the start-up: --max-time is training time.
             budget.start()
