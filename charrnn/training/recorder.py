@@ -6,7 +6,7 @@ checkpoints (best.pt, last.pt, step-N.pt) and curves.png.
         rec.interval(state, stats, lr, epoch, left)      # a log interval
         rec.validated(state, loss, improved, checkpoint) # an evaluation, then the saves
         rec.interrupted(step, checkpoint)                # Ctrl-C: last.pt
-    # on leaving: curves.png drawn a last time, whatever happened
+    # on leaving (the run ended, Ctrl-C included): curves.png drawn a last time
 
 Only the main process writes files; every process makes the same calls (the checkpoint
 passed in is collective under DDP, so every rank builds it).
