@@ -7,9 +7,11 @@
 A checkpoint holds only tensors and plain containers: weights, optimizer state, config,
 vocabulary, text options, step, RNG states, the training hidden state and best validation
 loss. `weights_only=True` refuses anything else, so loading a file from someone else can
-never run code. The keys are written by `checkpoint_state` and read back here only; the
-packages above turn the header's plain data into their own types (inference/trained.py
-builds the model and its Vocab, training/checkpointer.py resumes a run).
+never run code. The keys are written by `checkpoint_state` and read back here only
+(the run's counters at the top are training/state.py's TrainingState, written and read
+whole); the packages above turn the header's plain data into their own types
+(inference/trained.py builds the model and its Vocab, training/checkpointer.py resumes a
+run).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _check_format(path: Path, state) -> None:
 def checkpoint_state(*, model: dict, config: Config, vocab: dict, text_options: dict,
                      progress: dict | None = None, data_root: Path | None = None,
                      optimizer: dict | None = None, hidden: list | None = None,
-                     rng: dict | None = None) -> dict:
+                     rng: dict | None = None, precision: str | None = None) -> dict:
     """A checkpoint as plain tensors and containers. `vocab` and `text_options`: as
     Vocab.to_dict(counts=False) and TextOptions.to_dict write them; `progress`: the run's
     counters (training/state.py: TrainingState.to_checkpoint), stored at the top. A model
@@ -103,6 +105,8 @@ def checkpoint_state(*, model: dict, config: Config, vocab: dict, text_options: 
     state.update(progress or {})
     if rng is not None:
         state.update(hidden=hidden, rng=rng)
+    if precision is not None:  # the plan it trained in, which a resumed `auto` keeps
+        state["precision"] = precision
     return state
 
 
@@ -140,7 +144,7 @@ def read_header(state: dict) -> CheckpointHeader:
     Counters a checkpoint does not have, or holds damaged, read as None."""
     cfg = config_of(state)
     chars, documents = _vocab(state.get("vocab"))
-    check_claims(state.get("model"), len(chars) + documents, cfg.model)
+    check_claims(weights_of(state), len(chars) + documents, cfg.model)
     options = state.get("text_options")
     step, loss, elapsed = state.get("step"), state.get("best_val_loss"), state.get("elapsed")
     precision = state.get("precision")
@@ -188,6 +192,23 @@ def config_of(state: dict) -> Config:
 def data_root_of(state: dict) -> Path | None:
     root = state.get("data", {}).get("root") if isinstance(state.get("data"), dict) else None
     return Path(root) if isinstance(root, str) and root else None
+
+
+def weights_of(state: dict):
+    """The weights as stored (a state_dict, unchecked: tensor_checks.py checks them)."""
+    return state.get("model")
+
+
+def optimizer_of(state: dict):
+    """The optimizer state as stored (unchecked: tensor_checks.check_optimizer)."""
+    return state.get("optimizer")
+
+
+def precision_of(state: dict) -> str:
+    """The precision plan a run trained in; a checkpoint from before plans were recorded
+    ran fp32."""
+    precision = state.get("precision", "fp32")
+    return precision if isinstance(precision, str) else "fp32"
 
 
 def hidden_of(state: dict) -> list[torch.Tensor] | None:

@@ -25,6 +25,7 @@ from ..core.checkpoint import (
     load_checkpoint,
     read_header,
     save_checkpoint,
+    weights_of,
 )
 from ..core.config import Config, ModelConfig
 from ..core.device import check_fits
@@ -72,8 +73,8 @@ def build_model(vocab_size: int, cfg: Config, device=None) -> CharRNN:
 
 def load_weights(state: dict, model: torch.nn.Module) -> None:
     """The checkpoint's weights into `model`, once checked (finite, every shape right)."""
-    check_weights(state.get("model"), model, finite=True)
-    model.load_state_dict(state["model"])
+    check_weights(weights_of(state), model, finite=True)
+    model.load_state_dict(weights_of(state))
 
 
 def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:

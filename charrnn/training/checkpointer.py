@@ -17,7 +17,14 @@ from pathlib import Path
 import torch
 
 from ..core import distributed
-from ..core.checkpoint import checkpoint_state, hidden_of, rng_of, save_checkpoint
+from ..core.checkpoint import (
+    checkpoint_state,
+    hidden_of,
+    optimizer_of,
+    rng_of,
+    save_checkpoint,
+    weights_of,
+)
 from ..core.config import Config, TrainConfig
 from ..core.distributed import Dist
 from ..core.errors import CheckpointError
@@ -66,8 +73,8 @@ def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     rng = check_resumable(ckpt, model, optimizer, cfg)
     state = TrainingState.from_checkpoint(ckpt)
     # Everything checked: only now does anything change.
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    model.load_state_dict(weights_of(ckpt))
+    optimizer.load_state_dict(optimizer_of(ckpt))
     hidden = None
     saved = hidden_of(ckpt)
     if saved:
@@ -88,7 +95,7 @@ def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 
 def run_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Config,
             data: PreparedData, state: TrainingState, hidden: Hidden | None, dist: Dist,
-            device: torch.device) -> dict:
+            device: torch.device, precision: str | None = None) -> dict:
     """The checkpoint of a training run now. Collective under DDP: every rank's hidden
     state is gathered, so every rank must call it."""
     tensors = None
@@ -100,7 +107,8 @@ def run_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Con
     return checkpoint_state(
         model=model.state_dict(), optimizer=optimizer.state_dict(), config=cfg,
         vocab=data.vocab.to_dict(counts=False), text_options=data.options.to_dict(),
-        data_root=data.root, progress=state.to_checkpoint(), hidden=tensors, rng=rng)
+        data_root=data.root, progress=state.to_checkpoint(), hidden=tensors, rng=rng,
+        precision=precision)
 
 
 def check_resumable(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -108,7 +116,7 @@ def check_resumable(state: dict, model: torch.nn.Module, optimizer: torch.optim.
     """Every tensor a resume uses, checked before any is loaded: weights, optimizer state,
     hidden state; returns the random states. The counters are TrainingState's to check."""
     m = cfg.model
-    check_weights(state.get("model"), model, finite=True)
-    check_optimizer(state.get("optimizer"), optimizer)
+    check_weights(weights_of(state), model, finite=True)
+    check_optimizer(optimizer_of(state), optimizer)
     check_hidden(hidden_of(state), m.cell, m.num_layers, cfg.train.batch_size, m.hidden_size)
     return rng_of(state)

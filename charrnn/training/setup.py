@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..core import distributed
+from ..core.checkpoint import precision_of
 from ..core.config import Config, ModelConfig
 from ..core.cpu import describe_threads
 from ..core.device import check_fits, describe
@@ -94,8 +95,7 @@ def training_model(cfg: Config, data: PreparedData, dist: Dist, device: torch.de
     # (each process its own; `agree` then makes them pick the same plan).
     speedup = lambda: cached_speedup(model.rnn, t.batch_size // dist.world_size,  # noqa: E731
                                      t.seq_len, device)
-    # A checkpoint from before the plan was recorded ran fp32 under auto.
-    started = None if state is None else state.get("precision", "fp32")
+    started = None if state is None else precision_of(state)
     plan = agree(dist, device, resolve_precision(t.precision, device, cfg.model.cell, speedup,
                                                  cfg.model.hidden_size, started))
     model.recurrent_dtype = plan.cast

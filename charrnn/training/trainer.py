@@ -255,9 +255,8 @@ class Trainer:
     def checkpoint_state(self) -> dict:
         """Everything a resumed run needs, and the precision plan it ran in (which a
         resumed `auto` keeps). Collective under DDP: every rank must call it."""
-        state = run_state(self.model, self.optimizer, self.cfg, self.data, self.state,
-                          self.hidden, self.dist, self.device)
-        return {**state, "precision": self.precision.name}
+        return run_state(self.model, self.optimizer, self.cfg, self.data, self.state,
+                         self.hidden, self.dist, self.device, self.precision.name)
 
     def release(self) -> None:
         """Drop the DDP wrapper: its reducer holds the process group, which must be free to
