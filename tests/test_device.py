@@ -302,14 +302,14 @@ def test_the_kernel_probe_leaves_the_random_state_alone():
 
 
 def test_a_checkpoint_without_a_recorded_plan_resumes_in_fp32(corpus, workdir, monkeypatch):
-    import charrnn.training.trainer as trainer_module
+    import charrnn.training.setup as setup_module
     from charrnn.core.checkpoint import load_checkpoint, save_checkpoint
     from charrnn.training.run import resume
 
     if not bf16_kernel_works(CPU, "gru"):
         pytest.skip("no bf16 gru kernel on this CPU")
     monkeypatch.setattr(plan, "native_bf16", lambda device: True)
-    monkeypatch.setattr(trainer_module, "cached_speedup", lambda *a, **k: 9.0)
+    monkeypatch.setattr(setup_module, "cached_speedup", lambda *a, **k: 9.0)
     data = open_corpus(corpus)
     lines = []
     first = train(_small("auto", 2, **{"model.hidden_size": 128, "model.cell": "gru"}), data,
