@@ -16,10 +16,10 @@ gradient is skipped inside the fused optimizer (found_inf) rather than by a host
 (optimizers without a fused kernel, as on mps, read one flag per step instead).
 
 `Trainer.run` is the loop. It hands its cadence to parts of its own: the Budget (limits and
-the clock), the Validator (when to evaluate, and whether it improved), StopRequests
-(signals, one decision for all ranks) and the Recorder (progress, metrics.jsonl, the
-checkpoints and curves.png). The trainer evaluates itself and hands the figure on; nothing
-calls back into it.
+the clock), the Validator (when to evaluate, the figure of the model it is handed, and
+whether it improved), StopRequests (signals, one decision for all ranks) and the Recorder
+(progress, metrics.jsonl, the checkpoints and curves.png). Each is given what it works on;
+none calls back into the trainer.
 """
 
 from __future__ import annotations
