@@ -39,11 +39,9 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from charrnn.core.checkpoint import (  # noqa: E402
-    find_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from charrnn.core.checkpoint import load_checkpoint  # noqa: E402
+from charrnn.core.runs import find_checkpoint  # noqa: E402
+from charrnn.inference.trained import model_from_checkpoint  # noqa: E402
 from charrnn.core.model import CharRNN, describe_model  # noqa: E402
 from charrnn.corpus.text import TextOptions  # noqa: E402
 from charrnn.corpus.vocab import Vocab  # noqa: E402

@@ -136,12 +136,13 @@ def memory_row(row, data, steps):
 
 
 TRAIN_PROBE = PROBE_PROLOGUE + """
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.core.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.core.config_files import load_config
 from charrnn.core.device import resolve_device
-from charrnn.core.precision import autocast, resolve_precision
 from charrnn.core.errors import CharRNNError
+from charrnn.core.precision import autocast, resolve_precision
 from charrnn.corpus.prepared import PreparedData
+from charrnn.inference.trained import model_from_checkpoint
 from charrnn.training.trainer import Trainer
 base_anon = status("RssAnon")
 data = PreparedData(sys.argv[1], mapped={"read": False, "mapped": True}[sys.argv[3]])

@@ -169,8 +169,8 @@ def temperature_rows(model: str, temperatures, samples: int, length: int) -> lis
     """How much samples copy, per temperature: `samples` samples of `length` characters."""
     import numpy as np
 
-    from charrnn.core.checkpoint import load_model
     from charrnn.inference.sample import Sampler
+    from charrnn.inference.trained import load_model
     from charrnn.novelty import novelty_report
     from charrnn.novelty.source import training_index
     trained = load_model(model)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.config_files import load_config
 from charrnn.core.errors import CharRNNError
 from charrnn.core.precision import resolve_precision
@@ -21,6 +21,7 @@ from charrnn.corpus.prepare import prepare
 from charrnn.corpus.prepared import PreparedData
 from charrnn.inference.evaluate import blank_start_loss, evaluate
 from charrnn.inference.score import dynamic_score, score_ids
+from charrnn.inference.trained import model_from_checkpoint
 from charrnn.training.run import train
 
 

@@ -14,17 +14,14 @@ import torch
 from bench_export import OnnxSide, have_onnxruntime
 from bench_quality import quiet
 
-from charrnn.core.checkpoint import (
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from charrnn.core.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.core.config_files import load_config
 from charrnn.core.cpu import cpu_budget
 from charrnn.core.model import CharRNN
 from charrnn.core.precision import native_bf16
 from charrnn.inference.sample import Sampler, sample_text
 from charrnn.inference.stepper import ReferenceStepper, Stepper
+from charrnn.inference.trained import model_from_checkpoint
 from charrnn.training.trainer import Trainer
 
 

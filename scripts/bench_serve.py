@@ -41,17 +41,14 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from charrnn.core.checkpoint import (
-    find_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
-from charrnn.core.config import Config, ModelConfig, parse_duration
+from charrnn.core.checkpoint import load_checkpoint
+from charrnn.core.config import parse_duration
 from charrnn.core.model import CharRNN
-from charrnn.corpus.text import TextOptions
+from charrnn.core.runs import find_checkpoint
+from charrnn.corpus.vocab import Vocab
 from charrnn.inference.sample import Sampler
 from charrnn.inference.stepper import Stepper
+from charrnn.inference.trained import model_from_checkpoint, save_model
 
 ALPHABET = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n-&"))
 REQUEST_TIMEOUT = 300  # seconds: no single request of this benchmark should come near it
@@ -74,11 +71,7 @@ def random_checkpoint(path: Path, cell: str, hidden_size: int, num_layers: int) 
     saves one; speed does not depend on what the weights have learnt."""
     torch.manual_seed(0)
     model = CharRNN(len(ALPHABET), hidden_size, num_layers, cell)
-    cfg = Config(model=ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers))
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
-                           "vocab": {"chars": ALPHABET}, "text_options": TextOptions().to_dict(),
-                           "step": 0})
-    return path
+    return save_model(path, model, Vocab(ALPHABET))
 
 
 def sample_speed(checkpoint: Path, length: int, repeats: int = 3) -> float:

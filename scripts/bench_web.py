@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn.core.checkpoint import data_root_of, load_model
+from charrnn.core.checkpoint import data_root_of
 from charrnn.core.model import CharRNN, describe_model
 from charrnn.corpus.prepared import PreparedData
 from charrnn.corpus.text import TextOptions
@@ -43,6 +43,7 @@ from charrnn.export.quantize import quantize_bytes
 from charrnn.export.runtime import VERSION, npm_pack
 from charrnn.export.verify import session_for
 from charrnn.export.web import export_web
+from charrnn.inference.trained import load_model
 
 # 65 characters: the size of tiny Shakespeare's vocabulary.
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

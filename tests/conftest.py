@@ -1,5 +1,5 @@
 """Shared fixtures and helpers: text to train on, a temporary working directory, the CLI
-as a user runs it, and what a clean error looks like."""
+as a user runs it, what a clean error looks like, and model checkpoints to sample from."""
 
 import os
 import random
@@ -28,6 +28,25 @@ def make_text(n_chars: int, seed: int = 0) -> str:
         out.append(line)
         size += len(line)
     return "".join(out)[:n_chars]
+
+
+def random_model_file(path, vocab, cell="lstm", hidden_size=16, num_layers=2, *,
+                      embed_dim=0, seed=0, scale=1.0, **header):
+    """A randomly initialised model over `vocab` written as a checkpoint by the library's
+    own writer (inference/trained.py: save_model). `scale` multiplies the weights (a
+    state that moves more); `header`: step, best_val_loss, options, data_root, cfg."""
+    import torch
+
+    from charrnn.core.model import CharRNN
+    from charrnn.inference.trained import save_model
+
+    torch.manual_seed(seed)
+    model = CharRNN(len(vocab), hidden_size, num_layers, cell, embed_dim=embed_dim)
+    if scale != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(scale)
+    return save_model(path, model, vocab, **header)
 
 
 def quiet(*args, **kwargs):

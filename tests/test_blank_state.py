@@ -91,7 +91,8 @@ def trained(tmp_path_factory):
         "train.eval_every": 300, "train.lr": 0.01, "train.warmup_steps": 10,
         "train.log_every": 1000})
     result = train(cfg, data, runs_dir=root / "runs", echo=quiet, progress=False)
-    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.core.checkpoint import load_checkpoint
+    from charrnn.inference.trained import model_from_checkpoint
     model, _, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "last.pt"))
     return model, data.split("val")
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import quiet
 
-from charrnn.core.config_files import load_config
 from charrnn.core import precision as plan
-from charrnn.core.precision import autocast, bf16_kernel_works, resolve_precision
+from charrnn.core.config_files import load_config
 from charrnn.core.errors import ConfigError
 from charrnn.core.model import CharRNN, hidden_tensors
+from charrnn.core.precision import autocast, bf16_kernel_works, resolve_precision
 from charrnn.corpus.prepared import open_corpus
 from charrnn.training.run import train
 from charrnn.training.trainer import Trainer
@@ -203,7 +203,8 @@ def test_no_non_contiguous_rnn_weight_warning_on_cuda(corpus, workdir):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.core.checkpoint import load_checkpoint
+    from charrnn.inference.trained import model_from_checkpoint
     from charrnn.training.run import resume
 
     data = open_corpus(corpus)
@@ -257,8 +258,9 @@ def test_a_run_resumes_in_the_other_precision(corpus, workdir, first, then):
 
 
 def test_bf16_resumes_exactly_and_validates_in_fp32(corpus, workdir):
-    from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.core.checkpoint import load_checkpoint
     from charrnn.inference.evaluate import evaluate
+    from charrnn.inference.trained import model_from_checkpoint
     from charrnn.training.run import resume
 
     data = open_corpus(corpus)
@@ -300,14 +302,14 @@ def test_the_kernel_probe_leaves_the_random_state_alone():
 
 
 def test_a_checkpoint_without_a_recorded_plan_resumes_in_fp32(corpus, workdir, monkeypatch):
-    import charrnn.training.trainer as trainer_module
+    import charrnn.training.setup as setup_module
     from charrnn.core.checkpoint import load_checkpoint, save_checkpoint
     from charrnn.training.run import resume
 
     if not bf16_kernel_works(CPU, "gru"):
         pytest.skip("no bf16 gru kernel on this CPU")
     monkeypatch.setattr(plan, "native_bf16", lambda device: True)
-    monkeypatch.setattr(trainer_module, "cached_speedup", lambda *a, **k: 9.0)
+    monkeypatch.setattr(setup_module, "cached_speedup", lambda *a, **k: 9.0)
     data = open_corpus(corpus)
     lines = []
     first = train(_small("auto", 2, **{"model.hidden_size": 128, "model.cell": "gru"}), data,

@@ -164,7 +164,7 @@ def test_a_corpus_of_one_symbol_is_refused(tmp_path, content, shown):
 
 def test_the_mark_round_trips_and_old_vocabularies_have_none(tmp_path):
     from charrnn.corpus.vocab import END, Vocab
-    from charrnn.core.checkpoint import vocab_of
+    from charrnn.inference.trained import vocab_of
     vocab = Vocab(list("ab\n"), [3, 2, 1], end_count=4)
     assert len(vocab) == 4 and vocab.end == 3 and vocab.chars[3] == END
     assert vocab.to_dict() == {"chars": list("ab\n"),
@@ -321,17 +321,13 @@ def test_a_directory_from_prepare_to_eval(tmp_path, monkeypatch):
 
 def test_serve_starts_after_the_mark_and_stops_at_the_end(tmp_path):
     from test_serve import ServerProcess
-    from charrnn.core.checkpoint import save_checkpoint
     from charrnn.core.config import Config, ModelConfig
-    from charrnn.corpus.text import TextOptions
     from charrnn.corpus.vocab import Vocab
+    from charrnn.inference.trained import save_model
     vocab = Vocab(list("ab\n"), end_count=1)
     model = mark_model(len(vocab), vocab.end)
     cfg = Config(model=ModelConfig(hidden_size=8, num_layers=1))
-    save_checkpoint(tmp_path / "m.pt", {
-        "model": model.state_dict(), "config": cfg.to_dict(),
-        "vocab": vocab.to_dict(counts=False), "text_options": TextOptions().to_dict(),
-        "step": 1, "best_val_loss": 2.0})
+    save_model(tmp_path / "m.pt", model, vocab, cfg, step=1, best_val_loss=2.0)
     server = ServerProcess(tmp_path / "m.pt")
     try:
         post = server.client.post

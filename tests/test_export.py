@@ -12,8 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from charrnn.core.config import Config, ModelConfig
+from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.errors import CharRNNError
 from charrnn.core.model import CharRNN, hidden_tensors
 from charrnn.corpus.text import TextOptions
@@ -21,8 +20,9 @@ from charrnn.corpus.vocab import Vocab
 from charrnn.export import exporter
 from charrnn.export.exporter import ExportError, export_onnx
 from charrnn.export.metadata import read_metadata
+from charrnn.inference.trained import model_from_checkpoint
 
-from conftest import assert_clean_error, make_text, run, snapshot
+from conftest import assert_clean_error, make_text, random_model_file, run, snapshot
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_sample.py"
 TEXT = make_text(4000)
@@ -34,18 +34,9 @@ def random_checkpoint(path, cell="lstm", num_layers=2, embed_dim=0, seed=0,
     """A checkpoint of a randomly initialised model. `scale` > 1 makes the state move more
     (greedy text settles less soon); well past 1.5 the dynamics turn chaotic and float
     rounding alone grows past any tolerance over 1,000 steps, as for no trained model."""
-    torch.manual_seed(seed)
-    vocab = Vocab.from_text(TEXT)
-    model = CharRNN(len(vocab), H, num_layers, cell, embed_dim=embed_dim)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(scale)
-    cfg = Config(model=ModelConfig(cell=cell, hidden_size=H, num_layers=num_layers,
-                                   embed_dim=embed_dim))
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
-                           "vocab": {"chars": vocab.chars}, "text_options": options.to_dict(),
-                           "step": 42, "best_val_loss": 2.5})
-    return path
+    return random_model_file(path, Vocab.from_text(TEXT), cell, H, num_layers,
+                             embed_dim=embed_dim, seed=seed, scale=scale, options=options,
+                             step=42, best_val_loss=2.5)
 
 
 def export_checkpoint(checkpoint, out):

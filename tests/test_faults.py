@@ -20,12 +20,13 @@ from conftest import TINY, assert_clean_error, make_text, quiet, run, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.errors import CharRNNError, CheckpointError, DataError
 from charrnn.core.files import DirectoryLock, atomic_write
 from charrnn.corpus.prepare import prepare
 from charrnn.corpus.prepared import PreparedData, open_corpus
-from charrnn.training.metrics import MetricsLog
+from charrnn.inference.trained import model_from_checkpoint
+from charrnn.training.metrics_file import MetricsLog, MetricsRecord
 from charrnn.training.run import train
 from charrnn.training.trainer import Trainer
 
@@ -387,10 +388,9 @@ def test_a_file_size_limit_during_a_save_keeps_the_last_checkpoint(trained, work
 def test_a_full_disk_under_the_metrics_stops_with_one_line(corpus, workdir):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
-    log = MetricsLog(None)
     with pytest.raises(CharRNNError, match="no space left"):
-        with log.opened(Path("/dev/full")):
-            log.write({"step": 1})
+        with MetricsLog(Path("/dev/full")) as log:
+            log.write(MetricsRecord(step=1))
 
 
 @pytest.mark.parametrize("failure, message", [

@@ -303,8 +303,9 @@ def test_the_bar_puts_the_time_left_first_and_updates_the_val_bpc(monkeypatch):
 
 
 def test_a_run_that_died_before_saving_is_told_apart_from_one_still_starting(workdir):
-    from charrnn.core.checkpoint import CheckpointError, find_checkpoint
+    from charrnn.core.errors import CheckpointError
     from charrnn.core.files import DirectoryLock
+    from charrnn.core.runs import find_checkpoint
 
     run_dir = workdir / "runs" / "dead"
     run_dir.mkdir(parents=True)

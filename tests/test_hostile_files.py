@@ -15,12 +15,12 @@ import torch
 from conftest import assert_clean_error, run, snapshot
 
 from charrnn.core.checkpoint import load_checkpoint, save_checkpoint
-from charrnn.core.config import Config
 from charrnn.core.errors import CheckpointError
 from charrnn.core.escape import shown
 from charrnn.core.model import CharRNN
 from charrnn.core.outputs import OutputError, guard_output
-from charrnn.corpus.text import TextOptions
+from charrnn.corpus.vocab import Vocab
+from charrnn.inference.trained import model_checkpoint
 from charrnn.serve.loaded import LoadedModel, Watcher
 
 CHARS = list("abcde \n")
@@ -29,11 +29,9 @@ RECORDS = [{"step": s, "elapsed": s / 10, "train_loss": 2.0 - s / 100,
 
 
 def tiny_state(hidden_size=8, num_layers=1, **changes):
-    cfg = Config().to_dict()
-    cfg["model"].update(hidden_size=hidden_size, num_layers=num_layers, cell="gru")
+    """A checkpoint as the library writes one (inference/trained.py), with `changes`."""
     model = CharRNN(len(CHARS), hidden_size, num_layers, "gru")
-    state = {"model": model.state_dict(), "config": cfg, "vocab": {"chars": CHARS},
-             "text_options": TextOptions().to_dict(), "step": 40, "best_val_loss": 1.7}
+    state = model_checkpoint(model, Vocab(CHARS), step=40, best_val_loss=1.7)
     state.update(changes)
     return state
 
@@ -247,7 +245,7 @@ def test_plot_thins_a_long_metrics_file_and_reads_an_endless_line_in_bounds(work
 
 def test_running_out_of_memory_while_reading_names_the_file(workdir, monkeypatch):
     run_dir = make_run(workdir / "runs" / "m")
-    monkeypatch.setattr("charrnn.training.metrics_file.parse_record",
+    monkeypatch.setattr("charrnn.training.metrics_file.MetricsRecord.from_json",
                         lambda line: (_ for _ in ()).throw(MemoryError()))
     assert_clean_error(run("plot", run_dir, "-o", "m.png"), "out of memory while reading",
                        "metrics.jsonl")

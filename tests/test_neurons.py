@@ -8,12 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, make_text, run
+from conftest import assert_clean_error, make_text, random_model_file, run
 
-from charrnn.core.checkpoint import save_checkpoint
-from charrnn.core.config import Config, ModelConfig
 from charrnn.core.model import CharRNN
-from charrnn.corpus.text import TextOptions
 from charrnn.corpus.vocab import Vocab
 from charrnn.neurons.features import feature_table
 from charrnn.neurons.record import Cells
@@ -193,16 +190,8 @@ TEXT = "".join(make_text(150, seed=i) + '\n"quoted" (text) /* a comment */ <b>bo
 
 @pytest.fixture
 def model_file(tmp_path):
-    torch.manual_seed(0)
-    vocab = Vocab.from_text(TEXT)
-    model = CharRNN(len(vocab), 16, 2, "lstm")
-    cfg = Config(model=ModelConfig(cell="lstm", hidden_size=16, num_layers=2))
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(),
-                           "vocab": {"chars": vocab.chars},
-                           "text_options": TextOptions().to_dict(), "step": 1,
-                           "best_val_loss": 2.0})
-    return path
+    return random_model_file(tmp_path / "m.pt", Vocab.from_text(TEXT), "lstm", 16, 2,
+                             step=1, best_val_loss=2.0)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """charrnn plot, and the curves training keeps up to date."""
 
+import json
 import subprocess
 import sys
 
@@ -86,3 +87,42 @@ def test_without_matplotlib_one_line_names_the_install(two_runs, workdir):
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("Error: charrnn plot needs matplotlib: pip install -e '.[plot]' in "
                                     "charrnn's checkout, or pip install matplotlib")
+
+
+# ----------------------------------------------------------------------------------------
+# metrics.jsonl: one record type, written and read
+
+
+def test_a_record_writes_the_lines_runs_always_wrote_and_reads_them_back(tmp_path):
+    from charrnn.training.metrics_file import MetricsLog, MetricsReader, MetricsRecord
+
+    train = MetricsRecord(step=20, epoch=0.5, train_loss=2.1, lr=0.003, chars_per_s=1234.5,
+                          elapsed=3.25, skipped=0)
+    val = MetricsRecord(step=20, val_loss=2.0, elapsed=3.5)
+    assert json.loads(train.to_json()) == {"step": 20, "epoch": 0.5, "train_loss": 2.1,
+                                           "lr": 0.003, "chars_per_s": 1234.5,
+                                           "elapsed": 3.25, "skipped": 0}
+    assert list(json.loads(val.to_json())) == ["step", "val_loss", "val_bpc", "elapsed"]
+    path = tmp_path / "metrics.jsonl"
+    with MetricsLog(path) as log:
+        log.write(train)
+        log.write(val)
+    assert list(MetricsReader(path)) == [train, val]
+
+
+def test_lines_of_older_and_edited_files_still_read(tmp_path):
+    from charrnn.training.metrics_file import MetricsReader, MetricsRecord
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join([
+        '{"step": 10, "train_loss": 2.5}',  # no elapsed: an early format
+        '{"step": 10.0, "val_loss": 2.4, "val_bpc": 3.46, "note": "kept by hand"}',
+        '{"step": 11, "train_loss": "2.3", "elapsed": true}',  # not numbers: left out
+        '{"step": 12, "train_loss": Infinity}',  # damaged
+        '{"train_loss": 2.0}',  # no step: damaged
+    ]) + "\n")
+    reader = MetricsReader(path)
+    assert list(reader) == [MetricsRecord(step=10, train_loss=2.5),
+                            MetricsRecord(step=10, val_loss=2.4),
+                            MetricsRecord(step=11)]
+    assert reader.damaged == 2

@@ -9,10 +9,11 @@ import threading
 import pytest
 from conftest import TINY, assert_clean_error, make_text, quiet, run
 
-from charrnn.core.checkpoint import find_checkpoint, load_checkpoint
+from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.config import RESUMABLE
 from charrnn.core.config_files import load_config
 from charrnn.core.errors import CheckpointError
+from charrnn.core.runs import find_checkpoint
 from charrnn.corpus.prepared import open_corpus
 from charrnn.training.optim import learning_rate, run_progress
 from charrnn.training.run import resume, resume_config, train

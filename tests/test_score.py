@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY, assert_clean_error, make_text, run
 
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.core.checkpoint import load_checkpoint
 from charrnn.inference.score import dynamic_score, read_ids, score_ids
+from charrnn.inference.trained import model_from_checkpoint
 
 
 @pytest.fixture

@@ -11,18 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import torch
-from conftest import assert_clean_error, make_text, run
+from conftest import assert_clean_error, make_text, random_model_file, run
 
-from charrnn.core.checkpoint import save_checkpoint
-from charrnn.core.config import Config, ModelConfig
-from charrnn.core.model import CharRNN
 from charrnn.corpus.prepare import prepare
 from charrnn.corpus.prepared import PreparedData
-from charrnn.corpus.text import TextOptions
 from charrnn.corpus.vocab import Vocab
 from charrnn.serve.limits import exposure_warning, is_loopback
 from charrnn.serve.sessions import BusySession, SessionStore
@@ -38,19 +32,8 @@ def tiny_checkpoint(path, seed=0, step=1, cell="lstm", H=32, data_root=None):
     """A random 2-layer model over the test vocabulary, saved the way training saves one;
     weights scaled up so that its text is not a flat distribution. `data_root`: the
     prepared directory it records as its training data."""
-    torch.manual_seed(seed)
-    model = CharRNN(len(VOCAB), H, 2, cell)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)
-    cfg = Config(model=ModelConfig(cell=cell, hidden_size=H, num_layers=2))
-    state = {"model": model.state_dict(), "config": cfg.to_dict(),
-             "vocab": {"chars": VOCAB.chars}, "text_options": TextOptions().to_dict(),
-             "step": step, "best_val_loss": 2.0}
-    if data_root is not None:
-        state["data"] = {"root": str(Path(data_root).resolve())}
-    save_checkpoint(path, state)
-    return path
+    return random_model_file(path, VOCAB, cell, H, 2, seed=seed, scale=3.0, step=step,
+                             best_val_loss=2.0, data_root=data_root)
 
 
 NOVELTY_PRIME = "the king "

@@ -10,7 +10,8 @@ import pytest
 import torch
 from test_serve import VOCAB, ServerProcess, tiny_checkpoint
 
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.core.checkpoint import load_checkpoint
+from charrnn.inference.trained import model_from_checkpoint
 from charrnn.neurons.record import Cells
 
 TEXT = "The quick brown fox\njumps over the lazy dog.\n" * 6

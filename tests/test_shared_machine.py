@@ -15,7 +15,7 @@ import torch
 from conftest import assert_clean_error, make_text, run
 
 import charrnn.core.precision as plan
-import charrnn.training.trainer as trainer_module
+import charrnn.training.validator as validator_module
 from charrnn.core.config import Config, TrainConfig
 from charrnn.core.config_files import load_config
 from charrnn.core.cpu import CpuBudget, apply_threads, cpu_budget, describe_threads
@@ -190,12 +190,12 @@ def test_the_validation_sample_is_fixed_by_the_model_and_device_not_by_a_timing(
 
 def test_a_timed_cadence_evaluates_by_the_clock_and_waits_longer_when_evaluation_is_slow():
     state = TrainingState()
-    validator = Validator(TrainConfig(eval_every="60s"), state, lambda: 1.0)
+    validator = Validator(TrainConfig(eval_every="60s"), state, val=range(1000))
     state.elapsed = 59.0
     assert not validator.due(1)
     state.elapsed = 60.0
     assert validator.due(2)
-    validator.validate()
+    validator.record(1.0, seconds=0.5)
     validator.seconds = 12.0  # a busy machine: 12 s for one evaluation
     validator.since = 60.0
     state.elapsed = 121.0
@@ -206,7 +206,7 @@ def test_a_timed_cadence_evaluates_by_the_clock_and_waits_longer_when_evaluation
 
 def test_the_final_evaluation_is_budgeted_before_the_first_one():
     cfg = TrainConfig(eval_every="60s", eval_batch_size=4, eval_context=100)
-    validator = Validator(cfg, TrainingState(), lambda: 1.0, chars=9_700)
+    validator = Validator(cfg, TrainingState(), val=range(9_700))
     # 4 streams, 3 of them with a burn-in of 100 characters, at half the training speed
     assert validator.to_come(True, train_chars_per_s=1_000) == pytest.approx(5.0)
     assert validator.to_come(False, train_chars_per_s=1_000) == 0.0
@@ -240,13 +240,13 @@ def test_an_evaluation_abandoned_restores_training_mode():
 
 def test_ctrl_c_during_a_validation_abandons_it_and_saves_last_pt(workdir, monkeypatch):
     (workdir / "t.txt").write_text(make_text(8000))
-    real = trainer_module.evaluate
+    real = validator_module.evaluate
 
     def interrupted_evaluation(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C arrives mid-evaluation
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "evaluate", interrupted_evaluation)
+    monkeypatch.setattr(validator_module, "evaluate", interrupted_evaluation)
     lines = []
     result = train(_tiny(max_steps=50, eval_every=3), open_corpus("t.txt"), name="c",
                    echo=lines.append, progress=True)

@@ -22,6 +22,7 @@ from charrnn.inference.evaluate import eval_streams, evaluate
 from charrnn.training.optim import learning_rate
 from charrnn.training.run import resume, train
 from charrnn.training.trainer import Trainer
+from charrnn.training.validator import Validator
 
 SMALL = {"model.hidden_size": 32, "model.num_layers": 2, "model.dropout": 0.1,
          "train.batch_size": 4, "train.seq_len": 16, "train.eval_every": 10,
@@ -124,20 +125,21 @@ def test_learning_rate_schedule():
 
 
 @both_optimizers
-def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, fused):
+def test_non_finite_steps_are_skipped_and_stop_training(corpus, workdir, fused, monkeypatch):
     data = open_corpus(corpus)
     good = train(small_config(**{"train.max_steps": 10}), data, runs_dir="runs", echo=quiet, progress=False)
     saved = (good.run_dir / "last.pt").read_bytes()
     state = load_checkpoint(good.run_dir / "last.pt")
 
-    class Diverging(Trainer):
-        def loss(self, logits, targets):
-            return super().loss(logits, targets) * float("nan")
+    from charrnn.training import trainer as trainer_module
+    real = trainer_module.cross_entropy
+    monkeypatch.setattr(trainer_module, "cross_entropy",
+                        lambda logits, targets: real(logits, targets) * float("nan"))
 
     from charrnn.core.checkpoint import config_of
     cfg = config_of(state)
     cfg = replace(cfg, train=replace(cfg.train, max_steps=100, max_bad_steps=3))
-    trainer = Diverging(cfg, data, run_dir=good.run_dir, state=state, echo=quiet, progress=False,
+    trainer = Trainer(cfg, data, run_dir=good.run_dir, state=state, echo=quiet, progress=False,
                         fused=fused)
     result = trainer.run()
     assert result.reason == "diverged" and result.step == 15  # noticed at the first log
@@ -174,13 +176,13 @@ def test_time_spent_evaluating_counts_toward_max_time(corpus, workdir, monkeypat
     # An evaluation that crosses the time limit ends the run at that step: no extra step and
     # no second evaluation of the same weights.
     data = open_corpus(corpus)
-    slow_eval = Trainer.validate
+    slow_eval = Validator.loss
 
-    def evaluate_slowly(self):
+    def evaluate_slowly(self, model, abort=None):
         time.sleep(1.5)
-        return slow_eval(self)
+        return slow_eval(self, model, abort)
 
-    monkeypatch.setattr(Trainer, "validate", evaluate_slowly)
+    monkeypatch.setattr(Validator, "loss", evaluate_slowly)
     cfg = small_config(**{"train.max_time": "1s", "train.eval_every": 5, "train.max_steps": 0})
     result = train(cfg, data, runs_dir="runs", name="timed", echo=quiet, progress=False)
     evals = [r["step"] for r in records(result.run_dir) if "val_loss" in r]
@@ -205,7 +207,7 @@ def test_eval_chars_scores_a_prefix_of_the_validation_split(corpus, workdir):
     cfg = small_config(**{"train.max_steps": 6, "train.eval_chars": 300})
     trainer = Trainer(cfg, data, echo=quiet, progress=False)
     trainer.run(final_eval=False)
-    loss, _ = trainer.validate()
+    loss, _ = trainer.validator.validate(trainer.model)
     val = data.split("val")
     assert len(val) > 300
     t = cfg.train
@@ -235,15 +237,11 @@ def test_signal_saves_last_and_exits_with_the_conventional_status(corpus, workdi
 
 
 def test_patience_stops_after_evaluations_without_a_new_best(corpus, workdir):
-    class Scripted(Trainer):
-        scores = iter([3.0, 2.5, 2.6, 2.7, 2.4])
-
-        def validation_loss(self):
-            return next(self.scores)
-
+    scores = iter([3.0, 2.5, 2.6, 2.7, 2.4])
     data = open_corpus(corpus)
     cfg = small_config(**{"train.max_steps": 100, "train.eval_every": 5, "train.patience": 2})
-    trainer = Scripted(cfg, data, run_dir=None, echo=quiet, progress=False)
+    trainer = Trainer(cfg, data, run_dir=None, echo=quiet, progress=False)
+    trainer.validator.loss = lambda model, abort=None: next(scores)
     result = trainer.run()
     assert (result.reason, result.step, result.best_step) == ("early_stop", 20, 10)
     assert result.best_val_loss == 2.5
@@ -254,13 +252,10 @@ def test_without_patience_a_run_goes_on(corpus, workdir):
     data = open_corpus(corpus)
     cfg = small_config(**{"train.max_steps": 20, "train.eval_every": 5})
 
-    class Worsening(Trainer):
-        scores = iter([3.0, 3.1, 3.2, 3.3, 3.4])
-
-        def validation_loss(self):
-            return next(self.scores)
-
-    result = Worsening(cfg, data, echo=quiet, progress=False).run()
+    scores = iter([3.0, 3.1, 3.2, 3.3, 3.4])
+    trainer = Trainer(cfg, data, echo=quiet, progress=False)
+    trainer.validator.loss = lambda model, abort=None: next(scores)
+    result = trainer.run()
     assert result.reason == "max_steps" and result.best_step == 5
 
 

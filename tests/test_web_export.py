@@ -24,11 +24,12 @@ import onnx
 import pytest
 import torch
 
-from charrnn.core.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.core.checkpoint import load_checkpoint
 from charrnn.export import exporter, quantize, runtime
 from charrnn.export.runtime import CDN, INTEGRITY, VERSION, integrity, npm_pack, runtime_files
 from charrnn.export.verify import session_for
 from charrnn.export.web import MANIFEST
+from charrnn.inference.trained import model_from_checkpoint
 
 from conftest import assert_clean_error, make_text, run, snapshot
 from test_export import TEXT, random_checkpoint

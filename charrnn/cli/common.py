@@ -11,11 +11,13 @@ from pathlib import Path
 
 import click
 
-from ..core.checkpoint import find_checkpoint, load_checkpoint, vocab_of
+from ..core.checkpoint import load_checkpoint
 from ..core.errors import CharRNNError
 from ..core.escape import shown
+from ..core.runs import find_checkpoint
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
+from ..inference.trained import vocab_of
 
 
 def user_errors(func):

@@ -11,7 +11,6 @@ import click
 import numpy as np
 
 from ..core.bars import bar_terminal, progress_bar
-from ..core.checkpoint import config_of, load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError, DataError
 from ..core.escape import shown
@@ -28,6 +27,7 @@ from ..inference.score import (
     score_ids,
     total,
 )
+from ..inference.trained import load_model
 from .common import (
     AliasedOption,
     device_option,
@@ -91,7 +91,7 @@ def eval_command(paths, split, unk, batch_size, context, dynamic, dynamic_lr, de
     _set_precision(trained.model, precision, dev, quiet)
     texts = _gather_texts(paths, trained.options, trained.vocab, split, unk == "skip",
                           as_json or quiet)
-    t = config_of(trained.state).train
+    t = trained.header.config.train
     context = t.eval_context if context is None else context
     static, dynamic_scores = _score_texts(
         trained.model, texts, t, dev, batch_size=batch_size, context=context,

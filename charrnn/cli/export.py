@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..core.checkpoint import find_checkpoint, load_model
 from ..core.model import describe_model
+from ..core.runs import find_checkpoint
 from ..export import check_output, export_onnx, require_extra
 from ..export.web import check_target, export_web
+from ..inference.trained import load_model
 from .common import runs_option, user_errors
 
 

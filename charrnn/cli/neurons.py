@@ -11,13 +11,13 @@ from pathlib import Path
 import click
 
 from ..core.bars import bar_terminal, progress_bar
-from ..core.checkpoint import load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..core.escape import shown
 from ..core.outputs import guard_output
 from ..core.runs import names_model
 from ..inference.score import read_ids
+from ..inference.trained import load_model
 from ..neurons.features import compile_feature, parse_feature
 from ..neurons.report import report_lines
 from ..neurons.scan import scan_cells

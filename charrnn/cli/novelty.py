@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from ..core.checkpoint import find_checkpoint, load_checkpoint
+from ..core.checkpoint import load_checkpoint
 from ..core.errors import CharRNNError
 from ..core.escape import shown
-from ..core.runs import names_model
+from ..core.runs import find_checkpoint, names_model
 from ..novelty.report import check_spans, novelty_report
 from ..novelty.source import training_index
 from .common import runs_option, user_errors

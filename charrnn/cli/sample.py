@@ -10,11 +10,11 @@ import click
 from unidecode import unidecode as to_ascii
 
 from ..core.bars import bar_terminal, progress_bar
-from ..core.checkpoint import load_model
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError, SettingError
 from ..inference.sample import Sampler, check_prime, check_settings
 from ..inference.settings import DEFAULT_LENGTH
+from ..inference.trained import load_model
 from ..novelty.redraw import check_redraw, redraw
 from ..novelty.report import novelty_report
 from ..novelty.source import training_index

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..core.checkpoint import find_checkpoint
 from ..core.config import parse_duration
 from ..core.device import resolve_device
 from ..core.errors import CharRNNError
 from ..core.extras import install_hint
+from ..core.runs import find_checkpoint
 from ..novelty.source import training_index
 from ..serve.limits import Limits, exposure_warning
 from .common import device_option, runs_option, threads_option, user_errors

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..core.bars import bar_terminal
-from ..core.checkpoint import config_of, text_options_of, vocab_of
+from ..core.checkpoint import config_of
 from ..core.config import flags
 from ..core.config_files import load_config, nest, parse_set
 from ..core.device import resolve_device
@@ -15,6 +15,7 @@ from ..core.errors import CharRNNError
 from ..core.presets import choose_preset
 from ..core.runs import check_run_name
 from ..corpus.prepared import open_corpus
+from ..inference.trained import text_options_of, vocab_of
 from ..training.finetune import fine_tuning
 from ..training.run import last_checkpoint, resume
 from ..training.run import train as run_train
@@ -96,10 +97,7 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
       charrnn train data/corpus --hidden-size 512 --set train.eval_every=200
       charrnn train --resume runs/latest --max-steps 20000
     """
-    overrides = _flag_overrides(flags)
-    for assignment in assignments:
-        key, value = parse_set(assignment)
-        overrides[key] = value
+    overrides = _overrides(flags, assignments)
     echo = (lambda *a, **k: None) if quiet else _echo_while_open()
     options = text_options(encoding, lower, unidecode, keep_crlf)
     corpus_args = dict(data_dir=data_dir, val_frac=val_frac, unk=unk, echo=echo,
@@ -117,6 +115,16 @@ def train(corpus, config_file, assignments, runs_dir, name, resume_dir, unk, dat
         sys.exit(128 + (result.signal or 2))
     if result.reason == "diverged":
         sys.exit(1)
+
+
+def _overrides(flags: dict, assignments) -> dict:
+    """The config keys the flags set, then each --set KEY=VALUE (a key set by both is the
+    --set's, as it comes later)."""
+    overrides = _flag_overrides(flags)
+    for assignment in assignments:
+        key, value = parse_set(assignment)
+        overrides[key] = value
+    return overrides
 
 
 def _start(corpus, config_file, overrides, options, runs_dir, name, *, data_dir, val_frac,

@@ -1,38 +1,34 @@
-"""Self-contained, safe checkpoints.
+"""Self-contained, safe checkpoint files, and what their header says.
 
     save_checkpoint("runs/x/last.pt", state)     # atomic: temp file, fsync, rename
     state = load_checkpoint("runs/x/last.pt")    # torch.load(weights_only=True)
-    model, vocab, options = model_from_checkpoint(state)
+    header = read_header(state)                  # config, vocabulary, step, loss: typed
 
 A checkpoint holds only tensors and plain containers: weights, optimizer state, config,
 vocabulary, text options, step, RNG states, the training hidden state and best validation
 loss. `weights_only=True` refuses anything else, so loading a file from someone else can
-never run code.
+never run code. The keys are written by `checkpoint_state` and read back here only
+(the run's counters at the top are training/state.py's TrainingState, written and read
+whole); the packages above turn the header's plain data into their own types
+(inference/trained.py builds the model and its Vocab, training/checkpointer.py resumes a
+run).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..corpus.text import TextOptions
-from ..corpus.vocab import Vocab
-from .config import Config
 from .checkpoint_checks import check_claims, check_keys
+from .config import Config
 from .config_files import build_config
-from .device import check_fits
-from .errors import CharRNNError, CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError
 from .escape import shown
-from .files import atomic_write, is_locked
-from .model import CharRNN, describe_model, model_bytes, parameter_count
-from .runs import is_run, run_of
-from .tensor_checks import check_hidden, check_optimizer, check_weights
-from .units import LN2
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 KIND = "charrnn"
@@ -52,6 +48,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
         raise CheckpointError(f"checkpoint not found: {shown(path)}")
     if not path.is_file():
         raise CheckpointError(f"not a checkpoint file: {shown(path)}")
+    unreadable = (f"{shown(path)} is not a readable checkpoint (truncated, or not a charrnn "
+                  f"checkpoint)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
@@ -60,11 +58,15 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
             raise CheckpointError(
                 f"refused to load {shown(path)}: it holds Python objects beyond tensors and "
                 f"plain data, which could run code; only charrnn checkpoints are loaded") from None
-        raise CheckpointError(f"{shown(path)} is not a readable checkpoint (truncated, or not "
-                              f"a charrnn checkpoint)") from None
+        raise CheckpointError(unreadable) from None
     except Exception:  # torch raises many kinds for a damaged or foreign file
-        raise CheckpointError(f"{shown(path)} is not a readable checkpoint (truncated, or not "
-                              f"a charrnn checkpoint)") from None
+        raise CheckpointError(unreadable) from None
+    _check_format(path, state)
+    return state
+
+
+def _check_format(path: Path, state) -> None:
+    """A charrnn checkpoint of a format this charrnn reads, every key text."""
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise CheckpointError(f"{shown(path)} is not a charrnn checkpoint")
     try:
@@ -80,52 +82,133 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
         raise CheckpointError(f"{shown(path)} was written by a newer charrnn (format "
                               f"{version:.3g}, this one reads up to {FORMAT_VERSION}); upgrade "
                               f"charrnn to load it")
-    return state
 
 
 # ----------------------------------------------------------------------------------------
 # the keys of a checkpoint: written and read here only
 
 
-def training_state(*, model: dict, optimizer: dict, config: Config, vocab: Vocab,
-                   text_options: TextOptions, data_root: Path, progress: dict,
-                   hidden: list | None, device: torch.device) -> dict:
-    """Everything a resumed run needs, as plain tensors and containers. `progress`: the
-    run's counters (training/state.py: TrainingState.to_checkpoint), stored at the top."""
-    return {
-        "model": model,
-        "optimizer": optimizer,
-        "config": config.to_dict(),
-        "vocab": vocab.to_dict(counts=False),
-        "text_options": text_options.to_dict(),
-        "data": {"root": str(Path(data_root).resolve())},
-        **progress,
-        "hidden": hidden,
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-    }
+def checkpoint_state(*, model: dict, config: Config, vocab: dict, text_options: dict,
+                     progress: dict | None = None, data_root: Path | None = None,
+                     optimizer: dict | None = None, hidden: list | None = None,
+                     rng: dict | None = None, precision: str | None = None) -> dict:
+    """A checkpoint as plain tensors and containers. `vocab` and `text_options`: as
+    Vocab.to_dict(counts=False) and TextOptions.to_dict write them; `progress`: the run's
+    counters (training/state.py: TrainingState.to_checkpoint), stored at the top. A model
+    alone (no optimizer, hidden or random state) samples and scores but cannot resume."""
+    state = {"model": model}
+    if optimizer is not None:
+        state["optimizer"] = optimizer
+    state.update({"config": config.to_dict(), "vocab": vocab, "text_options": text_options})
+    if data_root is not None:
+        state["data"] = {"root": str(Path(data_root).resolve())}
+    state.update(progress or {})
+    if rng is not None:
+        state.update(hidden=hidden, rng=rng)
+    if precision is not None:  # the plan it trained in, which a resumed `auto` keeps
+        state["precision"] = precision
+    return state
 
 
-def vocab_of(state: dict) -> Vocab:
-    try:
-        vocab = Vocab.from_dict(state["vocab"])
-    except (KeyError, TypeError, CharRNNError) as e:
-        raise CheckpointError(f"checkpoint has no usable vocabulary ({e})") from None
-    if len(vocab) == 0:
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a checkpoint says besides its tensors, checked and typed. The vocabulary and
+    text options are plain data here (core knows no Vocab): inference/trained.py makes
+    them a Vocab and TextOptions."""
+    config: Config
+    chars: tuple[str, ...]  # the text's characters, ids 0 .. n-1
+    documents: bool  # a model of documents: the end-of-document mark is id n
+    text_options: dict | None  # as TextOptions.to_dict wrote it; None when missing
+    step: int | None = None  # optimizer steps taken; None when not recorded
+    best_val_loss: float | None = None  # nats/char; None before any evaluation
+    elapsed: float | None = None  # training time, seconds
+    data_root: Path | None = None  # the prepared directory it was trained on
+    precision: str | None = None  # the plan it trained in (fp32 before plans were kept)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars) + self.documents
+
+    @property
+    def vocab(self) -> dict:
+        """The vocabulary as stored: {"chars": [...]} (and the end-of-document mark)."""
+        out = {"chars": list(self.chars)}
+        if self.documents:
+            out["end_of_document"] = {"id": len(self.chars)}
+        return out
+
+
+def read_header(state: dict) -> CheckpointHeader:
+    """The header of a loaded checkpoint, once the model its config claims is the one its
+    tensors hold (checkpoint_checks.py): checked before a byte of a model is allocated.
+    Counters a checkpoint does not have, or holds damaged, read as None."""
+    cfg = config_of(state)
+    chars, documents = _vocab(state.get("vocab"))
+    check_claims(weights_of(state), len(chars) + documents, cfg.model)
+    options = state.get("text_options")
+    step, loss, elapsed = state.get("step"), state.get("best_val_loss"), state.get("elapsed")
+    precision = state.get("precision")
+    return CheckpointHeader(
+        cfg, chars, documents, options if isinstance(options, dict) else None,
+        step=step if type(step) is int and step >= 0 else None,
+        best_val_loss=loss if _finite(loss) else None,
+        elapsed=float(elapsed) if _finite(elapsed) and elapsed >= 0 else None,
+        data_root=data_root_of(state),
+        precision=precision if isinstance(precision, str) else None)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _vocab(vocab) -> tuple[tuple[str, ...], bool]:
+    """(characters, has the end-of-document mark) of a stored vocabulary, in its shape;
+    the Vocab built from it checks the rest (repeats, surrogates)."""
+    chars = vocab.get("chars") if isinstance(vocab, dict) else None
+    if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        raise CheckpointError("checkpoint has no usable vocabulary (it must be a list of "
+                              "single characters)")
+    end = vocab.get("end_of_document")
+    if end is not None and (not isinstance(end, dict) or end.get("id") != len(chars)):
+        raise CheckpointError("checkpoint has no usable vocabulary (its end-of-document "
+                              "mark is not the id after the characters)")
+    if not chars and end is None:
         raise CheckpointError("checkpoint has an empty vocabulary")
-    return vocab
+    return tuple(chars), end is not None
 
 
-def text_options_of(state: dict) -> TextOptions:
+def config_of(state: dict) -> Config:
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError("checkpoint has no config")
     try:
-        return TextOptions.from_dict(state["text_options"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint has no usable text options ({e})") from None
+        return build_config(config)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint has an unusable config: {e}") from None
+    except (TypeError, ValueError, AttributeError, RecursionError):  # not a config's shape
+        raise CheckpointError("checkpoint has an unusable config") from None
 
 
 def data_root_of(state: dict) -> Path | None:
     root = state.get("data", {}).get("root") if isinstance(state.get("data"), dict) else None
     return Path(root) if isinstance(root, str) and root else None
+
+
+def weights_of(state: dict):
+    """The weights as stored (a state_dict, unchecked: tensor_checks.py checks them)."""
+    return state.get("model")
+
+
+def optimizer_of(state: dict):
+    """The optimizer state as stored (unchecked: tensor_checks.check_optimizer)."""
+    return state.get("optimizer")
+
+
+def precision_of(state: dict) -> str:
+    """The precision plan a run trained in; a checkpoint from before plans were recorded
+    ran fp32."""
+    precision = state.get("precision", "fp32")
+    return precision if isinstance(precision, str) else "fp32"
 
 
 def hidden_of(state: dict) -> list[torch.Tensor] | None:
@@ -150,151 +233,3 @@ def rng_of(state: dict) -> dict:
 
 def _is_byte_tensor(t) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1
-
-
-# ----------------------------------------------------------------------------------------
-# checking a checkpoint against the model it is loaded into, before torch sees it
-
-
-def check_resumable(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    cfg: Config) -> dict:
-    """Every tensor a resume uses, checked before any is loaded: weights, optimizer state,
-    hidden state; returns the random states. The counters are TrainingState's to check."""
-    m = cfg.model
-    check_weights(state.get("model"), model, finite=True)
-    check_optimizer(state.get("optimizer"), optimizer)
-    check_hidden(hidden_of(state), m.cell, m.num_layers, cfg.train.batch_size, m.hidden_size)
-    return rng_of(state)
-
-
-def load_resumable(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Weights and optimizer state into place, once check_resumable has passed them."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-
-
-def load_weights(state: dict, model: torch.nn.Module) -> None:
-    """The checkpoint's weights into `model`, once checked (finite, every shape right)."""
-    check_weights(state.get("model"), model, finite=True)
-    model.load_state_dict(state["model"])
-
-
-def config_of(state: dict) -> Config:
-    config = state.get("config")
-    if not isinstance(config, dict):
-        raise CheckpointError("checkpoint has no config")
-    try:
-        return build_config(config)
-    except ConfigError as e:
-        raise CheckpointError(f"checkpoint has an unusable config: {e}") from None
-    except (TypeError, ValueError, AttributeError, RecursionError):  # not a config's shape
-        raise CheckpointError("checkpoint has an unusable config") from None
-
-
-def header_of(state: dict) -> tuple[Config, Vocab]:
-    """The config and vocabulary of a checkpoint, once the model the config claims is the
-    one its tensors hold (checkpoint_checks.py): checked before a byte is allocated."""
-    cfg, vocab = config_of(state), vocab_of(state)
-    check_claims(state.get("model"), len(vocab), cfg.model)
-    return cfg, vocab
-
-
-def model_from_checkpoint(state: dict) -> tuple[CharRNN, Vocab, TextOptions]:
-    """Rebuild the model (on CPU, in eval mode), its vocabulary and text options. The
-    weights must fit the model and be finite (a diverged model samples nothing useful)."""
-    options = text_options_of(state)
-    cfg, vocab = header_of(state)
-    model = build_model(len(vocab), cfg)
-    load_weights(state, model)
-    return model.eval(), vocab, options
-
-
-def build_model(vocab_size: int, cfg: Config, device=None) -> CharRNN:
-    """The CharRNN of a config, refused before allocating when it cannot fit."""
-    device = torch.device(device or "cpu")
-    params = parameter_count(vocab_size, cfg.model)
-    check_fits(model_bytes(vocab_size, cfg.model), device,
-               f"a {describe_model(cfg.model)} model over {vocab_size:,} characters "
-               f"({params:,} parameters)", "choose a smaller model")
-    return CharRNN.from_config(vocab_size, cfg.model).to(device)
-
-
-def load_init(source: str | Path) -> tuple[Path, dict, Vocab]:
-    """The checkpoint named by `train.init_from`: its path, its state and its vocabulary."""
-    path = find_checkpoint(source)
-    state = load_checkpoint(path)
-    try:
-        vocab = vocab_of(state)
-    except CheckpointError:
-        raise CheckpointError(f"--init-from {path}: the checkpoint has no usable vocabulary") from None
-    return path, state, vocab
-
-
-def describe_checkpoint(path: Path, state: dict) -> str:
-    """One line naming a checkpoint for a person: which file (runs/latest resolved, so the
-    run is named), which step, how good."""
-    real = Path(os.path.realpath(path))
-    try:
-        real = real.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    line = f"model: {shown(real)}"
-    step, loss = state.get("step"), state.get("best_val_loss")
-    if isinstance(step, int):
-        line += f", step {step:,}"
-    if isinstance(loss, float) and math.isfinite(loss):
-        line += f", best validation loss {loss:.4f} nats/char ({loss / LN2:.3f} bits/char)"
-    return line
-
-
-def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """A checkpoint file from a file, a run directory (best.pt, else last.pt), a runs
-    directory (its latest run) or, with no target, the latest run under `runs_dir`."""
-    if target is None:
-        latest = Path(runs_dir) / "latest"
-        if not latest.exists():
-            others = [p.name for p in sorted(Path(runs_dir).glob("*")) if is_run(p)]
-            if latest.is_symlink():
-                raise CheckpointError(
-                    f"{shown(latest)} points at {shown(os.readlink(latest))}, which is gone; pass a run "
-                    f"directory" + (f" (runs: {shown(', '.join(others[:10]))})" if others else ""))
-            raise CheckpointError(f"no runs found ({shown(latest)} does not exist); train a "
-                                  f"model first or pass a run directory or checkpoint")
-        target = latest
-    target = run_of(target)
-    if target.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (target / name).is_file():
-                return target / name
-        if (target / ".lock").exists() and not is_locked(target):
-            raise CheckpointError(f"run directory {shown(target)} has no checkpoint, and no "
-                                  f"training is running in it (it stopped before its first evaluation "
-                                  f"saved one); pass another run (charrnn runs lists them)")
-        raise CheckpointError(f"run directory {shown(target)} has no checkpoint yet (best.pt "
-                              f"or last.pt: the first comes with its first evaluation); wait for "
-                              f"it, or pass another run")
-    if not target.exists():
-        raise CheckpointError(f"checkpoint or run directory not found: {shown(target)}")
-    return target
-
-
-@dataclass
-class TrainedModel:
-    """A model as the commands use one: where it came from, and the line that names it."""
-    path: Path
-    state: dict
-    model: CharRNN
-    vocab: Vocab
-    options: TextOptions
-
-    @property
-    def line(self) -> str:
-        return describe_checkpoint(self.path, self.state)
-
-
-def load_model(target: str | Path | None, runs_dir: str | Path = "runs") -> TrainedModel:
-    """The model a command's TARGET names (find_checkpoint), loaded and checked."""
-    path = find_checkpoint(target, runs_dir)
-    state = load_checkpoint(path)
-    return TrainedModel(path, state, *model_from_checkpoint(state))
-

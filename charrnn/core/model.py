@@ -14,12 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cells import GATES, RNN_CLASSES, Hidden, map_hidden
 from .config import ModelConfig
 from .precision import quiet_cast, recurrent_autocast, run_cast
 
-Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 class CharRNN(nn.Module):
@@ -89,9 +87,6 @@ class CharRNN(nn.Module):
         return (h, h.clone()) if self.cell == "lstm" else h
 
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-
-
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
                   reduction: str = "mean") -> torch.Tensor:
     """Next-character cross-entropy in nats of logits (..., V) for targets (...) of any
@@ -127,11 +122,6 @@ def describe_model(cfg) -> str:
 def detach_hidden(hidden: Hidden) -> Hidden:
     """Cut the graph between chunks: gradients stop here (truncated BPTT)."""
     return map_hidden(torch.Tensor.detach, hidden)
-
-
-def map_hidden(fn, hidden: Hidden) -> Hidden:
-    """`fn` applied to each tensor of a state: (h, c) for an LSTM, h otherwise."""
-    return tuple(fn(h) for h in hidden) if isinstance(hidden, tuple) else fn(hidden)
 
 
 def hidden_tensors(hidden: Hidden) -> list[torch.Tensor]:

@@ -36,6 +36,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .cells import RNN_CLASSES, first_tensor, map_hidden
 from .errors import ConfigError
 
 # Cells whose bf16 training matched fp32 within 0.01 nats/char at equal steps (row 13).
@@ -167,7 +168,7 @@ def bf16_kernel_works(device: torch.device, cell: str) -> bool:
     # a run's random numbers do not depend on whether (or when) a probe ran.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
-            rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](4, 4, 1).to(device)
+            rnn = RNN_CLASSES[cell](4, 4, 1).to(device)
             x = torch.zeros(2, 1, 4, device=device, requires_grad=True)
             with quiet_cast():
                 out, _ = run_cast(rnn, torch.bfloat16, x, None)
@@ -181,19 +182,11 @@ def run_cast(rnn: nn.RNNBase, dtype: torch.dtype, x: torch.Tensor, hidden):
     """rnn(x, hidden) computed in `dtype` from its own (fp32) weights: (output in dtype, hidden
     in the dtype it came in, fp32 when None)."""
     weights = {name: p.to(dtype) for name, p in rnn.named_parameters()}
-    state_dtype = torch.float32 if hidden is None else _first(hidden).dtype
-    h = None if hidden is None else _map(lambda t: t.to(dtype), hidden)
+    state_dtype = torch.float32 if hidden is None else first_tensor(hidden).dtype
+    h = None if hidden is None else map_hidden(lambda t: t.to(dtype), hidden)
     with torch.autocast(x.device.type, enabled=False):
         out, h = torch.func.functional_call(rnn, weights, (x.to(dtype), h))
-    return out, _map(lambda t: t.to(state_dtype), h)
-
-
-def _first(hidden):
-    return hidden[0] if isinstance(hidden, tuple) else hidden
-
-
-def _map(fn, hidden):
-    return tuple(fn(h) for h in hidden) if isinstance(hidden, tuple) else fn(hidden)
+    return out, map_hidden(lambda t: t.to(state_dtype), h)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ What is a run and what is a runs directory is decided here only:
     run_of("runs")          # a runs directory: its latest run
     run_of("runs/shakes")   # a run directory: itself
     names_model(path)       # a checkpoint, a run or a runs directory (not a text to read)
+    find_checkpoint("runs/shakes")   # its best.pt, else last.pt
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from .errors import CharRNNError
+from .errors import CharRNNError, CheckpointError
+from .escape import shown
+from .files import is_locked
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "config.toml")
 
@@ -42,6 +45,40 @@ def names_model(target: str | Path) -> bool:
     if path.is_file():
         return path.suffix == ".pt"
     return not (path / "meta.json").exists() and (is_run(path) or is_runs(path))
+
+
+def find_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs") -> Path:
+    """A checkpoint file from a file, a run directory (best.pt, else last.pt), a runs
+    directory (its latest run) or, with no target, the latest run under `runs_dir`."""
+    target = run_of(_latest(runs_dir) if target is None else target)
+    if target.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (target / name).is_file():
+                return target / name
+        if (target / ".lock").exists() and not is_locked(target):
+            raise CheckpointError(f"run directory {shown(target)} has no checkpoint, and no "
+                                  f"training is running in it (it stopped before its first evaluation "
+                                  f"saved one); pass another run (charrnn runs lists them)")
+        raise CheckpointError(f"run directory {shown(target)} has no checkpoint yet (best.pt "
+                              f"or last.pt: the first comes with its first evaluation); wait for "
+                              f"it, or pass another run")
+    if not target.exists():
+        raise CheckpointError(f"checkpoint or run directory not found: {shown(target)}")
+    return target
+
+
+def _latest(runs_dir: str | Path) -> Path:
+    """runs_dir/latest, which must lead to a run."""
+    latest = Path(runs_dir) / "latest"
+    if latest.exists():
+        return latest
+    others = [p.name for p in sorted(Path(runs_dir).glob("*")) if is_run(p)]
+    if latest.is_symlink():
+        raise CheckpointError(
+            f"{shown(latest)} points at {shown(os.readlink(latest))}, which is gone; pass a run "
+            f"directory" + (f" (runs: {shown(', '.join(others[:10]))})" if others else ""))
+    raise CheckpointError(f"no runs found ({shown(latest)} does not exist); train a "
+                          f"model first or pass a run directory or checkpoint")
 
 
 def check_run_name(name: str) -> None:

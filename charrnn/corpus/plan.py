@@ -15,7 +15,7 @@ import numpy as np
 from ..core.errors import DataError
 from .inputs import Corpus
 from .passes import Counted
-from .vocab import Vocab
+from .vocab import Vocab, unknown_characters
 
 
 class Plan(NamedTuple):
@@ -67,10 +67,8 @@ def _choose_vocab(counts: np.ndarray, vocab: Vocab | None, unk: str | None, corp
         return seen, -1, False
     missing = [c for c in seen.chars if c not in vocab]
     if missing and unk is None:
-        shown = ", ".join(repr(c) for c in missing[:10])
-        raise DataError(f"{len(missing)} character{'s are' if len(missing) > 1 else ' is'} "
-                        f"not in the given vocabulary "
-                        f"({shown}); pass --unk CHAR to map them to one character")
+        raise DataError(unknown_characters("the text", missing, "the given vocabulary")
+                        + "; pass --unk CHAR to map them to one character")
     unk_id = -1
     if unk is not None:
         if unk not in vocab:

@@ -30,6 +30,20 @@ MAX_CODE_POINT = 0x10FFFF
 END = "\udfff"  # the end-of-document mark's place in `chars`: never a decoded character
 
 
+SHOWN_UNKNOWN = 20  # characters a message lists before "and N more"
+
+
+def unknown_characters(subject: str, missing: list[str],
+                       vocabulary: str = "the model's vocabulary") -> str:
+    """The one wording of characters a vocabulary lacks, for every command and the server:
+    "prime.txt has characters not in the model's vocabulary: 'é', '€' and 3 more" (the
+    first SHOWN_UNKNOWN, in order of first appearance). Callers add the way out."""
+    shown = ", ".join(repr(c) for c in missing[:SHOWN_UNKNOWN])
+    more = len(missing) - SHOWN_UNKNOWN
+    return (f"{subject} has characters not in {vocabulary}: {shown}"
+            + (f" and {more:,} more" if more > 0 else ""))
+
+
 class Vocab:
     def __init__(self, chars: list[str], counts: list[int] | None = None,
                  end_count: int | None = None):
@@ -111,8 +125,8 @@ class Vocab:
         try:
             return [self.index[c] for c in text]
         except KeyError:
-            shown = ", ".join(repr(c) for c in self.missing(text)[:10])
-            raise DataError(f"characters not in the vocabulary: {shown}") from None
+            raise DataError(unknown_characters("the text", self.missing(text),
+                                               "the vocabulary")) from None
 
     def decode(self, ids, end: str = "") -> str:
         """The text of `ids`; the end-of-document mark becomes `end` (by default, nothing)."""

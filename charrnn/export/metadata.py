@@ -1,6 +1,6 @@
 """What an exported ONNX file says about itself: one JSON document in its metadata_props.
 
-    meta = model_metadata(model, vocab, options, state)   # a dict, stored as JSON
+    meta = model_metadata(model, vocab, options, header)  # a dict, stored as JSON
     meta = read_metadata("model.onnx")                     # with onnxruntime, no torch
 
 The file alone is enough to sample: the vocabulary (id i is `vocab[i]`), the text options a
@@ -19,8 +19,8 @@ sits under one key, `charrnn`, so a reader in any language parses one string:
 from __future__ import annotations
 
 import json
-import math
 
+from ..core.checkpoint import CheckpointHeader, read_header
 from ..core.model import CharRNN
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
@@ -45,10 +45,10 @@ def output_names(cell: str) -> list[str]:
 
 
 def model_metadata(model: CharRNN, vocab: Vocab, options: TextOptions,
-                   state: dict | None = None) -> dict:
-    """The document stored in the file; `state` is the checkpoint it came from, if any."""
-    state = state or {}
-    step, loss = state.get("step"), state.get("best_val_loss")
+                   source: CheckpointHeader | dict | None = None) -> dict:
+    """The document stored in the file; `source` is the checkpoint it came from (loaded,
+    or its header), if any."""
+    header = read_header(source) if isinstance(source, dict) else source
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -68,9 +68,9 @@ def model_metadata(model: CharRNN, vocab: Vocab, options: TextOptions,
         "state": state_names(model.cell),
         "inputs": input_names(model.cell),
         "outputs": output_names(model.cell),
-        # JSON has no inf or nan: a model never validated has no loss to report.
-        "step": step if isinstance(step, int) else None,
-        "best_val_loss": loss if isinstance(loss, float) and math.isfinite(loss) else None,
+        # JSON has no inf or nan: a model never validated has no loss to report (None).
+        "step": header.step if header else None,
+        "best_val_loss": header.best_val_loss if header else None,
     }
 
 

@@ -30,7 +30,7 @@ from ..core.model import CharRNN, cross_entropy, detach_hidden
 from ..core.units import LN2
 from ..corpus.streams import as_index
 from ..corpus.text import TextOptions, code_point_chunks
-from ..corpus.vocab import Vocab
+from ..corpus.vocab import Vocab, unknown_characters
 from .evaluate import CONTEXT, eval_streams, evaluate
 
 DYNAMIC_LR = 0.1  # the best measured on tiny Shakespeare (docs/benchmarks.md, row 11)
@@ -83,11 +83,9 @@ def read_ids(raw: BinaryIO, name: str, options: TextOptions, vocab: Vocab,
         bad = ids < 0
         if bad.any():
             if not skip_unknown:
-                unknown = np.unique(cps[bad]).tolist()
-                shown = ", ".join(repr(chr(c)) for c in unknown[:20])
-                raise DataError(f"{name}: characters not in the model's vocabulary ({shown}"
-                                f"{', ...' if len(unknown) > 20 else ''}); pass --unknown skip "
-                                f"to leave them out of the score")
+                unknown = [chr(c) for c in dict.fromkeys(cps[bad].tolist())]
+                raise DataError(unknown_characters(name, unknown) + "; pass --unknown skip "
+                                "to leave them out of the score")
             skipped += int(bad.sum())
             ids = ids[~bad]
         parts.append(ids.astype(vocab.dtype))

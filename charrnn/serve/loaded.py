@@ -12,7 +12,6 @@ request keeps the LoadedModel it started with, so requests in flight finish on t
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -21,20 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..core.checkpoint import (
-    data_root_of,
-    describe_checkpoint,
-    find_checkpoint,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from ..core.checkpoint import load_checkpoint, read_header
 from ..core.device import describe as describe_device
 from ..core.errors import CharRNNError
 from ..core.escape import shown
-from ..core.model import CharRNN, describe_model
+from ..core.model import FLOAT_BYTES, CharRNN, describe_model
+from ..core.runs import find_checkpoint
 from ..core.units import LN2
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
+from ..inference.trained import describe_checkpoint, display_path, model_from_checkpoint
 
 
 @dataclass(eq=False)
@@ -57,12 +52,10 @@ class LoadedModel:
         signature = file_signature(path)
         state = load_checkpoint(path)
         model, vocab, options = model_from_checkpoint(state)
-        step, loss = state.get("step"), state.get("best_val_loss")
+        header = read_header(state)
         return cls(model.to(device).eval(), vocab, options, Path(path), device,
-                   describe_checkpoint(path, state),
-                   step if isinstance(step, int) else None,
-                   loss if isinstance(loss, float) and math.isfinite(loss) else None,
-                   signature, generation, data_root=data_root_of(state))
+                   describe_checkpoint(path, header), header.step, header.best_val_loss,
+                   signature, generation, data_root=header.data_root)
 
     @property
     def state_floats(self) -> int:
@@ -92,9 +85,9 @@ class LoadedModel:
                 "parameters": sum(p.numel() for p in m.parameters()),
                 "step": self.step,
                 "best_val_loss": None if loss is None else {"nats": loss, "bits": loss / LN2},
-                "checkpoint": self.description.removeprefix("model: ").split(",")[0],
+                "checkpoint": display_path(self.path),
                 "generation": self.generation, "loaded_at": self.loaded_at,
-                "device": str(self.device), "session_bytes": 4 * self.state_floats,
+                "device": str(self.device), "session_bytes": FLOAT_BYTES * self.state_floats,
                 "text_options": self.options.to_dict()}
 
 

@@ -17,12 +17,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.checkpoint import data_root_of, header_of, load_checkpoint
-from ..core.model import describe_model
+from ..core.checkpoint import CheckpointHeader, load_checkpoint, read_header
 from ..core.errors import CharRNNError
 from ..core.escape import shown
+from ..core.model import describe_model
 from ..core.runs import RUN_FILES, is_run
 from ..core.units import LN2
+from ..inference.trained import vocab_of
 from .metrics_file import MAX_SECONDS, MAX_STEP, MetricsReader
 
 SORTS = ("time", "loss", "steps", "name")
@@ -103,13 +104,12 @@ def _read_metrics(path: Path, run: RunSummary) -> None:
     reader = MetricsReader(path)
     try:
         for record in reader:
-            run.steps = max(run.steps, int(record["step"]))
-            if isinstance(record.get("elapsed"), (int, float)):
-                run.training_seconds = max(run.training_seconds, float(record["elapsed"]))
-            loss = record.get("val_loss")
-            if isinstance(loss, (int, float)) and (run.best_val_loss is None
-                                                   or loss < run.best_val_loss):
-                run.best_val_loss, run.best_step = float(loss), int(record["step"])
+            run.steps = max(run.steps, record.step)
+            if record.elapsed is not None:
+                run.training_seconds = max(run.training_seconds, float(record.elapsed))
+            loss = record.val_loss
+            if loss is not None and (run.best_val_loss is None or loss < run.best_val_loss):
+                run.best_val_loss, run.best_step = float(loss), record.step
     except CharRNNError as e:  # not a regular file, or no memory for it
         run.notes.append(str(e))
     except OSError as e:
@@ -126,29 +126,32 @@ def _read_checkpoint(run_dir: Path, run: RunSummary) -> None:
         if not path.is_file():
             continue
         try:
-            state = load_checkpoint(path, mmap=True)
-            cfg, vocab = header_of(state)
+            header = read_header(load_checkpoint(path, mmap=True))
+            vocab = vocab_of(header)
         except (CharRNNError, OSError) as e:
             reason = str(e).removeprefix(f"{shown(path)}: ")
             run.damaged = run.damaged or _clip(reason.removeprefix("checkpoint "))
             if not any(note.endswith(f" is damaged: {reason}") for note in run.notes):
                 run.notes.append(f"{name} is damaged: {reason}")
             continue
-        root = data_root_of(state)
-        run.data, run.corpus = (str(root), root.name) if root else (None, None)
-        run.documents = _documents(root) if root else None
-        run.model, run.vocab_size = describe_model(cfg.model), len(vocab)
-        step = state.get("step")
-        if isinstance(step, int) and 0 <= step <= MAX_STEP:
-            run.steps = max(run.steps, step)
-        loss = state.get("best_val_loss")
-        if run.best_val_loss is None and isinstance(loss, float) and math.isfinite(loss):
-            run.best_val_loss = loss
-        seconds = state.get("elapsed")
-        if isinstance(seconds, float) and 0 <= seconds <= MAX_SECONDS:
-            run.training_seconds = max(run.training_seconds, seconds)
+        _fill_from_header(run, header, len(vocab))
         run.damaged = None  # one good checkpoint is enough to list the run
         return
+
+
+def _fill_from_header(run: RunSummary, header: CheckpointHeader, vocab_size: int) -> None:
+    """Corpus and model from a checkpoint's header; its step, training time and best loss
+    where metrics.jsonl has less."""
+    root = header.data_root
+    run.data, run.corpus = (str(root), root.name) if root else (None, None)
+    run.documents = _documents(root) if root else None
+    run.model, run.vocab_size = describe_model(header.config.model), vocab_size
+    if header.step is not None and header.step <= MAX_STEP:
+        run.steps = max(run.steps, header.step)
+    if run.best_val_loss is None and header.best_val_loss is not None:
+        run.best_val_loss = header.best_val_loss
+    if header.elapsed is not None and header.elapsed <= MAX_SECONDS:
+        run.training_seconds = max(run.training_seconds, header.elapsed)
 
 
 def _documents(root: Path) -> int | None:

@@ -9,12 +9,25 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..core.checkpoint import config_of, load_init, text_options_of
+from ..core.checkpoint import config_of, load_checkpoint
 from ..core.config import Config
 from ..core.errors import CheckpointError, ConfigError
 from ..core.model import describe_model
+from ..core.runs import find_checkpoint
 from ..corpus.text import TextOptions
 from ..corpus.vocab import Vocab
+from ..inference.trained import text_options_of, vocab_of
+
+
+def load_init(source: str | Path) -> tuple[Path, dict, Vocab]:
+    """The checkpoint named by `train.init_from`: its path, its state and its vocabulary."""
+    path = find_checkpoint(source)
+    state = load_checkpoint(path)
+    try:
+        vocab = vocab_of(state)
+    except CheckpointError:
+        raise CheckpointError(f"--init-from {path}: the checkpoint has no usable vocabulary") from None
+    return path, state, vocab
 
 
 def fine_tuning(cfg: Config, explicit: set[str]

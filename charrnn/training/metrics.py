@@ -1,28 +1,21 @@
-"""Training metrics: the device-side sums of a log interval, and metrics.jsonl.
+"""Training metrics: the device-side sums of a log interval (metrics_file.py writes them
+to metrics.jsonl).
 
     meter = IntervalMeter(device, dist, chars_per_step=B * T)
     meter.add(loss, bad)                 # per step: device ops only
     stats = meter.read(close=True)       # per interval: one read of the device
-    log = MetricsLog(None)
-    with log.opened(run_dir / "metrics.jsonl"):
-        log.write({"step": 100, "train_loss": 1.9})
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..core import distributed
-from ..core.errors import CharRNNError
-from ..core.files import atomic_write_text, write_failure
 
 
 @dataclass
@@ -80,90 +73,3 @@ class IntervalMeter:
         """Characters per second over everything added, training time only."""
         seconds = time.monotonic() - self.started - self.paused_seconds
         return self.total_steps * self.chars_per_step / seconds if seconds > 0 else 0.0
-
-
-class MetricsLog:
-    """metrics.jsonl, appended a line at a time; a no-op without a path."""
-
-    def __init__(self, path: Path | None):
-        self.path, self.file = path, None
-
-    @contextlib.contextmanager
-    def opened(self, path: Path | None):
-        self.path = path
-        self.file = None
-        if path is not None:
-            try:
-                # O_NOFOLLOW: a link planted in the run directory is not written through.
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-            except OSError as e:
-                raise CharRNNError(f"cannot write {path}: {e.strerror or e}") from None
-            self.file = os.fdopen(fd, "a", encoding="utf-8")
-        try:
-            yield self
-        finally:
-            if self.file is not None:
-                self.file.close()
-            self.file = None
-
-    def write(self, record: dict) -> None:
-        if self.file is None:
-            return
-        try:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-        except OSError as e:
-            file, self.file = self.file, None
-            try:
-                file.close()
-            except OSError:
-                pass  # the same failure again, flushing what is buffered
-            raise CharRNNError(f"could not write {self.path}: {write_failure(e)}; training "
-                               f"stopped, the last checkpoint is kept") from None
-
-    @staticmethod
-    def truncate(path: Path, step: int) -> int:
-        """Drop records past `step` (written after the checkpoint a run resumes from), and
-        damaged ones; returns how many were damaged."""
-        if not path.exists() and not path.is_symlink():
-            return 0
-        if not path.is_symlink() and not path.is_file():  # a FIFO would block us for ever
-            raise CharRNNError(f"{path} is not a regular file; move it out of the run "
-                               f"directory and resume again")
-        kept = []
-        try:
-            text = "" if path.is_symlink() else path.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
-        damaged = 0
-        for line in text.splitlines():
-            record = parse_record(line)
-            if record is None:
-                damaged += line.strip() != ""
-            elif record["step"] <= step:
-                kept.append(line)
-        # Rewritten whole and renamed into place: a link there is replaced, not followed.
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
-        return damaged
-
-
-def parse_record(line: str) -> dict | None:
-    """One line of metrics.jsonl as a record, or None when it is damaged: not a JSON
-    object, too deeply nested, or without a finite whole `step` >= 0. Numbers other than
-    the step may be anything finite; a non-finite one (Infinity, NaN) is damage too."""
-    try:
-        record = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    step = record.get("step")
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) \
-            or step < 0 or step != int(step):
-        return None
-    for value in record.values():
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, (dict, list)):
-            return None
-    return record

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 from ..core.errors import CharRNNError
+from ..core.escape import shown
 from ..core.extras import install_hint
 from ..core.files import atomic_write
-from ..core.runs import run_of
-from ..core.escape import shown
 from ..core.outputs import guard_output
+from ..core.runs import run_of
 from ..core.units import LN2
 from .metrics_file import MetricsReader
 
@@ -63,11 +63,10 @@ def read_curves(run_dir: Path, limit: int = MAX_POINTS
     curves = {"train": Thinned(limit), "val": Thinned(limit)}
     try:
         for r in reader:
-            elapsed = r.get("elapsed", 0.0)
-            elapsed = elapsed if isinstance(elapsed, (int, float)) else 0.0
-            for name, key in (("train", "train_loss"), ("val", "val_loss")):
-                if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool):
-                    curves[name].add((int(r["step"]), float(elapsed), r[key] / LN2))
+            elapsed = r.elapsed or 0.0
+            for name, loss in (("train", r.train_loss), ("val", r.val_loss)):
+                if loss is not None:
+                    curves[name].add((r.step, float(elapsed), loss / LN2))
     except FileNotFoundError:
         raise CharRNNError(f"{shown(run_dir)} has no metrics.jsonl: not a run directory") from None
     except OSError as e:

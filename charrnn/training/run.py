@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import distributed
-from ..core.checkpoint import config_of, data_root_of, load_checkpoint, vocab_of
+from ..core.checkpoint import config_of, data_root_of, load_checkpoint
 from ..core.config import RESUMABLE, Config
 from ..core.config_files import load_config, read_toml
 from ..core.errors import CheckpointError, DataError
@@ -31,8 +31,9 @@ from ..core.files import DirectoryLock, atomic_write_text, remove_stale
 from ..core.runs import check_run_name, new_run_dir, resolve_run_dir, update_latest
 from ..corpus.prepared import PreparedData
 from ..corpus.vocab import Vocab
-from .metrics import MetricsLog
-from .trainer import Trainer, TrainResult
+from ..inference.trained import vocab_of
+from .metrics_file import MetricsLog
+from .trainer import TrainResult, Trainer
 
 
 def train(cfg: Config, data: PreparedData, *, runs_dir: str | Path = "runs",

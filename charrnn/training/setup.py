@@ -1,31 +1,40 @@
-"""What a Trainer is built from, before the first step: the memory check, weights from
-another run (fine-tuning), the DDP / torch.compile wrapping, and the start-up lines."""
+"""What a Trainer is built from, before the first step: the memory check, the training
+streams and validation text, weights from another run (fine-tuning), the DDP /
+torch.compile wrapping, and the start-up lines."""
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..core import distributed
-from ..core.checkpoint import load_weights
+from ..core.checkpoint import precision_of
 from ..core.config import Config, ModelConfig
 from ..core.cpu import describe_threads
 from ..core.device import check_fits, describe
-from ..core.precision import FP32
 from ..core.distributed import Dist
 from ..core.errors import CheckpointError, DataError
+from ..core.precision import FP32, Precision, cached_speedup, resolve_precision
 from ..core.model import (
     FLOAT_BYTES,
+    CharRNN,
     GATES,
     describe_model,
     model_bytes,
     parameter_count,
 )
+from ..corpus.prepared import PreparedData
+from ..corpus.streams import Streams
 from ..corpus.vocab import Vocab
+from ..inference.trained import load_weights
+from .finetune import load_init
+from .optim import make_optimizer
+from .validator import sample_chars
 
 
 def check_training_memory(cfg: Config, vocab_size: int, world_size: int,
@@ -41,6 +50,61 @@ def check_training_memory(cfg: Config, vocab_size: int, world_size: int,
                f"training a {describe_model(m)} over {V:,} characters with "
                f"batch_size {t.batch_size} x seq_len {t.seq_len}",
                "use a smaller model, --batch-size or --seq-len")
+
+
+@dataclass
+class TrainingText:
+    streams: Streams  # this rank's rows of the training split
+    val: object  # the validation text each evaluation scores (a fixed sample of the split)
+    val_chars: int  # the whole split's characters, before any sample
+
+
+def training_text(cfg: Config, data: PreparedData, dist: Dist, device: torch.device,
+                  resident: bool | None) -> TrainingText:
+    """This rank's training streams, and the validation text (validator.sample_chars)."""
+    t = cfg.train
+    row_start, row_stop = dist.rows(t.batch_size)
+    starts = None  # streams start blank where documents do (a corpus of many)
+    if data.n_documents > 1:
+        starts = data.documents().starts_in(0, data.meta["splits"]["train"])
+    streams = Streams(data.split("train"), t.batch_size, t.seq_len, device, row_start,
+                      row_stop, resident=resident, reset_every=t.reset_every,
+                      doc_starts=starts)
+    val = data.split("val")
+    flops = 2.0 * parameter_count(len(data.vocab), cfg.model)
+    n = sample_chars(t, len(val), flops, device.type)
+    return TrainingText(streams, val[:n] if n < len(val) else val, len(val))
+
+
+class TrainingModel(NamedTuple):
+    model: CharRNN
+    precision: Precision  # the precision plan it trains in
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+def training_model(cfg: Config, data: PreparedData, dist: Dist, device: torch.device,
+                   state: dict | None, init: tuple[Path, dict, Vocab] | None,
+                   fused: bool | None) -> TrainingModel:
+    """The model (weights from train.init_from for a new fine-tuning run), its precision
+    plan (a resumed `auto` keeps the checkpoint's), optimizer and gradient scaler."""
+    t, V = cfg.train, len(data.vocab)
+    check_training_memory(cfg, V, dist.world_size, device)
+    model = CharRNN.from_config(V, cfg.model).to(device)
+    # bf16 against fp32 for this model's step, from the per-user cache or measured once
+    # (each process its own; `agree` then makes them pick the same plan).
+    speedup = lambda: cached_speedup(model.rnn, t.batch_size // dist.world_size,  # noqa: E731
+                                     t.seq_len, device)
+    started = None if state is None else precision_of(state)
+    plan = agree(dist, device, resolve_precision(t.precision, device, cfg.model.cell, speedup,
+                                                 cfg.model.hidden_size, started))
+    model.recurrent_dtype = plan.cast
+    if state is None and t.init_from:
+        init_weights(model, init or load_init(t.init_from), data.vocab, data.root)
+    # PyTorch has fused AdamW kernels for cuda and cpu; mps and others take the foreach one.
+    fused = device.type in ("cuda", "cpu") if fused is None else fused
+    return TrainingModel(model, plan, make_optimizer(model, t, fused),
+                         torch.amp.GradScaler(device.type, enabled=plan.scaler))
 
 
 def init_weights(model: torch.nn.Module, init: tuple[Path, dict, Vocab], vocab: Vocab,

@@ -16,46 +16,54 @@ gradient is skipped inside the fused optimizer (found_inf) rather than by a host
 (optimizers without a fused kernel, as on mps, read one flag per step instead).
 
 `Trainer.run` is the loop. It hands its cadence to parts of its own: the Budget (limits and
-the clock), the Validator (when to evaluate, and whether it improved), the Checkpointer
-(best, last and periodic saves), and StopRequests (signals, one decision for all ranks).
+the clock), the Validator (when to evaluate, the figure of the model it is handed, and
+whether it improved), StopRequests (signals, one decision for all ranks) and the Recorder
+(progress, metrics.jsonl, the checkpoints and curves.png). Each is given what it works on;
+none calls back into the trainer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..core import distributed
-from ..core.checkpoint import load_init
 from ..core.config import Config
-from ..core.device import resolve_device
 from ..core.cpu import apply_threads
-from ..core.precision import autocast, cached_speedup, resolve_precision
+from ..core.device import resolve_device
 from ..core.errors import DataError
-from ..core.model import CharRNN, cross_entropy, map_hidden, parameter_count
-from ..core.units import LN2
+from ..core.model import cross_entropy, map_hidden
+from ..core.precision import autocast
 from ..corpus.prepared import PreparedData
-from ..corpus.streams import Streams
 from ..corpus.vocab import Vocab
-from ..inference.evaluate import Abandoned, evaluate
+from ..inference.evaluate import Abandoned
 from .budget import Budget, StopReason, diverged
-from .checkpointer import Checkpointer, collect, restore
-from .metrics import IntervalMeter, IntervalStats, MetricsLog
-from .optim import apply_gradients, learning_rate, make_optimizer
-from .plot import CurveRefresher
-from .progress import Progress
+from .checkpointer import restore, run_state
+from .metrics import IntervalMeter, IntervalStats
+from .optim import apply_gradients, learning_rate
+from .recorder import Recorder
 from .result import TrainResult
 from .setup import (
-    agree,
-    check_training_memory,
-    init_weights,
     startup_lines,
+    training_model,
+    training_text,
     wrap_model,
 )
 from .state import TrainingState
 from .stopping import StopRequests
-from .validator import Validator, sample_chars
+from .validator import Validator
+
+
+@dataclass
+class RunParts:
+    """The parts of one `Trainer.run`: made as it starts, gone when it ends."""
+    rec: Recorder  # progress, metrics.jsonl, checkpoints, curves.png
+    stop: StopRequests
+    meter: IntervalMeter
+    final_eval: bool
+    first: int  # the first step of this invocation (slow: kernels warm up)
 
 
 class Trainer:
@@ -65,9 +73,9 @@ class Trainer:
                  fused: bool | None = None):
         """`state`: a checkpoint to resume; `init`: `load_init(cfg.train.init_from)` when the
         caller has loaded it already; `fused`: the fused AdamW kernel (default: where
-        PyTorch has one)."""
+        PyTorch has one); `run_dir`: where `run` writes (None: nowhere)."""
         self.cfg, self.data, self.echo, self.run_dir = cfg, data, echo, run_dir
-        t = cfg.train
+        t, self.vocab = cfg.train, data.vocab
         self.dist = distributed.from_env()
         self.device = resolve_device(t.device, self.dist.local_rank)
         distributed.init(self.dist, self.device)
@@ -77,22 +85,11 @@ class Trainer:
         # Before anything is timed: the precision measurement is per thread count.
         self.threads = apply_threads(t.threads)
         torch.manual_seed(t.seed)
-        self.vocab = data.vocab
-        check_training_memory(cfg, len(self.vocab), self.dist.world_size, self.device)
-        self.model = CharRNN.from_config(len(self.vocab), cfg.model).to(self.device)
-        # A checkpoint from before the plan was recorded ran fp32 under auto.
-        started = None if state is None else state.get("precision", "fp32")
-        self.precision = agree(self.dist, self.device, resolve_precision(
-            t.precision, self.device, cfg.model.cell, self._measure_speedup,
-            cfg.model.hidden_size, started))
-        self.model.recurrent_dtype = self.precision.cast
-        if state is None and t.init_from:
-            init_weights(self.model, init or load_init(t.init_from), self.vocab, data.root)
-        # PyTorch has fused AdamW kernels for cuda and cpu; mps and others take the foreach one.
-        fused = self.device.type in ("cuda", "cpu") if fused is None else fused
-        self.optimizer = make_optimizer(self.model, t, fused)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
-        self._data(t, resident)
+        self.model, self.precision, self.optimizer, self.scaler = training_model(
+            cfg, data, self.dist, self.device, state, init, fused)
+        text = training_text(cfg, data, self.dist, self.device, resident)
+        self.streams, self.val, self.val_chars = text.streams, text.val, text.val_chars
+        self.steps_per_epoch = self.streams.steps_per_epoch
         self.state, self.hidden = TrainingState(), None
         if state is not None:
             self.state, self.hidden = restore(state, self.model, self.optimizer, cfg,
@@ -103,99 +100,72 @@ class Trainer:
         self.wrapped = wrap_model(self.model, self.dist, self.device, t.compile)
         self.progress_enabled = progress and self.dist.is_main
         self.budget = Budget(t, self.steps_per_epoch, self.state)
-        self.validator = Validator(t, self.state, self.validation_loss, len(self.val))
-        self.metrics, self.curves = MetricsLog(None), CurveRefresher(None)
-        self.stop, self.speed = None, 0.0  # the run's StopRequests; chars/s at the last report
-
-    def _data(self, t, resident: bool | None) -> None:
-        """This rank's training streams and the validation text."""
-        row_start, row_stop = self.dist.rows(t.batch_size)
-        self.streams = Streams(self.data.split("train"), t.batch_size, t.seq_len, self.device,
-                               row_start, row_stop, resident=resident,
-                               reset_every=t.reset_every, doc_starts=self._doc_starts())
-        self.steps_per_epoch = self.streams.steps_per_epoch
-        self.val = self.data.split("val")
-        self.val_chars = len(self.val)  # the split's, before any sample
-        flops = 2.0 * parameter_count(len(self.data.vocab), self.cfg.model)
-        n = sample_chars(t, len(self.val), flops, self.device.type)
-        if n < len(self.val):
-            self.val = self.val[:n]
+        self.validator = Validator(t, self.state, self.val, self.device, self.dist)
+        self.speed = 0.0  # chars/s at the last report: what the time budget plans with
 
     # ------------------------------------------------------------------------------------
     # the loop
 
     def run(self, final_eval: bool = True) -> TrainResult:
         """Train until a limit or a signal; evaluate and save at the end (if `final_eval`)."""
-        self.final_eval = final_eval
-        t, s = self.cfg.train, self.state
-        # Before the start-up lines: it imports matplotlib, which takes a second or two.
-        self.curves = CurveRefresher(self.run_dir if self.dist.is_main else None)
-        if self.dist.is_main:
-            for line in startup_lines(self):
-                self.echo(line)
-        # The clock starts here, after the start-up: --max-time is training time.
-        self.budget = budget = Budget(t, self.steps_per_epoch, s)  # the limits as of now
-        meter = IntervalMeter(self.device, self.dist, t.batch_size * t.seq_len)
-        progress = Progress(self.progress_enabled, s.step, budget.stop_step, self.echo)
-        self.curves.warn = progress.write
-        self.checkpointer = Checkpointer(self.run_dir, t, self.dist.is_main,
-                                         self.checkpoint_state)
-        first = self.first = s.step + 1
-        log = self.run_dir / "metrics.jsonl" if self.dist.is_main and self.run_dir else None
-        with StopRequests(self.dist) as stop, self.metrics.opened(log), progress:
-            self.stop = stop
-            reason = budget.limit_reached() or (StopReason.MAX_TIME if budget.time_up() else None)
-            if reason is not None:  # a resume with nothing left to train: say which limit
-                progress.write(budget.spent(reason))
-            while reason is None:
-                lr = self.schedule()
-                meter.add(*self.train_step(lr))
-                s.step += 1
-                budget.tick()
-                progress.step()
-                if s.step % t.log_every == 0 or s.step == first:
-                    stats = self.report(meter, progress, lr, record=s.step % t.log_every == 0)
-                    reason = diverged(stats, t, progress.write)
-                if reason is None:
-                    reason = self.after_step(stop, meter, progress)
-            self._finish(reason, progress, final_eval)
+        t, s, budget = self.cfg.train, self.state, self.budget
+        rec = Recorder(self.run_dir, t, self.dist.is_main, self.echo, startup_lines(self),
+                       show=self.progress_enabled, start_step=s.step, stop_step=budget.stop_step)
+        with StopRequests(self.dist) as stop, rec:
+            # The clock starts here, after the start-up: --max-time is training time.
+            budget.start()
+            meter = IntervalMeter(self.device, self.dist, t.batch_size * t.seq_len)
+            reason = self._loop(RunParts(rec, stop, meter, final_eval, s.step + 1))
         return TrainResult(self.run_dir, s.step, reason, s.best_val_loss, s.last_val_loss,
                            stop.signal, s.best_step, budget.spent_really(),
                            meter.average_speed())
 
-    def after_step(self, stop: StopRequests, meter: IntervalMeter, progress: Progress):
+    def _loop(self, run: RunParts) -> StopReason:
+        """Steps until a reason to stop, then the end of the run (_finish)."""
+        t, s, budget = self.cfg.train, self.state, self.budget
+        reason = budget.limit_reached() or (StopReason.MAX_TIME if budget.time_up() else None)
+        if reason is not None:  # a resume with nothing left to train: say which limit
+            run.rec.write(budget.spent(reason))
+        while reason is None:
+            lr = self.schedule()
+            run.meter.add(*self.train_step(lr))
+            s.step += 1
+            budget.tick()
+            run.rec.progress.step()
+            if s.step % t.log_every == 0 or s.step == run.first:
+                stats = self.report(run, lr, record=s.step % t.log_every == 0)
+                reason = diverged(stats, t, run.rec.write)
+            if reason is None:
+                reason = self.after_step(run)
+        self._finish(run, reason)
+        return reason
+
+    def after_step(self, run: RunParts) -> StopReason | None:
         """Evaluate and save when due, and why to stop after this step (None: go on). Each
         decision is taken by all ranks together (StopRequests.poll)."""
         budget = self.budget
         # A periodic evaluation now must leave room for the final one too.
         due = self.validator.due(self.state.step)
-        reason, due = stop.poll(budget.time_up(self.to_come(due)), due)
+        reason, due = run.stop.poll(budget.time_up(self.to_come(run, due)), due)
         if reason is not None:
             return reason
-        with meter.paused():  # chars/s is training speed: evaluations and saves apart
-            abandoned = self.evaluate_and_save(progress, due)
+        with run.meter.paused():  # chars/s is training speed: evaluations and saves apart
+            abandoned = self.evaluate_and_save(run, due)
         budget.tick()
         if abandoned:
             return StopReason.INTERRUPTED
         if due:  # the evaluation took time: is the budget spent now?
-            reason, _ = stop.poll(budget.time_up(self.to_come()))
+            reason, _ = run.stop.poll(budget.time_up(self.to_come(run)))
         return reason or budget.limit_reached()
 
-    def to_come(self, eval_due: bool = False) -> float:
+    def to_come(self, run: RunParts, eval_due: bool = False) -> float:
         """Seconds that must stay in the time budget after this step: one more step, the
         final evaluation and the saves (and a periodic evaluation, when one is due), so that
         a --max-time run ends within its time."""
         steps_per_s = self.speed / (self.cfg.train.batch_size * self.cfg.train.seq_len)
         step = 1.0 / steps_per_s if steps_per_s > 0 else 0.0
-        final = self.validator.to_come(self.final_eval, self.speed)
-        return step + final * (2 if eval_due else 1) + self.checkpointer.save_seconds
-
-    def _doc_starts(self):
-        """Where the training split's documents start (streams start blank there), or None
-        for a corpus of one document."""
-        if self.data.n_documents < 2:
-            return None
-        return self.data.documents().starts_in(0, self.data.meta["splits"]["train"])
+        final = self.validator.to_come(run.final_eval, self.speed)
+        return step + final * (2 if eval_due else 1) + run.rec.checkpointer.save_seconds
 
     def schedule(self) -> float:
         """Set and return this step's learning rate."""
@@ -212,7 +182,7 @@ class Trainer:
         idx, targets = self.streams.batch(chunk)  # (B, T) views
         with autocast(self.device, self.precision.autocast):
             logits, hidden = self.wrapped(idx, self.hidden)  # (B, T, V)
-            loss = self.loss(logits, targets)
+            loss = cross_entropy(logits, targets)  # mean nats per character
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         bad = apply_gradients(self.optimizer, self.scaler, self.cfg.train.grad_clip,
@@ -229,109 +199,66 @@ class Trainer:
         else:
             self.hidden = self.streams.carry(self.hidden, chunk)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy in nats per character of logits (B, T, V) for targets (B, T)."""
-        return cross_entropy(logits, targets)
-
-    def report(self, meter: IntervalMeter, progress: Progress, lr: float,
-               record: bool = True) -> IntervalStats:
+    def report(self, run: RunParts, lr: float, record: bool = True) -> IntervalStats:
         """A progress line (and, with `record`, a metrics record that closes the interval).
         Reads the device once."""
         s = self.state
-        stats = meter.read(close=record)
+        stats = run.meter.read(close=record)
         s.skipped = stats.skipped
-        if record:
-            self.metrics.write({"step": s.step, "epoch": s.step / self.steps_per_epoch,
-                                "train_loss": stats.loss, "lr": lr,
-                                "chars_per_s": round(stats.chars_per_s, 1),
-                                "elapsed": round(s.elapsed, 3), "skipped": stats.skipped})
-        if s.step > self.first:  # the very first step is slow (kernels warm up): not it
+        if s.step > run.first:  # the very first step is slow (kernels warm up): not it
             self.speed = stats.chars_per_s
-        left = self.budget.time_left(stats.chars_per_s / meter.chars_per_step,
-                                     self.validator.to_come(self.final_eval, self.speed))
-        progress.report(s.step, stats.loss,
-                        None if s.last_val_loss is None else s.last_val_loss / LN2,
-                        stats.chars_per_s, s.elapsed, left)
+        left = self.budget.time_left(stats.chars_per_s / run.meter.chars_per_step,
+                                     self.validator.to_come(run.final_eval, self.speed))
+        run.rec.interval(s, stats, lr, s.step / self.steps_per_epoch, left, record)
         return stats
 
-    def evaluate_and_save(self, progress: Progress, due: bool) -> bool:
+    # ------------------------------------------------------------------------------------
+    # evaluations, saves and the end of a run
+
+    def evaluate_and_save(self, run: RunParts, due: bool) -> bool:
         """Evaluate when `due` and save last.pt, and best.pt when it improved; then the
         periodic checkpoints that train.keep and save_every ask for. True when a signal
         came during the evaluation and it was abandoned (nothing recorded or saved)."""
-        evaluated = due
-        if evaluated:
+        step, saves = self.state.step, run.rec.checkpointer
+        if due:
+            # One process abandons an evaluation on Ctrl-C; under DDP every rank must finish it.
+            abort = None if self.dist.enabled else (lambda: run.stop.interrupted)
             try:
-                loss, improved = self.validate()
+                loss, improved = self.validator.validate(self.model, abort)
             except Abandoned:
-                progress.write(f"step {self.state.step} | validation abandoned (interrupted)")
+                run.rec.abandoned(step)
                 return True
-            progress.write(f"step {self.state.step} | val loss {loss:.4f} nats/char, "
-                           f"{loss / LN2:.4f} bpc" + (" (best)" if improved else ""))
-            progress.show_val(loss / LN2)
-            self.checkpointer.after_validation(improved)
-            self.curves()
-        self.checkpointer.periodic(self.state.step, evaluated)
+            self.budget.tick()  # the evaluation counts toward the time budget
+            run.rec.validated(self.state, loss, improved, self.checkpoint_state())
+        if saves.periodic_due(step, due):
+            saves.save_periodic(self.checkpoint_state(), step)
         return False
 
-    def validate(self) -> tuple[float, bool]:
-        """The validation loss now, and whether it is the best so far (recorded)."""
-        loss, improved = self.validator.validate()
-        self.budget.tick()  # the evaluation counts toward the time budget
-        self.metrics.write({"step": self.state.step, "val_loss": loss, "val_bpc": loss / LN2,
-                            "elapsed": round(self.state.elapsed, 3)})
-        return loss, improved
-
-    def validation_loss(self) -> float:
-        """Mean nats per character over the validation text (all ranks take part)."""
-        t = self.cfg.train
-        # In fp32 whatever the plan: the figure that best.pt and patience compare stays one
-        # figure across resumes in another precision.
-        self.model.recurrent_dtype = None
-        # One process abandons an evaluation on Ctrl-C; under DDP every rank must finish it.
-        abort = (None if self.dist.enabled or self.stop is None
-                 else lambda: self.stop.interrupted)
-        try:
-            return evaluate(self.model, self.val, t.eval_batch_size, t.seq_len, self.device,
-                            None, self.dist, t.eval_context, abort=abort)
-        finally:
-            self.model.recurrent_dtype = self.precision.cast
-
-    def _finish(self, reason: StopReason, progress: Progress, final_eval: bool) -> None:
-        s, done = self.state, self.validator.done_at_this_step
+    def _finish(self, run: RunParts, reason: StopReason) -> None:
+        """The end of a run: the final evaluation and saves its reason asks for (curves.png
+        is drawn a last time as the Recorder closes)."""
+        s, done, rec = self.state, self.validator.done_at_this_step, run.rec
         if reason == StopReason.MAX_TIME:
             self.budget.spend_all()
-            if done or not final_eval:
-                self.checkpointer.save("last.pt")
+            if done or not run.final_eval:
+                rec.checkpointer.save(self.checkpoint_state(), "last.pt")
         if reason == StopReason.INTERRUPTED:
-            progress.write(f"interrupted at step {s.step}: saving last.pt")
-            self.checkpointer.save("last.pt")
-            self.curves.final()
+            rec.interrupted(s.step, self.checkpoint_state())
             return
         if reason == StopReason.EARLY_STOP:
-            progress.write(f"no better validation loss in {s.stale_evals} evaluations: "
-                           f"stopping (best.pt is step {s.best_step})")
-        if reason != StopReason.DIVERGED and final_eval and not done:
-            if self.evaluate_and_save(progress, due=True):  # Ctrl-C during it
-                progress.write(f"interrupted at step {s.step}: saving last.pt")
-                self.checkpointer.save("last.pt")
-        self.curves.final()
+            rec.write(f"no better validation loss in {s.stale_evals} evaluations: "
+                      f"stopping (best.pt is step {s.best_step})")
+        if reason != StopReason.DIVERGED and run.final_eval and not done:
+            if self.evaluate_and_save(run, due=True):  # Ctrl-C during it
+                rec.interrupted(s.step, self.checkpoint_state())
+
+    def checkpoint_state(self) -> dict:
+        """Everything a resumed run needs, and the precision plan it ran in (which a
+        resumed `auto` keeps). Collective under DDP: every rank must call it."""
+        return run_state(self.model, self.optimizer, self.cfg, self.data, self.state,
+                         self.hidden, self.dist, self.device, self.precision.name)
 
     def release(self) -> None:
         """Drop the DDP wrapper: its reducer holds the process group, which must be free to
         shut down before the interpreter exits (where gloo can abort)."""
         self.wrapped = self.model
-
-    def _measure_speedup(self):
-        """bf16 against fp32 for this model's step, from the per-user cache or measured once
-        (each process its own; `agree` then makes them pick the same plan)."""
-        t = self.cfg.train
-        return cached_speedup(self.model.rnn, t.batch_size // self.dist.world_size,
-                              t.seq_len, self.device)
-
-    def checkpoint_state(self) -> dict:
-        """Everything a resumed run needs. Collective under DDP: every rank must call it."""
-        state = collect(self.model, self.optimizer, self.cfg, self.data, self.state,
-                        self.hidden, self.dist, self.device)
-        if state is not None:  # the plan it ran in, which a resumed `auto` keeps
-            state["precision"] = self.precision.name
-        return state

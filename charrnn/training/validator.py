@@ -1,9 +1,9 @@
 """When to evaluate, on how much of the validation split, the validation loss, and whether
 it is the best so far.
 
-    validator = Validator(cfg.train, state, loss_fn)
+    validator = Validator(cfg.train, state, val, device, dist)
     if validator.due(step):
-        loss, improved = validator.validate()   # recorded in the state
+        loss, improved = validator.validate(model)   # recorded in the state
 
 The loss is the figure of inference/evaluate.py: every character of the validation text
 (or of its sample, below) scored once with at least train.eval_context characters of
@@ -21,10 +21,12 @@ correspondingly longer.
 from __future__ import annotations
 
 import time
-from typing import Callable
+
+import torch
 
 from ..core.config import TrainConfig
-from ..inference.evaluate import eval_streams
+from ..core.distributed import Dist
+from ..inference.evaluate import eval_streams, evaluate
 from .state import TrainingState
 
 EVAL_SHARE = 0.1  # of the training time, at most, spent validating when eval_every is a time
@@ -53,11 +55,11 @@ def sample_chars(cfg: TrainConfig, split_chars: int, flops_per_char: float,
 
 
 class Validator:
-    def __init__(self, cfg: TrainConfig, state: TrainingState, loss_fn: Callable[[], float],
-                 chars: int = 0):
-        """`chars`: the characters each evaluation scores (for the first estimate of its
-        cost)."""
-        self.cfg, self.state, self.loss_fn, self.chars = cfg, state, loss_fn, chars
+    def __init__(self, cfg: TrainConfig, state: TrainingState, val, device="cpu",
+                 dist: Dist | None = None):
+        """`val`: the ids each evaluation scores (the split, or its sample_chars prefix)."""
+        self.cfg, self.state, self.val, self.device, self.dist = cfg, state, val, device, dist
+        self.chars = len(val)
         self.interval = cfg.eval_seconds
         self.seconds = 0.0  # how long the last evaluation took
         self.since = state.elapsed  # training time at the last evaluation (or the start)
@@ -87,17 +89,35 @@ class Validator:
         read = self.chars + (streams - 1) * self.cfg.eval_context  # and the burn-ins
         return read / (2.0 * train_chars_per_s)
 
-    def validate(self) -> tuple[float, bool]:
-        """The validation loss now, and whether it is the best so far (both recorded).
-        An evaluation abandoned midway (inference.evaluate.Abandoned) records nothing."""
+    def loss(self, model: torch.nn.Module, abort=None) -> float:
+        """Mean nats per character over the validation text (all ranks take part);
+        inference.evaluate.Abandoned when `abort()` turns true midway."""
+        t = self.cfg
+        # In fp32 whatever the plan: the figure that best.pt and patience compare stays one
+        # figure across resumes in another precision.
+        cast, model.recurrent_dtype = model.recurrent_dtype, None
+        try:
+            return evaluate(model, self.val, t.eval_batch_size, t.seq_len, self.device, None,
+                            self.dist, t.eval_context, abort=abort)
+        finally:
+            model.recurrent_dtype = cast
+
+    def validate(self, model: torch.nn.Module, abort=None) -> tuple[float, bool]:
+        """The validation loss now, and whether it is the best so far (both recorded)."""
         started = time.monotonic()
-        loss = self.loss_fn()
-        self.seconds = time.monotonic() - started
+        loss = self.loss(model, abort)
+        return loss, self.record(loss, time.monotonic() - started)
+
+    def record(self, loss: float, seconds: float) -> bool:
+        """An evaluation's loss, which took `seconds`, recorded in the state; whether it is
+        the best so far. An evaluation abandoned midway (inference.evaluate.Abandoned) is
+        never recorded."""
         s = self.state
-        self.since = s.elapsed + self.seconds
+        self.seconds = seconds
+        self.since = s.elapsed + seconds
         s.last_val_loss, s.last_eval_step = loss, s.step
         improved = loss < s.best_val_loss
         if improved:
             s.best_val_loss, s.best_step = loss, s.step
         s.stale_evals = 0 if improved else s.stale_evals + 1
-        return loss, improved
+        return improved
