@@ -233,6 +233,26 @@ def test_same_text_as_charrnn_sample(client, model_path, settings, flags):
     assert [texts.get(s["index"], "") for s in samples] == [s["text"] for s in samples]
 
 
+def test_a_bf16_step_serves_many_streams_and_says_so(model_path):
+    """--step-precision bf16: the batched step in bf16, reported by /v1/model; on a CPU
+    without bf16 units the start-up says it is emulated."""
+    import torch
+
+    from charrnn.core.precision import native_bf16
+
+    s = ServerProcess(model_path, "--step-precision", "bf16")
+    try:
+        assert s.client.get("/v1/model").json()["step_precision"] == "bf16"
+        answer = s.client.post("/v1/generate", json={"prime": "the ", "length": 120,
+                                                     "num_samples": 3, "seed": 4})
+        assert answer.status_code == 200, answer.text
+        assert [x["chars"] for x in answer.json()["samples"]] == [120, 120, 120]
+        emulated = "bf16 is emulated" in "".join(s.output)
+        assert emulated == (not native_bf16(torch.device("cpu")))
+    finally:
+        s.stop()
+
+
 def test_stop_strings_end_each_sample(client):
     answer = client.post("/v1/generate", json={"prime": "the", "length": 500, "seed": 4,
                                                "num_samples": 3, "stop": ["e", "o"]}).json()

@@ -69,8 +69,11 @@ class Group:
 
 
 class Batch:
-    def __init__(self, model: CharRNN):
+    def __init__(self, model: CharRNN, precision: str = "fp32"):
+        """`precision`: the products of the batched step, "fp32" or "bf16" (Stepper); a
+        model the written-out step does not cover steps in fp32 whatever it says."""
         self.model = model
+        self.precision = precision
         self.device = model.head.weight.device
         self.fast = Stepper.supports(model)
         self.steppers: dict[int, Stepper] = {}
@@ -188,8 +191,9 @@ class Batch:
                 odd = [s for s in self.steppers if s & (s - 1)]
                 for s in odd[:max(0, len(odd) - EXACT_SIZES_KEPT + 1)]:
                     del self.steppers[s]
-            cls = Stepper if self.fast else ReferenceStepper
-            stepper = self.steppers[size] = cls(self.model, size)
+            stepper = self.steppers[size] = (
+                Stepper(self.model, size, precision=self.precision) if self.fast
+                else ReferenceStepper(self.model, size))
         return stepper
 
     # -- each step --------------------------------------------------------------------

@@ -46,16 +46,19 @@ class LoadedModel:
     generation: int = 1  # 1 for the first model, +1 per reload
     loaded_at: float = field(default_factory=time.time)
     data_root: Path | None = None  # the prepared directory it was trained on, if recorded
+    step_precision: str = "fp32"  # the batched step's products (serve --step-precision)
 
     @classmethod
-    def load(cls, path: Path, device: torch.device, generation: int = 1) -> LoadedModel:
+    def load(cls, path: Path, device: torch.device, generation: int = 1,
+             step_precision: str = "fp32") -> LoadedModel:
         signature = file_signature(path)
         state = load_checkpoint(path)
         model, vocab, options = model_from_checkpoint(state)
         header = read_header(state)
         return cls(model.to(device).eval(), vocab, options, Path(path), device,
                    describe_checkpoint(path, header), header.step, header.best_val_loss,
-                   signature, generation, data_root=header.data_root)
+                   signature, generation, data_root=header.data_root,
+                   step_precision=step_precision)
 
     @property
     def state_floats(self) -> int:
@@ -87,7 +90,8 @@ class LoadedModel:
                 "best_val_loss": None if loss is None else {"nats": loss, "bits": loss / LN2},
                 "checkpoint": display_path(self.path),
                 "generation": self.generation, "loaded_at": self.loaded_at,
-                "device": str(self.device), "session_bytes": FLOAT_BYTES * self.state_floats,
+                "device": str(self.device), "step_precision": self.step_precision,
+                "session_bytes": FLOAT_BYTES * self.state_floats,
                 "text_options": self.options.to_dict()}
 
 
@@ -108,7 +112,7 @@ class Watcher(threading.Thread):
         self.target, self.runs_dir, self.interval = target, runs_dir, interval
         self.on_new, self.on_error = on_new, on_error
         self.seen, self.generation = current.signature, current.generation
-        self.device = current.device
+        self.device, self.step_precision = current.device, current.step_precision
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -132,7 +136,8 @@ class Watcher(threading.Thread):
             return None
         self.seen = signature
         try:
-            loaded = LoadedModel.load(path, self.device, self.generation + 1)
+            loaded = LoadedModel.load(path, self.device, self.generation + 1,
+                                      self.step_precision)
         except CharRNNError as e:
             self.on_error(f"warning: --watch: {shown(e)}; still serving the previous model")
             return None

@@ -189,7 +189,7 @@ class Worker(threading.Thread):
     def _batch_of(self, job: GenerateJob) -> Batch:
         batch = self.batches.get(job.loaded.generation)
         if batch is None:
-            batch = self.batches[job.loaded.generation] = Batch(job.loaded.model)
+            batch = self.batches[job.loaded.generation] = Batch(job.loaded.model, job.loaded.step_precision)
         return batch
 
     def _guarded(self, job: Job, work) -> bool:
