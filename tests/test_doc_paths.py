@@ -25,13 +25,6 @@ PY_PATH = re.compile(r"(?<![\w/.*-])((?:[\w.-]+/)*[\w-]+\.py)\b")
 # Text files in charrnn/ that are not Python are read whole: the page's scripts and the configs
 # mention .py files only in comments.
 OTHER_TEXT = {".js", ".html", ".css", ".toml"}
-# Stale names in files being reworked on another line of work; each is an expected failure
-# below (strict, so fixing one fails it until its entry is removed here).
-KNOWN_STALE = {
-    ("charrnn/core/config.py", "validator.py"): "the module is training/validator.py",
-}
-
-
 def py_paths(text: str) -> list[tuple[int, str]]:
     """(line number, path) of each .py path in `text`, URLs left out."""
     found = []
@@ -109,14 +102,6 @@ def test_every_named_py_path_exists():
     named = named_paths()
     assert len(named) > 20  # the finder still finds the docs' many script names
     stale = [f"{file.relative_to(ROOT).as_posix()}:{line}: {path}"
-             for file, line, path in named if not exists(path, file)
-             and (file.relative_to(ROOT).as_posix(), path) not in KNOWN_STALE]
+             for file, line, path in named if not exists(path, file)]
     if stale:
         pytest.fail("paths that do not exist:\n" + "\n".join(stale), pytrace=False)
-
-
-@pytest.mark.parametrize("named_in, path", [
-    pytest.param(file, path, marks=pytest.mark.xfail(reason=reason, strict=True))
-    for (file, path), reason in KNOWN_STALE.items()])
-def test_known_stale_path(named_in, path):
-    assert exists(path, ROOT / named_in)

@@ -90,7 +90,7 @@ class TrainConfig:
     eval_context: int = _resumable(512)
     # Characters of the validation split scored at each evaluation, from its start; 0 = all
     # when eval_every counts steps, and with a duration at most what a validation of this
-    # model scores in a tenth of it (validator.py): a fixed sample, the same at every
+    # model scores in a tenth of it (training/validator.py): a fixed sample, the same at every
     # evaluation, so the figures compare.
     eval_chars: int = _resumable(0)
     log_every: int = _resumable(50, help="Steps between progress lines and metrics records.")
