@@ -29,19 +29,23 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from charrnn.core.cpu import quiet_openmp
 
-from charrnn.core.config_files import load_config
-from charrnn.core.device import resolve_device
-from charrnn.core.precision import autocast, resolve_precision
-from charrnn.core.errors import CharRNNError
-from charrnn.core.model import CharRNN
-from charrnn.corpus.prepare import prepare
-from charrnn.corpus.prepared import PreparedData
-from charrnn.inference.evaluate import evaluate
-from charrnn.training.trainer import Trainer
+quiet_openmp()  # before torch loads: the OpenMP wait the charrnn command runs with
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from charrnn.core.config_files import load_config  # noqa: E402
+from charrnn.core.device import resolve_device  # noqa: E402
+from charrnn.core.precision import autocast, resolve_precision  # noqa: E402
+from charrnn.core.errors import CharRNNError  # noqa: E402
+from charrnn.core.model import CharRNN  # noqa: E402
+from charrnn.corpus.prepare import prepare  # noqa: E402
+from charrnn.corpus.prepared import PreparedData  # noqa: E402
+from charrnn.inference.evaluate import evaluate  # noqa: E402
+from charrnn.training.trainer import Trainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import memory_row, prepare_rows, scale_rows  # noqa: E402
