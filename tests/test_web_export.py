@@ -18,6 +18,7 @@ import sys
 import tarfile
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import onnx
@@ -300,6 +301,54 @@ def test_screenshots_at_desktop_and_phone_width(page, site, tmp_path):
     page.screenshot(path=keep / "web-390.png", full_page=True)
     assert (keep / "web-390.png").stat().st_size > 10_000
     assert page.problems == []  # nothing was loaded from outside 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def documents_site(tarball, tmp_path_factory):
+    """A GRU briefly trained on a directory of files (a model with an end-of-document
+    mark), exported."""
+    root = tmp_path_factory.mktemp("documents")
+    for i in range(40):
+        (root / "docs").mkdir(exist_ok=True)
+        (root / "docs" / f"{i:02d}.txt").write_text(f"# note {i}\n" + make_text(400, seed=i))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        r = run("prepare", "docs", "-o", "data")
+        assert r.exit_code == 0, r.output
+        r = run("train", "data", "--model", "gru", "--hidden-size", "32", "--batch-size", "8",
+                "--seq-len", "32", "--max-steps", "40", "--lr", "0.01", "--set",
+                "train.eval_every=40", "--name", "docs", "-q")
+        assert r.exit_code == 0, r.output
+        r = run("export", root / "runs" / "docs", "--web", root / "site", "--runtime",
+                tarball, "-q")
+        assert r.exit_code == 0, r.output
+    server = StaticServer(root / "site")
+    yield root / "runs" / "docs", server.url
+    server.stop()
+
+
+@pytest.mark.parametrize("prime", ["", "note\n# "])
+def test_a_model_of_documents_starts_where_documents_start(page, documents_site, prime):
+    """No prime: after the end-of-document mark, as `charrnn sample`; a typed line break is
+    the line break, not the mark, which shows as one."""
+    trained, url = documents_site
+    page.goto(f"{url}?prime={quote(prime)}&temperature=0&length=300&seed=1&run=1")
+    done = finished(page)
+    assert done["chars"] == 300
+    want = run("sample", trained, "-t", "0", "-n", "300", "-p", prime, "-q")
+    assert want.exit_code == 0, want.output
+    assert prime + page.text_content("#output") + "\n" == want.stdout
+
+
+def test_a_typed_line_break_is_read_as_a_line_break_not_the_mark(page, documents_site):
+    trained, url = documents_site
+    model, vocab, _ = model_from_checkpoint(load_checkpoint(trained / "best.pt"))
+    text = "note 3\n# note"
+    assert vocab.end is not None and "\n" in vocab
+    got = np.array(opened(page, url).evaluate("t => window.charrnn.logits(t)", text))
+    with torch.no_grad():
+        want, _ = model(torch.tensor([vocab.encode(text)]))
+    assert np.abs(got - want[0].numpy()).max() < 1e-4
 
 
 def test_an_int8_page_computes_what_onnxruntime_does(browser, tarball, tmp_path, monkeypatch):

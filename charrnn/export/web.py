@@ -8,7 +8,8 @@ DIR holds:
 
     index.html, web.js, worker.js   the page (charrnn/export/site/); the model runs in
                                     worker.js, a Web Worker, so the page never freezes
-    style.css, surprisal.js         the playground's styles and surprisal renderer, the same
+    style.css, surprisal.js,        the playground's styles, surprisal renderer and escapes,
+    escapes.js                      the same
                                     files `charrnn serve` serves (charrnn/serve/static/)
     model.onnx                      the model, checked against PyTorch (exporter.py)
     site.json                       what the page needs: the vocabulary and text options,
@@ -44,7 +45,7 @@ from .runtime import LOCAL_DIR, runtime_files, runtime_source
 FORMAT = "charrnn-web"
 MANIFEST = "site.json"
 PAGE = ("index.html", "web.js", "worker.js")  # charrnn/export/site/
-SHARED = ("style.css", "surprisal.js")  # charrnn/serve/static/, shared with the playground
+SHARED = ("style.css", "surprisal.js", "escapes.js")  # charrnn/serve/static/, shared with the playground
 MAX_LENGTH = 100_000  # characters per generation: bounds what a shared link can ask for
 
 

@@ -66,6 +66,7 @@ from .validation import (
 )
 
 STATIC = {"app.js": "text/javascript", "surprisal.js": "text/javascript",
+          "escapes.js": "text/javascript",
           "cells.js": "text/javascript", "style.css": "text/css"}
 # The page and its files come from this server only; nothing is fetched from elsewhere.
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "

@@ -104,10 +104,6 @@ function writeQuery(s, run) {
 
 // -- generate ----------------------------------------------------------------------------
 
-function unescapeStop(line) {
-  return line.replace(/\\(n|t|r|\\)/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c]);
-}
-
 function randomSeed() {
   return crypto.getRandomValues(new Uint32Array(1))[0];
 }

@@ -61,7 +61,8 @@ async function init({ site }) {
     { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
   meta = site.model;
   maxLength = site.max_length;
-  ids = new Map(meta.vocab.map((ch, i) => [ch, i]));
+  // The end-of-document mark shows as a line break: a typed "\n" is the line break itself.
+  ids = new Map(meta.vocab.map((ch, i) => [ch, i]).filter(([, i]) => i !== meta.end_of_document));
   return { backend: "wasm, 1 thread" };
 }
 
@@ -102,7 +103,7 @@ async function read(chars, state, each) {
   // each(logits, start, T) sees every chunk's logits. Returns the state left.
   for (let start = 0; start < chars.length; start += CHUNK) {
     const part = chars.slice(start, start + CHUNK);
-    const out = await run(part.map((c) => ids.get(c)), state);
+    const out = await run(part.map((c) => (typeof c === "number" ? c : ids.get(c))), state); // a number: an id
     state = out.state;
     if (each) each(out.logits, start, part.length);
   }
@@ -156,7 +157,10 @@ async function generate(m) {
   const stops = m.stops.filter((s) => s).map((s) => modelText(s, "stop string").join(""));
   const rand = random(seed);
   let prime = modelText(m.prime, "prime");
-  if (!prime.length) prime = ids.has("\n") ? ["\n"] : [meta.vocab[Math.floor(rand() * meta.vocab.length)]];
+  // No prime: as `charrnn sample`, after the end-of-document mark (a document's start),
+  // else after a line break, else after a random character.
+  if (!prime.length) prime = meta.end_of_document != null ? [meta.end_of_document]
+    : ids.has("\n") ? ["\n"] : [meta.vocab[Math.floor(rand() * meta.vocab.length)]];
   const V = meta.vocab.length;
   let logits = null;
   let state = await read(prime, zeroState(), (out, start, T) => (logits = out.subarray((T - 1) * V)));
