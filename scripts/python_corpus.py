@@ -31,4 +31,6 @@ def main(out: str, max_mb: float = 2.0) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3) or sys.argv[1].startswith("-"):
+        sys.exit(__doc__.strip().splitlines()[2].strip().join(["usage: ", ""]))
     main(sys.argv[1], *(float(a) for a in sys.argv[2:3]))
