@@ -45,6 +45,7 @@ from charrnn.core.model import CharRNN  # noqa: E402
 from charrnn.corpus.prepare import prepare  # noqa: E402
 from charrnn.corpus.prepared import PreparedData  # noqa: E402
 from charrnn.inference.evaluate import evaluate  # noqa: E402
+from charrnn.training.budget import Budget  # noqa: E402
 from charrnn.training.trainer import Trainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,6 +106,8 @@ def training_overhead(data, cell, hidden, layers, B, T, steps, rounds, device,
     for _ in range(rounds):
         # The real loop, progress reports included (echoed to nowhere), then the bare one.
         trainer.cfg = replace(cfg, train=replace(cfg.train, max_steps=trainer.state.step + steps))
+        # The budget reads its limits when it is made: a new one for this round's steps.
+        trainer.budget = Budget(trainer.cfg.train, trainer.steps_per_epoch, trainer.state)
         sync(device)
         t0 = time.perf_counter()
         trainer.run(final_eval=False)
