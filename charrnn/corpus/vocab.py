@@ -38,9 +38,13 @@ def unknown_characters(subject: str, missing: list[str],
     """The one wording of characters a vocabulary lacks, for every command and the server:
     "prime.txt has characters not in the model's vocabulary: 'é', '€' and 3 more" (the
     first SHOWN_UNKNOWN, in order of first appearance). Callers add the way out."""
-    shown = ", ".join(repr(c) for c in missing[:SHOWN_UNKNOWN])
+    return f"{subject} has characters not in {vocabulary}: {listed(missing)}"
+
+
+def listed(missing: list[str]) -> str:
+    """The first SHOWN_UNKNOWN characters, quoted, and how many more: for any message."""
     more = len(missing) - SHOWN_UNKNOWN
-    return (f"{subject} has characters not in {vocabulary}: {shown}"
+    return (", ".join(repr(c) for c in missing[:SHOWN_UNKNOWN])
             + (f" and {more:,} more" if more > 0 else ""))
 
 

@@ -92,7 +92,7 @@ class Pieces:
         self.end_shown = "" if stop_at_end else "\n"
         self.marked = marked
         # Without stop strings, a character is its shown text: one lookup.
-        self.shown = [c.replace(END, self.end_shown) for c in vocab.chars]
+        self.shown = vocab.shown_chars  # used only without stops, so never with stop_at_end
 
     def of_rows(self, rows: list[list[int]]) -> list[str]:
         """The new text of each of the B streams from its ids (several characters each)."""

@@ -21,15 +21,9 @@ import torch
 from ..core.device import check_fits
 from ..core.model import FLOAT_BYTES, GATES, CharRNN
 from ..corpus.vocab import Vocab
-from .draws import Noise, Picker, block_size, gumbel_, pick  # noqa: F401  (the public names)
+from .draws import Noise, Picker, pick  # noqa: F401  (pick: a public name)
 from .engine import PRIME_CHUNK, Generation, Priming
-from .settings import (  # noqa: F401  (the public names)
-    MAX_TEMPERATURE,
-    MIN_TEMPERATURE,
-    check_prime,
-    check_settings,
-    check_stop_at_end,
-)
+from .settings import check_prime, check_settings, check_stop_at_end
 from .stepper import ReferenceStepper, Stepper
 
 

@@ -11,12 +11,11 @@ the HTTP API under its field (`'top_k'`), with the same words after the name.
 from __future__ import annotations
 
 from ..core.errors import SettingError
-from ..corpus.vocab import Vocab
+from ..corpus.vocab import Vocab, listed
 
 DEFAULT_LENGTH = 500  # characters a sample has when nobody says: `charrnn sample`, serve
 MAX_TEMPERATURE = 1e3
 MIN_TEMPERATURE = 1e-3  # below it logits / T overflows float32: use 0 (the argmax) instead
-SHOWN_CHARS = 20  # unknown characters an error lists
 
 
 def check_settings(length: int = 0, temperature: float = 1.0, top_k: int = 0,
@@ -36,21 +35,12 @@ def check_settings(length: int = 0, temperature: float = 1.0, top_k: int = 0,
         raise SettingError("num_samples", f"must be at least 1, got {num_samples}")
 
 
-def unknown_characters(vocab: Vocab, text: str) -> str:
-    """The characters of `text` the model does not know, listed for a message ("" if none)."""
-    missing = vocab.missing(text)
-    if not missing:
-        return ""
-    more = (f" and {len(missing) - SHOWN_CHARS} more" if len(missing) > SHOWN_CHARS else "")
-    return ", ".join(repr(c) for c in missing[:SHOWN_CHARS]) + more
-
-
 def check_known(vocab: Vocab, text: str, field: str) -> None:
     """Refuse a text the model reads (`field`: prime, stop, text) with characters it does not
     know."""
-    shown = unknown_characters(vocab, text)
-    if shown:
-        raise SettingError(field, f"has characters the model does not know: {shown}")
+    missing = vocab.missing(text)
+    if missing:
+        raise SettingError(field, f"has characters the model does not know: {listed(missing)}")
 
 
 def check_prime(vocab: Vocab, prime: str, transliterated: bool = False) -> None:
@@ -62,8 +52,8 @@ def check_prime(vocab: Vocab, prime: str, transliterated: bool = False) -> None:
     hint = ("; the model knows only ASCII: add --unidecode to transliterate the prime"
             if ascii_model and not transliterated and not all(c.isascii() for c in missing)
             else "; change the prime")
-    shown = unknown_characters(vocab, prime)
-    raise SettingError("prime", f"has characters the model does not know: {shown}{hint}")
+    raise SettingError("prime", f"has characters the model does not know: {listed(missing)}"
+                                f"{hint}")
 
 
 def check_stop_at_end(vocab: Vocab) -> None:
